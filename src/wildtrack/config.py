@@ -1,0 +1,71 @@
+"""Every knob of every command in one typed place; saved next to the artifacts it produced."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LossName = Literal["softmax", "arcface", "triplet", "arcface+triplet"]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class AugmentConfig(_Config):
+    """Field-photo augmentation. Flips are off by default: a turtle's left and right profiles differ."""
+
+    random_resized_crop: bool = True
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    horizontal_flip: bool = False
+    color_jitter: float = Field(0.25, ge=0, le=1, description="brightness/contrast/saturation strength")
+    blur_probability: float = Field(0.2, ge=0, le=1)
+    rotation_degrees: float = Field(10.0, ge=0, le=45)
+
+
+class TrainConfig(_Config):
+    """`wildtrack train`: what to train and how."""
+
+    backbone: str = "mobilenetv2"
+    image_size: int = Field(224, ge=32, le=1024)
+    embed_dim: int = Field(256, ge=8, le=4096)
+    loss: LossName = "softmax"
+    epochs: int = Field(12, ge=1, description="total epochs (head-only warm-up included)")
+    head_epochs: int = Field(2, ge=0, description="epochs with the backbone frozen before fine-tuning it all")
+    batch_size: int = Field(32, ge=2)
+    learning_rate: float = Field(1e-3, gt=0, description="head learning rate; the backbone gets a tenth")
+    weight_decay: float = Field(1e-4, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    arcface_margin: float = Field(0.3, ge=0, le=1)
+    arcface_scale: float = Field(30.0, gt=0)
+    triplet_margin: float = Field(0.3, ge=0)
+    pk_identities: int = Field(8, ge=2, description="P in P×K batches (metric-learning losses)")
+    pk_images: int = Field(4, ge=2, description="K in P×K batches")
+    patience: int = Field(4, ge=1, description="epochs without val improvement before stopping")
+    split: Literal["auto", "per-identity", "time-aware", "official"] = "auto"
+    seed: int = 0
+    augment: AugmentConfig = AugmentConfig()
+    max_minutes: float | None = Field(None, gt=0, description="stop after this wall time, keeping the best")
+
+
+class EvalConfig(_Config):
+    """`wildtrack evaluate`."""
+
+    split: Literal["per-identity", "time-aware", "official"] = "per-identity"
+    topk: int = Field(5, ge=1, le=20)
+    examples: int = Field(6, ge=0)
+    gradcam: int = Field(3, ge=0)
+    tsne_max_points: int = Field(2000, ge=10)
+    seed: int = 0
+    target_far: float = Field(0.05, gt=0, lt=1, description="false-accept rate the unknown threshold aims for")
+
+
+class ServeConfig(_Config):
+    """`wildtrack serve`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(60_000_000, ge=10_000)
+    topk: int = Field(5, ge=1, le=50)

@@ -1,0 +1,54 @@
+"""``build_model``: backbone → pooling → Dense → BatchNorm → ``l2norm`` → classifier head."""
+
+from __future__ import annotations
+
+import keras
+
+from wildtrack.model.backbones import get_backbone
+from wildtrack.model.layers import CosineClassifier, L2Normalize
+
+HEAD_LAYERS = ("gap", "embedding", "embedding_bn", "l2norm", "classifier")
+
+
+def build_model(
+    backbone: str,
+    num_classes: int,
+    embed_dim: int = 256,
+    image_size: int | None = None,
+    pretrained: bool = True,
+    head: str = "softmax",
+    sub_centers: int = 1,
+) -> keras.Model:
+    """A classifier whose penultimate output is a unit-length embedding (layer ``l2norm``).
+
+    ``head="softmax"`` ends in a softmax Dense (the original design); ``head="cosine"`` ends in cosine
+    similarities to learned identity centres, which ArcFace-style losses turn into margins.
+    """
+    if num_classes < 2:
+        raise ValueError(f"need at least 2 identities to train a classifier, got {num_classes}")
+    spec = get_backbone(backbone)
+    size = image_size or spec.default_size
+    base = spec.build(size, pretrained)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
+    x = keras.layers.Dense(embed_dim, use_bias=False, name="embedding")(x)
+    x = keras.layers.BatchNormalization(name="embedding_bn")(x)
+    embedding = L2Normalize(name="l2norm")(x)
+    if head == "softmax":
+        out = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(embedding)
+    elif head == "cosine":
+        out = CosineClassifier(num_classes, sub_centers=sub_centers, name="classifier")(embedding)
+    else:
+        raise ValueError(f"unknown head {head!r}; use 'softmax' or 'cosine'")
+    return keras.Model(base.input, out, name=f"wildtrack_{backbone.replace('-', '_')}")
+
+
+def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return [layer for layer in model.layers if layer.name not in HEAD_LAYERS and layer.weights]
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freeze or unfreeze the backbone. BatchNorm stays frozen (inference statistics) when fine-tuning:
+    small re-ID batches give poor batch statistics."""
+    for layer in backbone_layers(model):
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = trainable and not is_bn
