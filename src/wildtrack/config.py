@@ -40,6 +40,10 @@ class TrainConfig(_Config):
     arcface_margin: float = Field(0.3, ge=0, le=1)
     arcface_scale: float = Field(30.0, gt=0)
     triplet_margin: float = Field(0.3, ge=0)
+    triplet_mining: Literal["batch-hard", "semi-hard"] = "batch-hard"
+    triplet_weight: float = Field(1.0, ge=0, description="weight of the triplet term in arcface+triplet")
+    sub_centers: int = Field(1, ge=1, le=5, description="ArcFace sub-centres per identity")
+    hard_negatives: bool = Field(True, description="over-sample last epoch's most confusable identities (P×K)")
     pk_identities: int = Field(8, ge=2, description="P in P×K batches (metric-learning losses)")
     pk_images: int = Field(4, ge=2, description="K in P×K batches")
     patience: int = Field(4, ge=1, description="epochs without val improvement before stopping")
@@ -47,6 +51,7 @@ class TrainConfig(_Config):
     seed: int = 0
     augment: AugmentConfig = AugmentConfig()
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall time, keeping the best")
+    pretrained: bool = Field(True, description="start from ImageNet weights where the backbone has them")
 
 
 class EvalConfig(_Config):

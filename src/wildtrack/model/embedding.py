@@ -11,6 +11,11 @@ class NoEmbeddingError(ValueError):
     """The model has neither an ``l2norm`` layer nor a softmax head to take an embedding from."""
 
 
+def _single_input(model: keras.Model):
+    """A one-input model's input tensor itself (not a one-item list), so calls take a plain array."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def _softmax_input(model: keras.Model):
     last = model.layers[-1]
     activation = getattr(last, "activation", None)
@@ -25,14 +30,14 @@ def embedding_model(model: keras.Model) -> keras.Model:
     """The ``l2norm`` output if present; else the tensor feeding the softmax, L2-normalised; a model whose
     output is already a 2-D vector (a bare embedding model) is normalised as it is."""
     try:
-        return keras.Model(model.inputs, model.get_layer("l2norm").output, name="embedder")
+        return keras.Model(_single_input(model), model.get_layer("l2norm").output, name="embedder")
     except ValueError:
         pass
     feeding = _softmax_input(model)
     if feeding is not None:
-        return keras.Model(model.inputs, L2Normalize(name="l2norm")(feeding), name="embedder")
+        return keras.Model(_single_input(model), L2Normalize(name="l2norm")(feeding), name="embedder")
     if len(model.outputs) == 1 and len(model.outputs[0].shape) == 2:
-        return keras.Model(model.inputs, L2Normalize(name="l2norm")(model.outputs[0]), name="embedder")
+        return keras.Model(_single_input(model), L2Normalize(name="l2norm")(model.outputs[0]), name="embedder")
     raise NoEmbeddingError(
         f"model {model.name!r} has no 'l2norm' layer, no softmax classifier and no 2-D output to embed with"
     )

@@ -1,0 +1,156 @@
+"""Turning photos into unit vectors: the ``Embedder`` interface, its Keras backend, and a cache.
+
+Decoding runs in a thread pool a couple of batches ahead of the model (see
+:func:`wildtrack.images.iter_decoded_batches`), so a folder is limited by the slower of the two, not their sum.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import platformdirs
+
+from wildtrack.images import iter_decoded_batches, load_image
+
+
+class Embedder(Protocol):
+    """Anything that maps a batch of ``(N, H, W, 3)`` uint8 images to ``(N, D)`` float32 unit vectors."""
+
+    image_size: tuple[int, int]
+    fingerprint: str
+    dim: int
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class KerasEmbedder:
+    """The ``l2norm`` output of a trained WildTrack model (or any model :func:`embedding_model` accepts)."""
+
+    backend = "keras"
+
+    def __init__(self, artifacts: str | Path):
+        from wildtrack.model import embedding_model, load_model, load_preprocessor, model_fingerprint
+
+        self.artifacts = Path(artifacts)
+        self.preprocessor = load_preprocessor(self.artifacts / "preprocessor.pkl")
+        self.model = embedding_model(load_model(self.artifacts))
+        w, h = self.preprocessor["image_size"]
+        self.image_size = (int(w), int(h))
+        self.dim = int(self.model.output.shape[-1])
+        self.fingerprint = model_fingerprint(self.artifacts)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return _normalise(self.model.predict_on_batch(pixels.astype(np.float32)))
+
+
+def load_embedder(artifacts: str | Path, backend: str = "auto") -> Embedder:
+    """The best available backend for these artifacts (``keras`` for now; ONNX when exported)."""
+    if backend not in ("auto", "keras"):
+        raise ValueError(f"unknown embedding backend {backend!r}; choose auto or keras")
+    return KerasEmbedder(artifacts)
+
+
+class EmbeddingCache:
+    """Embeddings keyed by (model fingerprint, absolute path, mtime, size) in one SQLite file per model,
+    so re-evaluating after adding a few photos embeds only those."""
+
+    def __init__(self, fingerprint: str, cache_dir: str | Path | None = None):
+        root = Path(cache_dir or os.environ.get("WILDTRACK_CACHE_DIR") or platformdirs.user_cache_dir("wildtrack"))
+        root = root / "embeddings"
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / f"{fingerprint}.sqlite"
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS emb (path TEXT PRIMARY KEY, mtime_ns INT, size INT, vec BLOB)")
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[str, int, int]:
+        st = path.stat()
+        return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+    def get(self, path: Path) -> np.ndarray | None:
+        try:
+            key, mtime, size = self._stamp(path)
+        except OSError:
+            return None
+        row = self._db.execute("SELECT mtime_ns, size, vec FROM emb WHERE path = ?", (key,)).fetchone()
+        if row is None or row[0] != mtime or row[1] != size:
+            return None
+        return np.frombuffer(row[2], dtype=np.float32).copy()
+
+    def put_many(self, items: list[tuple[Path, np.ndarray]]) -> None:
+        rows = []
+        for path, vec in items:
+            key, mtime, size = self._stamp(path)
+            rows.append((key, mtime, size, np.asarray(vec, np.float32).tobytes()))
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class EmbedResult:
+    """``embeddings[i]`` belongs to ``paths[ok[i]]``; ``failed`` lists (index, reason) of unreadable files."""
+
+    embeddings: np.ndarray
+    ok: list[int]
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    cached: int = 0
+
+
+def embed_paths(
+    embedder: Embedder,
+    paths: Sequence[str | Path],
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    cache: EmbeddingCache | None = None,
+) -> EmbedResult:
+    """Embed image files in order; unreadable files are reported in ``failed`` and the rest still embedded."""
+    paths = [Path(p) for p in paths]
+    vectors: dict[int, np.ndarray] = {}
+    todo = list(range(len(paths)))
+    if cache is not None:
+        for i in list(todo):
+            hit = cache.get(paths[i])
+            if hit is not None and hit.shape == (embedder.dim,):
+                vectors[i] = hit
+        todo = [i for i in todo if i not in vectors]
+        if progress and vectors:
+            progress(len(vectors))
+    failed: list[tuple[int, str]] = []
+    for batch in iter_decoded_batches([paths[i] for i in todo], embedder.image_size, batch_size, workers):
+        failed.extend((todo[j], msg) for j, msg in batch.failed)
+        if batch.indices:
+            emb = embedder.embed_pixels(batch.pixels)
+            fresh = [(todo[j], v) for j, v in zip(batch.indices, emb, strict=True)]
+            vectors.update(fresh)
+            if cache is not None:
+                cache.put_many([(paths[i], v) for i, v in fresh])
+        if progress:
+            progress(len(batch.indices) + len(batch.failed))
+    ok = sorted(vectors)
+    dim = embedder.dim
+    matrix = np.stack([vectors[i] for i in ok]).astype(np.float32) if ok else np.zeros((0, dim), np.float32)
+    return EmbedResult(matrix, ok, sorted(failed), cached=len(paths) - len(todo))
+
+
+def embed_image(embedder: Embedder, source: str | Path | bytes, max_pixels: int | None = None) -> np.ndarray:
+    """One image (file or uploaded bytes) → a ``(D,)`` unit vector."""
+    kwargs = {"max_pixels": max_pixels} if max_pixels else {}
+    pixels = load_image(source, embedder.image_size, **kwargs)[None]
+    return embedder.embed_pixels(pixels)[0]
