@@ -7,7 +7,12 @@ Field photos are 2000×1333 JPEGs; a model wants 224 px. Pillow's ``draft`` lets
 from __future__ import annotations
 
 import io
+import os
 import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +125,68 @@ def image_date(path: str | Path) -> str | None:
     if not value or not isinstance(value, str) or len(value) < 10:
         return None
     return value[:10].replace(":", "-")
+
+
+@dataclass
+class DecodedBatch:
+    """Images ``indices`` (positions in the input list) decoded into ``pixels``; ``failed`` were not."""
+
+    indices: list[int]
+    pixels: np.ndarray
+    failed: list[tuple[int, str]]
+
+
+def iter_decoded_batches(
+    paths: Sequence[str | Path],
+    size: int | tuple[int, int],
+    batch_size: int = 32,
+    workers: int | None = None,
+    prefetch_batches: int = 2,
+) -> Iterator[DecodedBatch]:
+    """Decode images in parallel threads, in input order, with at most ``prefetch_batches`` batches in flight.
+
+    Memory stays flat however long ``paths`` is, and a consumer (the model) runs while the next batches are
+    decoded. A file that fails is reported in its batch's ``failed`` list; the rest carry on.
+    """
+    target = _as_size(size)
+    assert target is not None
+    workers = workers or max(1, os.cpu_count() or 1)
+    window = max(batch_size, batch_size * prefetch_batches)
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[tuple[int, Future[np.ndarray]]] = deque()
+        next_index = 0
+
+        def fill() -> None:
+            nonlocal next_index
+            while next_index < len(paths) and len(pending) < window:
+                pending.append((next_index, pool.submit(load_image, paths[next_index], target)))
+                next_index += 1
+
+        fill()
+        while pending:
+            indices, arrays, failed = [], [], []
+            while pending and len(indices) + len(failed) < batch_size:
+                i, future = pending.popleft()
+                try:
+                    arrays.append(future.result())
+                    indices.append(i)
+                except ImageError as exc:
+                    failed.append((i, str(exc)))
+                fill()
+            pixels = np.stack(arrays) if arrays else np.zeros((0, target[1], target[0], 3), np.uint8)
+            yield DecodedBatch(indices, pixels, failed)
+
+
+def load_images(
+    paths: Sequence[str | Path], size: int | tuple[int, int], workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Decode a whole list into one ``(N, H, W, 3)`` uint8 array; any unreadable file is an ImageError."""
+    out: list[np.ndarray] = []
+    for batch in iter_decoded_batches(paths, size, batch_size=64, workers=workers):
+        if batch.failed:
+            raise ImageError("; ".join(msg for _, msg in batch.failed))
+        out.append(batch.pixels)
+        if progress:
+            progress(len(batch.indices))
+    return np.concatenate(out) if out else np.zeros((0, *reversed(_as_size(size) or (0, 0)), 3), np.uint8)

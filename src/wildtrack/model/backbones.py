@@ -40,7 +40,7 @@ def _tiny(size: int, pretrained: bool) -> keras.Model:
     x = keras.layers.Rescaling(1 / 255.0, name="preprocess")(inputs)
     for i, filters in enumerate((16, 32, 64, 96)):
         x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.ReLU(name=f"relu{i}")(x)
     return keras.Model(inputs, x, name="tiny")
 

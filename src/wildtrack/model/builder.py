@@ -7,7 +7,8 @@ import keras
 from wildtrack.model.backbones import get_backbone
 from wildtrack.model.layers import CosineClassifier, L2Normalize
 
-HEAD_LAYERS = ("gap", "embedding", "embedding_bn", "l2norm", "classifier")
+HEAD_LAYERS = ("gap", "embedding", "embedding_bn", "l2norm", "logit_scale", "classifier")
+SOFTMAX_SCALE = 16.0
 
 
 def build_model(
@@ -31,10 +32,13 @@ def build_model(
     base = spec.build(size, pretrained)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
     x = keras.layers.Dense(embed_dim, use_bias=False, name="embedding")(x)
-    x = keras.layers.BatchNormalization(name="embedding_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="embedding_bn")(x)  # few steps per epoch
     embedding = L2Normalize(name="l2norm")(x)
     if head == "softmax":
-        out = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(embedding)
+        # On unit vectors every logit is capped at |w|, which starts small: a fixed scale (as in NormFace) lets
+        # the softmax become confident and learn at a normal pace.
+        scaled = keras.layers.Rescaling(SOFTMAX_SCALE, name="logit_scale")(embedding)
+        out = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(scaled)
     elif head == "cosine":
         out = CosineClassifier(num_classes, sub_centers=sub_centers, name="classifier")(embedding)
     else:
@@ -46,9 +50,10 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if layer.name not in HEAD_LAYERS and layer.weights]
 
 
-def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freeze or unfreeze the backbone. BatchNorm stays frozen (inference statistics) when fine-tuning:
-    small re-ID batches give poor batch statistics."""
+def set_backbone_trainable(model: keras.Model, trainable: bool, freeze_batchnorm: bool = True) -> None:
+    """Freeze or unfreeze the backbone. A pretrained backbone's BatchNorm stays frozen (ImageNet statistics)
+    when fine-tuning, since small re-ID batches give poor batch statistics; one trained from scratch needs
+    its BatchNorm to learn (``freeze_batchnorm=False``)."""
     for layer in backbone_layers(model):
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = trainable and not is_bn
+        layer.trainable = trainable and not (is_bn and freeze_batchnorm)

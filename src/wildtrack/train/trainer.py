@@ -214,7 +214,8 @@ class _Run:
         """Train some epochs; returns False when stopping early (patience or time budget)."""
         if not epochs:
             return True
-        set_backbone_trainable(self.model, backbone_trainable)
+        from_scratch = not self.cfg.pretrained or self.cfg.backbone == "tiny"
+        set_backbone_trainable(self.model, backbone_trainable, freeze_batchnorm=not from_scratch)
         self._compile(lr, len(epochs) * self._steps_per_epoch())
         for epoch in epochs:
             t0 = time.perf_counter()

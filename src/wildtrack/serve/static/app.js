@@ -1,0 +1,268 @@
+// WildTrack page: pick or drop a photo -> POST predict -> cards; enrol form -> POST enroll.
+// Plain browser JavaScript, no build step and no network beyond this server (field laptops are offline).
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    dropzone: $("dropzone"), input: $("file-input"), preview: $("preview"), status: $("status"),
+    error: $("error"), verdict: $("verdict"), placeholder: $("placeholder"), results: $("results"),
+    enrollPanel: $("enroll-panel"), enrollForm: $("enroll-form"), existing: $("enroll-existing"),
+    newName: $("enroll-new-name"), newNameField: $("new-name-field"), date: $("enroll-date"),
+    enrollSubmit: $("enroll-submit"), enrollStatus: $("enroll-status"),
+    identityCount: $("identity-count"), imageCount: $("image-count"), modelInfo: $("model-info"),
+  };
+  let currentFile = null;
+  let previewUrl = null;
+
+  // ------------------------------------------------------------------------------------------ API
+
+  async function api(path, options = {}) {
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch (err) {
+      throw new Error("The WildTrack server is not reachable. Is it still running?");
+    }
+    const type = response.headers.get("content-type") || "";
+    const body = type.includes("application/json") ? await response.json() : null;
+    if (!response.ok) throw new Error(describeError(response.status, body));
+    return body;
+  }
+
+  function describeError(status, body) {
+    const detail = body && body.detail;
+    if (Array.isArray(detail)) {  // FastAPI validation errors: [{loc, msg}, ...]
+      return detail.map((d) => `${(d.loc || []).slice(1).join(".") || "request"}: ${d.msg}`).join("; ");
+    }
+    if (typeof detail === "string" && detail) return detail;
+    return `The server answered ${status}.`;
+  }
+
+  // --------------------------------------------------------------------------------------- status
+
+  function showError(message) {
+    el.error.textContent = message;
+    el.error.hidden = !message;
+  }
+
+  function setBusy(busy, message) {
+    el.dropzone.classList.toggle("busy", busy);
+    el.dropzone.setAttribute("aria-busy", String(busy));
+    el.status.textContent = message || "";
+  }
+
+  async function refreshHealth() {
+    try {
+      const h = await api("health");
+      el.identityCount.textContent = h.identities_count.toLocaleString();
+      el.imageCount.textContent = h.index_count.toLocaleString();
+      const threshold = h.threshold == null ? "none (closed set)" : h.threshold.toFixed(3);
+      el.modelInfo.textContent =
+        `WildTrack ${h.version} · model ${h.model_fingerprint.slice(0, 12)} (${h.backend}, ${h.dim}-d) · ` +
+        `unknown threshold ${threshold}`;
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+
+  async function refreshIdentities(selected) {
+    const list = await api("identities");
+    const keep = selected ?? el.existing.value;
+    el.existing.replaceChildren(new Option("+ New individual…", ""));
+    for (const item of list.identities) {
+      el.existing.add(new Option(`${item.identity} (${item.images} photo${item.images === 1 ? "" : "s"})`,
+                                 item.identity));
+    }
+    el.existing.value = list.identities.some((i) => i.identity === keep) ? keep : "";
+    syncNewName();
+  }
+
+  function syncNewName() {
+    const isNew = el.existing.value === "";
+    el.newNameField.hidden = !isNew;
+    el.newName.required = isNew;
+  }
+
+  // --------------------------------------------------------------------------------------- predict
+
+  function choose(file) {
+    if (!file) return;
+    showError("");
+    if (file.type && !file.type.startsWith("image/")) {
+      showError(`“${file.name}” is not an image.`);
+      return;
+    }
+    currentFile = file;
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = URL.createObjectURL(file);
+    el.preview.src = previewUrl;
+    el.preview.hidden = false;
+    el.dropzone.classList.add("has-image");
+    el.enrollStatus.textContent = "";
+    predict(file);
+  }
+
+  async function predict(file) {
+    const form = new FormData();
+    form.append("file", file, file.name || "photo.jpg");
+    setBusy(true, "Identifying…");
+    el.results.replaceChildren();
+    el.verdict.hidden = true;
+    try {
+      const result = await api("predict", { method: "POST", body: form });
+      render(result);
+      setBusy(false, `Compared with the catalogue in ${Math.round(result.elapsed_ms)} ms.`);
+      el.enrollPanel.hidden = false;
+      await refreshIdentities(result.identity || "");
+    } catch (err) {
+      setBusy(false, "");
+      el.placeholder.hidden = false;
+      el.enrollPanel.hidden = true;
+      showError(err.message);
+    }
+  }
+
+  function render(result) {
+    el.placeholder.hidden = true;
+    renderVerdict(result);
+    const cards = result.candidates.map((c, i) => card(c, i + 1, result));
+    el.results.replaceChildren(...cards);
+  }
+
+  function renderVerdict(result) {
+    const known = !result.is_unknown && result.identity != null;
+    el.verdict.className = `verdict ${known ? "known" : "unknown"}`;
+    el.verdict.dataset.state = known ? "known" : "unknown";
+    const icon = node("div", "icon", known ? "✓" : "?");
+    const text = node("div", "text");
+    const best = result.candidates[0];
+    if (known) {
+      text.append(node("div", "label", "Identified as"), node("div", "name", result.identity),
+                  node("div", "detail", `similarity ${fmt(result.score)}` +
+                       (result.threshold != null ? ` (threshold ${fmt(result.threshold)})` : "")));
+    } else {
+      const detail = best
+        ? `Closest is ${best.identity} at ${fmt(best.score)}, below the threshold ${fmt(result.threshold)}.`
+        : "The catalogue is empty.";
+      text.append(node("div", "label", "No confident match"), node("div", "name", "New individual?"),
+                  node("div", "detail", detail));
+    }
+    text.querySelector(".name").dataset.testid = "verdict-name";
+    el.verdict.replaceChildren(icon, text);
+    el.verdict.hidden = false;
+  }
+
+  function card(candidate, rank, result) {
+    const predicted = candidate.identity === result.identity;
+    const li = node("li", `card ${predicted ? "predicted" : "other"}`);
+    li.dataset.testid = "result-card";
+    li.dataset.identity = candidate.identity;
+    const img = new Image();
+    img.src = candidate.thumbnail_url;
+    img.alt = `Closest catalogued photo of ${candidate.identity}`;
+    img.loading = "lazy";
+    const body = node("div", "body");
+    const who = node("div", "who");
+    who.append(node("strong", "", candidate.identity), node("span", "score", fmt(candidate.score)));
+    const bar = node("div", "bar");
+    bar.setAttribute("role", "meter");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "1");
+    bar.setAttribute("aria-valuenow", String(candidate.score));
+    bar.setAttribute("aria-label", `similarity to ${candidate.identity}`);
+    const fill = node("div", "fill");
+    fill.style.width = `${Math.round(Math.max(0, Math.min(1, candidate.score)) * 100)}%`;
+    bar.append(fill);
+    if (result.threshold != null) {
+      const mark = node("div", "threshold");
+      mark.style.left = `${Math.max(0, Math.min(1, result.threshold)) * 100}%`;
+      mark.title = `threshold ${fmt(result.threshold)}`;
+      bar.append(mark);
+    }
+    const support = `${candidate.support} close photo${candidate.support === 1 ? "" : "s"}`;
+    body.append(who, bar, node("div", "meta", support));
+    li.append(img, node("span", "rank", `#${rank}`), node("span", "tag", predicted ? "MATCH" : "OTHER"), body);
+    return li;
+  }
+
+  // ---------------------------------------------------------------------------------------- enrol
+
+  async function enroll(event) {
+    event.preventDefault();
+    if (!currentFile) return;
+    const identity = (el.existing.value || el.newName.value).trim();
+    if (!identity) {
+      el.newName.focus();
+      showError("Type a name for the new individual, or choose an existing one.");
+      return;
+    }
+    showError("");
+    const form = new FormData();
+    form.append("identity", identity);
+    form.append("files", currentFile, currentFile.name || "photo.jpg");
+    if (el.date.value) form.append("date", el.date.value);
+    el.enrollSubmit.disabled = true;
+    el.enrollStatus.className = "status";
+    el.enrollStatus.textContent = "Enrolling…";
+    try {
+      const done = await api("enroll", { method: "POST", body: form });
+      el.enrollStatus.className = "status ok";
+      el.enrollStatus.textContent = done.new_identity
+        ? `Created ${done.identity}. The catalogue now has ${done.identities_count} individuals.`
+        : `Added to ${done.identity}, who now has ${done.identity_images} photos.`;
+      el.newName.value = "";
+      el.identityCount.textContent = done.identities_count.toLocaleString();
+      el.imageCount.textContent = done.index_count.toLocaleString();
+      await refreshIdentities(done.identity);
+    } catch (err) {
+      el.enrollStatus.textContent = "";
+      showError(err.message);
+    } finally {
+      el.enrollSubmit.disabled = false;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------- helpers
+
+  function node(tag, className, text) {
+    const n = document.createElement(tag);
+    if (className) n.className = className;
+    if (text != null) n.textContent = text;  // textContent: identity names are never parsed as HTML
+    return n;
+  }
+
+  const fmt = (x) => (x == null ? "–" : Number(x).toFixed(3));
+
+  // ---------------------------------------------------------------------------------------- wiring
+
+  el.input.addEventListener("change", () => {
+    choose(el.input.files[0]);
+    el.input.value = "";  // so choosing the same photo again still fires "change"
+  });
+  el.preview.addEventListener("error", () => {  // the browser cannot show it either (e.g. not an image)
+    el.preview.hidden = true;
+    el.dropzone.classList.remove("has-image");
+  });
+  el.dropzone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); el.input.click(); }
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    el.dropzone.addEventListener(type, (e) => { e.preventDefault(); el.dropzone.classList.add("dragging"); });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    el.dropzone.addEventListener(type, () => el.dropzone.classList.remove("dragging"));
+  }
+  el.dropzone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    choose(e.dataTransfer && e.dataTransfer.files[0]);
+  });
+  // A photo dropped next to the zone should not make the browser navigate away from the page.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+  el.existing.addEventListener("change", syncNewName);
+  el.enrollForm.addEventListener("submit", enroll);
+
+  refreshHealth();
+  refreshIdentities().catch((err) => showError(err.message));
+})();

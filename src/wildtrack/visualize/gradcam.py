@@ -1,0 +1,151 @@
+"""Grad-CAM for an embedding model: which part of the photo made it match its gallery neighbour?
+
+Classification Grad-CAM differentiates a class logit; a re-ID model has no classes at retrieval time, so
+the score here is the dot product between the photo's embedding and a target embedding (typically its
+top gallery match). Hot regions are the pixels that pulled the two photos together — facial scutes if the
+model learned the turtle, sand or a ruler if it learned the beach.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from PIL import Image
+
+from wildtrack.images import open_image
+
+__all__ = ["find_last_conv_layer", "gradcam_heatmap", "save_gradcam_overlay"]
+
+
+def _output_shape(layer: Any) -> tuple | None:
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+
+
+def _is_conv_like(layer: Any) -> bool:
+    import keras
+
+    return "Conv" in type(layer).__name__ or isinstance(layer, keras.Model)
+
+
+def find_last_conv_layer(model: Any) -> str | None:
+    """Name of the last layer with a 4-D (batch, h, w, c) output that comes after a convolution.
+
+    Walking back from the output, this is the final spatial feature map (often the activation after the
+    last conv). Preprocessing layers (Rescaling, …) on the input are 4-D too but precede every conv, so
+    they are never chosen. A nested backbone model counts as a conv. None when the model has no conv.
+    """
+    layers = list(model.layers)
+    conv_positions = [i for i, layer in enumerate(layers) if _is_conv_like(layer)]
+    if not conv_positions:
+        return None
+    first_conv = conv_positions[0]
+    for i in range(len(layers) - 1, first_conv - 1, -1):
+        shape = _output_shape(layers[i])
+        if shape is not None and len(shape) == 4 and type(layers[i]).__name__ != "InputLayer":
+            return layers[i].name
+    return None
+
+
+def _grad_model(model: Any, layer_name: str) -> Any:
+    """keras.Model(inputs → [feature map, embedding]); handles a nested backbone, whose ``.output`` is its
+    own inner tensor rather than the one in the outer graph."""
+    import keras
+
+    layer = model.get_layer(layer_name)
+    candidates = [layer.output] + [n.output_tensors[0] for n in getattr(layer, "_inbound_nodes", [])]
+    last_error: Exception | None = None
+    for tensor in candidates:
+        try:
+            return keras.Model(model.inputs, [tensor, model.outputs[0]])
+        except ValueError as exc:  # "not connected to inputs": try the next call site
+            last_error = exc
+    raise ValueError(f"layer {layer_name!r} is not connected to the model input: {last_error}")
+
+
+def gradcam_heatmap(
+    embedding_model: Any,
+    image: np.ndarray,
+    target: np.ndarray,
+    layer_name: str | None = None,
+) -> np.ndarray:
+    """Grad-CAM map (h, w) in [0, 1] of ``embedding(image) · target`` at the conv feature map.
+
+    ``image`` is (H, W, 3) uint8; the model takes raw 0..255 floats and does its own preprocessing. The
+    image is resized to a fixed model input size if it differs. An all-zero map means no region had a
+    positive influence on the score.
+    """
+    import tensorflow as tf
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got shape {image.shape}")
+    name = layer_name or find_last_conv_layer(embedding_model)
+    if name is None:
+        raise ValueError("the model has no convolutional feature map to explain; pass layer_name")
+    in_h, in_w = tuple(embedding_model.inputs[0].shape)[1:3]
+    if in_h and in_w and image.shape[:2] != (in_h, in_w):
+        resized = Image.fromarray(image.astype(np.uint8)).resize((in_w, in_h), Image.Resampling.BILINEAR)
+        image = np.asarray(resized)
+    grad_model = _grad_model(embedding_model, name)
+    x = tf.convert_to_tensor(image[None].astype(np.float32))
+    t = tf.reshape(tf.convert_to_tensor(np.asarray(target, dtype=np.float32)), (1, -1))
+
+    with tf.GradientTape() as tape:
+        features, embedding = grad_model(x, training=False)
+        if embedding.shape[-1] != t.shape[-1]:
+            raise ValueError(f"target has {t.shape[-1]} dims, the embedding {embedding.shape[-1]}")
+        score = tf.reduce_sum(tf.cast(embedding, tf.float32) * t)
+    grads = tape.gradient(score, features)
+    if grads is None:
+        raise ValueError(f"the embedding does not depend on layer {name!r}")
+    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)  # (1, 1, 1, C)
+    cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0].numpy()
+    peak = float(cam.max())
+    return (cam / peak if peak > 0 else np.zeros_like(cam)).astype(np.float32)
+
+
+def save_gradcam_overlay(
+    image_path_or_array: str | Path | np.ndarray,
+    heatmap: np.ndarray,
+    out_path: str | Path,
+    title: str = "",
+    alpha: float = 0.4,
+    max_side: int = 640,
+) -> Path:
+    """Save the photo and the photo-with-heatmap side by side, so the eye can compare the two."""
+    if isinstance(image_path_or_array, np.ndarray):
+        photo = Image.fromarray(np.asarray(image_path_or_array, dtype=np.uint8))
+    else:
+        photo = open_image(image_path_or_array, size=(max_side, max_side))
+    photo.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    rgb = np.asarray(photo.convert("RGB"))
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D, got shape {heat.shape}")
+    heat = np.asarray(Image.fromarray(heat).resize(photo.size, Image.Resampling.BILINEAR))
+    heat = np.clip(heat, 0.0, 1.0)
+    coloured = colormaps["jet"](heat)[..., :3]
+    blended = ((1 - alpha) * rgb / 255.0 + alpha * coloured).clip(0, 1)
+
+    aspect = rgb.shape[0] / rgb.shape[1]
+    fig = Figure(figsize=(10, 5 * aspect + 0.7), dpi=100)
+    axes = fig.subplots(1, 2)
+    for ax, img, label in zip(axes, (rgb, blended), ("photo", "Grad-CAM (red = drives the match)"),
+                              strict=True):
+        ax.imshow(img)
+        ax.set_title(label, fontsize=11)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=13)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100, format="png", facecolor="white")
+    return out_path

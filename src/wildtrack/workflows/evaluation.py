@@ -1,0 +1,161 @@
+"""``run_evaluation``: split → embed → metrics.json → retrieval panels, t-SNE, Grad-CAM → report.html."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wildtrack.config import EvalConfig
+from wildtrack.data import Dataset, Record, load_dataset, make_split
+from wildtrack.embed import Embedder, EmbeddingCache, embed_paths, load_embedder
+from wildtrack.evaluate import (
+    MetricsReport,
+    RetrievalResult,
+    calibrate_threshold,
+    cosine_similarity,
+    genuine_impostor_scores,
+    open_set_metrics,
+    rank_gallery,
+    retrieval_metrics,
+    write_metrics_json,
+)
+from wildtrack.images import load_image
+from wildtrack.visualize.panels import PanelItem, choose_examples, retrieval_panel
+from wildtrack.visualize.report import write_report
+from wildtrack.visualize.tsne import plot_tsne
+
+Log = Callable[[str], None]
+Advance = Callable[[int], None]
+
+
+@dataclass
+class EvaluationOutput:
+    report: MetricsReport
+    out: Path
+    pictures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _embed_records(
+    embedder: Embedder, records: list[Record], advance: Advance | None, log: Log
+) -> tuple[list[Record], np.ndarray]:
+    cache = EmbeddingCache(embedder.fingerprint)
+    try:
+        result = embed_paths(embedder, [r.path for r in records], progress=advance, cache=cache)
+    finally:
+        cache.close()
+    for i, why in result.failed:
+        log(f"skipped {records[i].path}: {why}")
+    if result.cached:
+        log(f"{result.cached} embeddings reused from the cache")
+    return [records[i] for i in result.ok], result.embeddings
+
+
+def _open_set(sim: np.ndarray, q_ids: list[str], g_ids: list[str], target_far: float) -> dict:
+    """Calibrate the "new individual" threshold on this split: the best wrong identity of each query stands in
+    for what an unknown turtle would score."""
+    genuine, impostor = genuine_impostor_scores(sim, q_ids, g_ids)
+    genuine = genuine[np.isfinite(genuine)]
+    impostor = impostor[np.isfinite(impostor)]
+    if len(genuine) == 0 or len(impostor) == 0:
+        return {"note": "not enough queries to calibrate an unknown threshold"}
+    threshold = calibrate_threshold(genuine, impostor, target_far)
+    scores = np.concatenate([genuine, impostor])
+    known = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
+    return {**open_set_metrics(scores, known, threshold), "target_far": target_far,
+            "method": "genuine = best score to own identity; impostor = best score to any other identity"}
+
+
+def _panels(
+    result: RetrievalResult, sim: np.ndarray, query: list[Record], gallery: list[Record], cfg: EvalConfig, out: Path
+) -> list[Path]:
+    order = rank_gallery(sim)
+    pictures = []
+    for n, qi in enumerate(choose_examples(result.first_correct_rank, cfg.examples, seed=cfg.seed)):
+        q = query[qi]
+        hits = [PanelItem(gallery[j].path, gallery[j].identity, float(sim[qi, j]), gallery[j].identity == q.identity)
+                for j in order[qi, : cfg.topk]]
+        rank = int(result.first_correct_rank[qi])
+        verdict = "correct at rank 1" if rank == 0 else (f"first correct at rank {rank + 1}" if rank > 0
+                                                         else "identity not in gallery")
+        title = f"query {q.relpath} ({q.identity}): {verdict}"
+        pictures.append(retrieval_panel(PanelItem(q.path, q.identity, None, None), hits,
+                                        out / f"retrieval_example_{n}.png", title=title))
+    return pictures
+
+
+def _gradcams(embedder: Embedder, sim: np.ndarray, g_emb: np.ndarray, query: list[Record], gallery: list[Record],
+              cfg: EvalConfig, out: Path, log: Log) -> list[Path]:
+    from wildtrack.visualize.gradcam import find_last_conv_layer, gradcam_heatmap, save_gradcam_overlay
+
+    model = getattr(embedder, "model", None)
+    layer = find_last_conv_layer(model) if model is not None else None
+    if layer is None:
+        log("no gradcam_*.png: the model has no convolutional feature map to explain")
+        return []
+    pictures = []
+    best = np.argmax(sim, axis=1)
+    for n, qi in enumerate(range(min(cfg.gradcam, len(query)))):
+        q, match = query[qi], gallery[int(best[qi])]
+        image = load_image(q.path, embedder.image_size)
+        heat = gradcam_heatmap(model, image, g_emb[int(best[qi])], layer_name=layer)
+        verdict = "same ID" if match.identity == q.identity else "other ID"
+        title = (f"{q.identity}: what makes it similar to its top match {match.identity} ({verdict}, "
+                 f"cos {sim[qi, best[qi]]:.2f}) — layer {layer}")
+        pictures.append(save_gradcam_overlay(image, heat, out / f"gradcam_{n}.png", title=title))
+    return pictures
+
+
+def run_evaluation(
+    data: str | Path | Dataset,
+    artifacts: str | Path,
+    out: str | Path,
+    cfg: EvalConfig | None = None,
+    log: Log = print,
+    advance: Advance | None = None,
+    backend: str = "auto",
+) -> EvaluationOutput:
+    """Evaluate a trained model on a query/gallery split and write every output into ``out``."""
+    cfg = cfg or EvalConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    split = make_split(dataset.records, cfg.split, seed=cfg.seed)
+    embedder = load_embedder(artifacts, backend=backend)
+    timings["load"] = time.perf_counter() - t0
+    log(f"{cfg.split} split: {len(split.query)} queries, {len(split.gallery)} gallery images")
+
+    t0 = time.perf_counter()
+    query, q_emb = _embed_records(embedder, split.query, advance, log)
+    gallery, g_emb = _embed_records(embedder, split.gallery, advance, log)
+    timings["embed"] = time.perf_counter() - t0
+    timings["embed_images_per_s"] = (len(query) + len(gallery)) / max(timings["embed"], 1e-9)
+
+    t0 = time.perf_counter()
+    q_ids, g_ids = [r.identity for r in query], [r.identity for r in gallery]
+    sim = cosine_similarity(q_emb, g_emb)
+    result = retrieval_metrics(sim, q_ids, g_ids, ks=(1, 5, 10))
+    open_set = _open_set(sim, q_ids, g_ids, cfg.target_far)
+    timings["metrics"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    pictures = _panels(result, sim, query, gallery, cfg, out)
+    pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed))
+    pictures += _gradcams(embedder, sim, g_emb, query, gallery, cfg, out, log)
+    timings["pictures"] = time.perf_counter() - t0
+
+    report = MetricsReport.from_result(
+        result, split=cfg.split, model_fingerprint=embedder.fingerprint,
+        dataset_fingerprint={"root": str(dataset.root), "layout": dataset.layout, **dataset.fingerprint()},
+        timings_s={k: round(v, 3) for k, v in timings.items()}, open_set=open_set,
+        extra={"backend": getattr(embedder, "backend", "keras"), "topk": cfg.topk},
+    )
+    write_metrics_json(report, out / "metrics.json")
+    write_report(out, report.model_dump(by_alias=True, mode="json"), [p.name for p in pictures])
+    return EvaluationOutput(report, out, pictures)

@@ -1,0 +1,80 @@
+"""Building and growing the catalogue index from a folder of photos."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from wildtrack.data import Record, load_dataset
+from wildtrack.embed import Embedder, EmbeddingCache, embed_paths, load_embedder
+from wildtrack.index import GalleryIndex, MetaRow, image_id_for
+
+Log = Callable[[str], None]
+Advance = Callable[[int], None]
+
+
+@dataclass
+class IndexReport:
+    index_dir: Path
+    added: int
+    skipped: list[tuple[Path, str]]
+    total: int
+
+
+def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, advance: Advance | None):
+    cache = EmbeddingCache(embedder.fingerprint)
+    try:
+        result = embed_paths(embedder, [r.path for r in records], progress=advance, cache=cache)
+    finally:
+        cache.close()
+    rows = []
+    for i in result.ok:
+        rel = records[i].path.resolve().relative_to(root).as_posix()
+        rows.append(MetaRow(image_id_for(rel), rel, records[i].identity,
+                            records[i].date.isoformat() if records[i].date else None))
+    skipped = [(records[i].path, why) for i, why in result.failed]
+    return rows, result.embeddings, skipped
+
+
+def build_index(
+    data: str | Path, artifacts: str | Path, index_dir: str | Path, kind: str = "flat",
+    threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
+    backend: str = "auto",
+) -> IndexReport:
+    """Embed every image of ``data`` and commit a new index (the previous one stays until the commit)."""
+    dataset = load_dataset(data)
+    embedder = load_embedder(artifacts, backend=backend)
+    rows, vectors, skipped = _rows_and_vectors(embedder, dataset.records, dataset.root, advance)
+    index = GalleryIndex.build(vectors, rows, embedder.fingerprint, kind=kind, data_root=dataset.root)
+    if threshold is not None:
+        index.set_decision_threshold(threshold)
+    index.save(index_dir, overwrite=overwrite)
+    return IndexReport(Path(index_dir), len(rows), skipped, len(index))
+
+
+def add_folder(
+    index_dir: str | Path, artifacts: str | Path, data: str | Path | None = None, advance: Advance | None = None,
+    backend: str = "auto",
+) -> IndexReport:
+    """Add the images of ``data`` (default: the index's own data root) that the index does not hold yet.
+
+    New photos dropped into the catalogue folder, or a whole new identity folder, are picked up without
+    re-embedding what is already indexed.
+    """
+    embedder = load_embedder(artifacts, backend=backend)
+    index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint)
+    root = index.data_root
+    if root is None:
+        raise ValueError(f"{index_dir}: the index records no data root; rebuild it with wildtrack index build")
+    dataset = load_dataset(data or root)
+    try:
+        known = {row.path for row in index.rows}
+        fresh = [r for r in dataset.records if r.path.resolve().relative_to(root).as_posix() not in known]
+    except ValueError as exc:
+        raise ValueError(f"{data} is not inside the catalogue's data root {root}: copy the photos there first") from exc
+    if not fresh:
+        return IndexReport(Path(index_dir), 0, [], len(index))
+    rows, vectors, skipped = _rows_and_vectors(embedder, fresh, root, advance)
+    index.add(index_dir, vectors, rows, skip_existing=True)
+    return IndexReport(Path(index_dir), len(rows), skipped, len(index))

@@ -1,0 +1,49 @@
+"""Shared fixtures: one small synthetic dataset and one tiny trained model per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "seaturtleid2022-dev"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never write into the user's cache from tests (converted weights are shared across the session)."""
+    if "WILDTRACK_CACHE_DIR" not in os.environ:
+        monkeypatch.setenv("WILDTRACK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """12 identities × 10 images over 3 encounters, 96 px: enough for every split."""
+    from wildtrack.data.synth import generate_synthetic
+
+    out = tmp_path_factory.mktemp("synth") / "data"
+    generate_synthetic(out, identities=12, images_per_id=10, image_size=96, encounters_per_id=3, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(synth_data, tmp_path_factory) -> Path:
+    """A `tiny` backbone trained for a few epochs on `synth_data` (about 10-20 s on 2 cores)."""
+    from wildtrack.config import TrainConfig
+    from wildtrack.train import train
+
+    out = tmp_path_factory.mktemp("artifacts")
+    cfg = TrainConfig(backbone="tiny", image_size=64, embed_dim=32, epochs=6, batch_size=16, learning_rate=3e-3,
+                      patience=10, split="per-identity")
+    train(synth_data, out, cfg, log=lambda _msg: None, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real SeaTurtleID2022 sample not present at {REAL_DATA}")
+    return REAL_DATA

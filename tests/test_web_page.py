@@ -1,0 +1,121 @@
+"""The drag-and-drop page in a real headless Chromium against a real server: identify, see cards, enrol.
+
+Uses the system Chromium (``apt-get install chromium``), never ``playwright install``: the machine is offline.
+Set ``WILDTRACK_SCREENSHOT_DIR`` to keep the desktop and phone screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from _serve_helpers import Server, build_gallery
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 30_000
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("no chromium binary (apt-get install chromium); `playwright install` is not used offline")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(synth_data, tiny_artifacts, tmp_path_factory):
+    base = tmp_path_factory.mktemp("web")
+    build_gallery(synth_data, tiny_artifacts, base / "index")
+    srv = Server(base / "index", tiny_artifacts, base / "server.log", threshold=0.5).start()
+    yield srv
+    srv.stop()
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    keep = os.environ.get("WILDTRACK_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(keep) / name)
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def test_identify_then_enrol_in_the_browser(browser, server, synth_data, tmp_path):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    photo = synth_data / "t005" / "t005_003.jpg"
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/")
+    expect(page.get_by_test_id("identity-count")).to_have_text("12")
+    expect(page.get_by_test_id("enroll-panel")).to_be_hidden()
+
+    page.get_by_test_id("file-input").set_input_files(str(photo))
+    expect(page.get_by_test_id("preview")).to_be_visible()
+    cards = page.get_by_test_id("result-card")
+    expect(cards).to_have_count(5)
+    verdict = page.get_by_test_id("verdict")
+    expect(verdict).to_have_attribute("data-state", "known")
+    expect(page.get_by_test_id("verdict-name")).to_have_text("t005")
+    expect(cards.first).to_have_attribute("data-identity", "t005")
+    expect(cards.first).to_have_class("card predicted")
+    expect(cards.nth(1)).to_have_class("card other")
+    expect(cards.first.locator("img")).to_have_js_property("complete", True)
+    assert cards.first.locator("img").evaluate("img => img.naturalWidth") > 0  # the thumbnail really loaded
+    expect(page.get_by_test_id("enroll-existing")).to_have_value("t005")  # preselected: add to the match
+    _shot(page, tmp_path, "page_desktop.png")
+
+    # Enrol the photo as a new individual; the count in the header grows.
+    page.get_by_test_id("enroll-existing").select_option("")
+    page.get_by_test_id("enroll-new-name").fill("Browser Turtle")
+    page.get_by_test_id("enroll-submit").click()
+    expect(page.get_by_test_id("enroll-status")).to_contain_text("Created Browser Turtle")
+    expect(page.get_by_test_id("identity-count")).to_have_text("13")
+    expect(page.get_by_test_id("enroll-existing")).to_have_value("Browser Turtle")
+
+    # An API error is shown in the page, not swallowed.
+    page.get_by_test_id("file-input").set_input_files(
+        files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"field notes, not a photo"}])
+    expect(page.get_by_test_id("error")).to_be_visible()
+    expect(page.get_by_test_id("error")).to_contain_text("not a supported image")
+    assert not errors, errors
+    page.close()
+
+
+def test_phone_layout(browser, server, synth_data, tmp_path):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                            has_touch=True)
+    page.goto(server.url + "/")
+    page.get_by_test_id("file-input").set_input_files(str(synth_data / "t002" / "t002_001.jpg"))
+    expect(page.get_by_test_id("result-card")).to_have_count(5)
+    expect(page.get_by_test_id("verdict")).to_be_visible()
+    # Nothing wider than the screen: no sideways scrolling on a phone.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    # Upload, then the answer, then the enrol form: the order a phone user scrolls through.
+    tops = [page.get_by_test_id(t).bounding_box()["y"] for t in ("dropzone", "verdict", "enroll-form")]
+    assert tops == sorted(tops)
+    _shot(page, tmp_path, "page_phone.png")
+    page.close()
