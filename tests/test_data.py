@@ -204,7 +204,8 @@ def test_time_aware_queries_are_encounters_the_gallery_does_not_contain(synth_da
 
 def test_time_aware_identities_seen_once_stay_in_gallery(tmp_path):
     root = _kaggle(tmp_path / "k")
-    rows = list(csv.DictReader(open(root / "metadata_splits.csv")))
+    with open(root / "metadata_splits.csv") as fh:
+        rows = list(csv.DictReader(fh))
     for row in rows:
         if row["identity"] == "t000":
             row["date"] = "2020-07-01"

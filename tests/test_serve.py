@@ -59,6 +59,12 @@ def _gallery_image(synth_data: Path, n: int = 14) -> tuple[Path, str]:
     return synth_data / row["file_name"], row["identity"]
 
 
+def _image_id(synth_data: Path, path: Path) -> str:
+    from wildtrack.index import image_id_for
+
+    return image_id_for(path.relative_to(synth_data).as_posix())
+
+
 def _assert_error(r: httpx.Response, status: int) -> str:
     assert r.status_code == status, (r.status_code, r.text)
     assert r.headers["content-type"].startswith("application/json"), r.headers
@@ -91,6 +97,7 @@ def test_predict_names_a_gallery_photo_with_score_one(client, synth_data):
     assert body["identity"] == identity and not body["is_unknown"]
     assert body["score"] == pytest.approx(1.0, abs=1e-4)
     assert body["threshold"] == pytest.approx(THRESHOLD)
+    assert body["matches"][0]["image_id"] == _image_id(synth_data, path)  # its own gallery entry is top-1
     assert body["matches"][0]["identity"] == identity and body["matches"][0]["rank"] == 1
     assert body["matches"][0]["date"]  # dates from metadata.csv travel through the index
     assert 1 <= len(body["candidates"]) <= 3 and len(body["matches"]) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -20,10 +21,11 @@ def inspect(
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip decoding each image (faster, finds less)."),
 ) -> None:
     """Count identities, images per identity and encounter dates; list unreadable files."""
-    from wildtrack.data import load_dataset
+    from wildtrack.data import SkippedFilesWarning, load_dataset
     from wildtrack.data.splits import default_split_name
 
-    with user_errors():
+    with user_errors(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedFilesWarning)  # listed below instead
         ds = load_dataset(root, verify=not no_verify)
     counts = ds.counts()
     dates: dict[str, set] = {}

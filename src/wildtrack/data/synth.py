@@ -144,36 +144,48 @@ def _head_outline(rng: np.random.Generator, a: float, b: float) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
-def _scale_seeds(rng: np.random.Generator, a: float, b: float) -> np.ndarray:
-    """Jittered-grid seed points covering the head; dropping some gives a mix of scale sizes."""
-    n_scales = rng.uniform(26, 46)
-    cell = np.sqrt(np.pi * a * b / n_scales)
-    xs = np.arange(-a - cell, a + cell, cell) + rng.uniform(0, cell)
-    ys = np.arange(-b - cell, b + cell, cell) + rng.uniform(0, cell)
+def _scale_seeds(rng: np.random.Generator, a: float, b: float) -> tuple[np.ndarray, float]:
+    """Jittered-grid seed points covering the head, and the typical scale width.
+
+    Scale count and elongation vary per identity (as scute counts do in real turtles): a pose-invariant
+    texture cue that a CNN picks up easily but raw pixels and colour histograms do not.
+    """
+    n_scales = rng.uniform(18, 50)
+    cell = math.sqrt(math.pi * a * b / n_scales)
+    stretch = math.exp(rng.uniform(-0.3, 0.3))  # >1: scales wider than tall
+    cx, cy = cell * stretch, cell / stretch
+    xs = np.arange(-a - cx, a + cx, cx) + rng.uniform(0, cx)
+    ys = np.arange(-b - cy, b + cy, cy) + rng.uniform(0, cy)
     gx, gy = np.meshgrid(xs, ys)
     pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    pts[:, 0] += np.arange(len(pts)) // len(xs) % 2 * cell * 0.5  # hexagonal-ish offset rows
-    pts += rng.uniform(-0.42, 0.42, pts.shape) * cell
-    keep = rng.random(len(pts)) > 0.15
-    inside = (pts[:, 0] / (a + cell)) ** 2 + (pts[:, 1] / (b + cell)) ** 2 <= 1.0
-    return pts[keep & inside]
+    pts[:, 0] += np.arange(len(pts)) // len(xs) % 2 * cx * 0.5  # hexagonal-ish offset rows
+    pts += rng.uniform(-0.42, 0.42, pts.shape) * (cx, cy)
+    keep = rng.random(len(pts)) > rng.uniform(0.0, 0.25)
+    inside = (pts[:, 0] / (a + cx)) ** 2 + (pts[:, 1] / (b + cy)) ** 2 <= 1.0
+    return pts[keep & inside], cell
 
 
 def _scale_colours(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Per-scale RGB around an identity base colour: mostly brown/olive, a few pale or very dark scales."""
+    """Per-scale RGB around an identity base colour: mostly brown/olive, some pale or very dark scales.
+
+    How many are pale or dark varies per identity, so the scattered light/dark scales form a distinctive
+    constellation; the base colours overlap across identities so colour alone does not identify.
+    """
     hue = rng.uniform(*_HUE_RANGE)
     sat = rng.uniform(0.45, 0.75)
     val = rng.uniform(0.38, 0.58)
+    pale, dark = rng.uniform(0.03, 0.25), rng.uniform(0.03, 0.2)
+    spread = rng.uniform(0.12, 0.3)
     out = np.empty((n, 3), np.float32)
     for j in range(n):
         u = rng.random()
-        if u < 0.12:  # pale cream scale
+        if u < pale:
             out[j] = _hsv(rng.uniform(35, 50), rng.uniform(0.2, 0.4), rng.uniform(0.7, 0.85))
-        elif u < 0.22:  # near-black scale
+        elif u < pale + dark:
             out[j] = _hsv(hue, sat, val * rng.uniform(0.3, 0.5))
         else:
             out[j] = _hsv(hue + rng.normal(0, 6), sat * math.exp(rng.normal(0, 0.12)),
-                          val * math.exp(rng.normal(0, 0.25)))
+                          val * math.exp(rng.normal(0, spread)))
     return out
 
 
@@ -185,10 +197,11 @@ def _render_template(seed: int, identity: int, size: int) -> _Template:
     a = size * 0.46
     b = a * rng.uniform(0.55, 0.72)
     outline = _head_outline(rng, a, b) + (cx, cy)
-    seeds = _scale_seeds(rng, a, b) + (cx, cy)
+    seeds, cell = _scale_seeds(rng, a, b)
+    seeds = seeds + (cx, cy)
     seeds = seeds[(seeds[:, 0] > 1) & (seeds[:, 0] < w - 2) & (seeds[:, 1] > 1) & (seeds[:, 1] < h - 2)]
     colours = _scale_colours(rng, len(seeds))
-    seam = max(2, round(size * 0.011))
+    seam = max(2, round(size * rng.uniform(0.008, 0.015)))
     fix = 16.0  # fixed-point (shift=4) sub-pixel polygon coordinates
 
     rgb = np.zeros((h, w, 3), np.float32)
@@ -202,11 +215,11 @@ def _render_template(seed: int, identity: int, size: int) -> _Template:
         cv2.fillPoly(rgb, [poly], colours[j].tolist(), cv2.LINE_8, shift=4)
         cv2.polylines(seams, [poly], True, 255, seam, cv2.LINE_AA, shift=4)
 
-    # Domed scales: lighter in the middle, darker towards the seams.
-    dist = cv2.distanceTransform(255 - seams, cv2.DIST_L2, 3)
-    cell = math.sqrt(math.pi * a * b / max(len(seeds), 1))
-    dome = 0.72 + 0.4 * np.clip(dist / (0.4 * cell), 0, 1) ** 0.7
-    rgb *= dome[..., None]
+    # Domed scales (lighter in the middle) or pale-rimmed ones (as in green turtles), per identity.
+    dist = np.clip(cv2.distanceTransform(255 - seams, cv2.DIST_L2, 3) / (0.35 * cell), 0, 1)
+    dome = 0.72 + 0.4 * dist ** 0.7
+    rim = rng.uniform(0.0, 0.6) * np.exp(-((dist / 0.25) ** 2))
+    rgb = rgb * dome[..., None] * (1 - rim[..., None]) + _hsv(42, 0.35, 0.85) * rim[..., None]
     seam_col = _hsv(rng.uniform(20, 35), 0.6, rng.uniform(0.08, 0.16))
     sa = (seams.astype(np.float32) / 255.0)[..., None]
     rgb = rgb * (1 - sa) + seam_col * sa
@@ -326,8 +339,9 @@ def _render_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
 
     _draw_rocks(rng, img, size)
     for _ in range(int(rng.integers(0, 50))):
-        c = (int(rng.integers(0, size)), int(rng.integers(0, size)))
-        cv2.circle(img, c, max(1, round(size * rng.uniform(0.002, 0.007))), (0.85, 0.9, 0.9), -1, cv2.LINE_AA)
+        c = (int(rng.uniform(0, size) * 16), int(rng.uniform(0, size) * 16))  # sub-pixel (shift=4)
+        r = round(size * rng.uniform(0.002, 0.007) * 16)
+        cv2.circle(img, c, r, (0.85, 0.9, 0.9), -1, cv2.LINE_AA, 4)
     return np.clip(img, 0, 1).astype(np.float32), top
 
 

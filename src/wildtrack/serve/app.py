@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wildtrack import __version__
 from wildtrack.config import ServeConfig
-from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError, IndexMismatchError
+from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
 from wildtrack.serve.schemas import (
     Candidate,
     EnrollResponse,
@@ -73,7 +73,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             catalogue = await run_in_threadpool(Catalogue.open, index_dir, artifacts, threshold, cfg.max_pixels)
-        except (IndexMismatchError, GalleryIndexError) as exc:
+        except Exception as exc:  # e.g. IndexMismatchError: say why in one line before uvicorn's traceback
             log.error("WildTrack cannot start: %s", exc)
             raise
         app.state.catalogue = catalogue

@@ -113,6 +113,9 @@
       const result = await api("predict", { method: "POST", body: form });
       render(result);
       setBusy(false, `Compared with the catalogue in ${Math.round(result.elapsed_ms)} ms.`);
+      if (window.matchMedia("(max-width: 760px)").matches) {  // phones: bring the answer on screen
+        el.verdict.scrollIntoView({ behavior: "smooth", block: "start" });
+      }
       el.enrollPanel.hidden = false;
       await refreshIdentities(result.identity || "");
     } catch (err) {

@@ -1,0 +1,3 @@
+from wildtrack.cli import main
+
+main()
