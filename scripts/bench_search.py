@@ -66,7 +66,7 @@ class Run:
 
     args: argparse.Namespace
     deadline: float
-    builds: dict[str, tuple[int, float, int]] = field(default_factory=dict)  # kind -> (n, seconds, efC)
+    builds: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # kind -> (n, seconds, effort)
     notes: list[str] = field(default_factory=list)
 
     def left(self) -> float:
@@ -104,14 +104,24 @@ def settings_for(n: int, run: Run) -> dict[str, Any]:
     return s
 
 
-def projected_build_s(run: Run, kind: str, n: int, efc: int) -> float | None:
-    """Build time extrapolated from the same kind at the previous size (flat is always cheap)."""
+def build_effort(kind: str, s: dict[str, Any]) -> float:
+    """Relative cost knob of a build: efConstruction for HNSW, k-means points/centroid x iterations for IVF."""
+    if kind == "hnsw":
+        return float(s["ef_construction"])
+    ppc, iters = s["ivf"]
+    return float(ppc * iters)
+
+
+def projected_build_s(run: Run, kind: str, n: int, s: dict[str, Any]) -> float | None:
+    """Build time extrapolated (roughly) from the same kind at the previous size; flat is always cheap."""
     if kind not in run.builds or kind == "flat":
         return None
-    n0, t0, efc0 = run.builds[kind]
+    n0, t0, effort0 = run.builds[kind]
+    ratio = build_effort(kind, s) / effort0
     if kind == "hnsw":
-        return t0 * (n / n0) * (math.log(n) / math.log(n0)) * (efc / efc0)
-    return t0 * (n / n0) ** 1.5  # ivf: nlist ~ sqrt(n), so training and assignment grow ~ n^1.5
+        return t0 * (n / n0) * (math.log(n) / math.log(n0)) * ratio
+    # ivf: nlist ~ sqrt(n), so k-means and assignment both grow ~ n^1.5; only k-means follows the effort knob
+    return t0 * (n / n0) ** 1.5 * (1 + ratio) / 2
 
 
 def time_search(
@@ -157,7 +167,7 @@ def bench_kind(
         x, meta, "bench", kind=kind, ef_search=run.args.ef_search, ef_construction=s["ef_construction"]
     )
     build_s = time.perf_counter() - t0
-    run.builds[kind] = (len(x), build_s, s["ef_construction"])
+    run.builds[kind] = (len(x), build_s, build_effort(kind, s))
     if kind == "flat":
         n_batches = flat_batches(idx, q, run)
         if n_batches < run.args.batches:
@@ -195,7 +205,7 @@ def bench_size(n: int, run: Run, rng: np.random.Generator) -> list[dict[str, Any
     exact: list[list[str]] | None = None
     n_batches = a.batches
     for kind in ["flat"] + [k for k in a.kinds if k != "flat"]:  # flat first: it is the ground truth
-        guess = projected_build_s(run, kind, n, s["ef_construction"])
+        guess = projected_build_s(run, kind, n, s)
         reserve = 4 * a.search_cap_s  # two settings x (single + batched) loops
         if guess is not None and guess + reserve > run.left():
             run.note(

@@ -229,6 +229,20 @@ def test_concurrent_adders_both_kept_and_stale_save_refused(tmp_path):
     assert len(GalleryIndex.load(tmp_path)) == 3
 
 
+def test_decision_threshold_travels_with_the_catalogue(tmp_path):
+    idx = GalleryIndex.build(unit(5, 8, 40), rows(5), FP)
+    assert idx.decision_threshold is None
+    idx.set_decision_threshold(0.62)
+    idx.save(tmp_path)
+    back = GalleryIndex.load(tmp_path)
+    assert back.decision_threshold == pytest.approx(0.62)
+    assert json.loads((tmp_path / "manifest.json").read_text())["decision_threshold"] == pytest.approx(0.62)
+    back.add(tmp_path, unit(1, 8, 41), rows(1, start=5))
+    assert GalleryIndex.load(tmp_path).decision_threshold == pytest.approx(0.62)
+    with pytest.raises(ValueError, match="finite"):
+        back.set_decision_threshold(float("nan"))
+
+
 # ------------------------------------------------------------------------------------------ refusals
 
 

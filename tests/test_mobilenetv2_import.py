@@ -180,7 +180,7 @@ def test_second_call_loads_cached_keras_weights(cache_dir: Path, monkeypatch: py
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     with_top = mt.imagenet_mobilenetv2(64, include_top=True)
     features = keras.Model(with_top.input, with_top.get_layer(mt.FEATURES_LAYER).output)
-    assert (cache_dir / "mobilenetv2_torchvision_b0353104.weights.h5").is_file()
+    assert (cache_dir / "mobilenetv2_torchvision_b0353104_v2.weights.h5").is_file()
 
     def no_pickle_read(path):
         raise AssertionError("the cache should have been used")

@@ -343,6 +343,10 @@ def test_threshold_stored_with_the_index_is_used(tmp_path):
     class _Index:  # stored_threshold only probes attributes
         pass
 
+    class _Calibrated:
+        decision_threshold = 0.77
+
+    assert stored_threshold(_Calibrated(), tmp_path) == pytest.approx(0.77)
     assert stored_threshold(_Index(), tmp_path) is None
     (tmp_path / "manifest.json").write_text(json.dumps({"unknown_threshold": 0.42}))
     assert stored_threshold(_Index(), tmp_path) == pytest.approx(0.42)

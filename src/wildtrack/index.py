@@ -7,7 +7,8 @@ Files in an index directory::
                      the data root so a catalogue folder can be moved
     index.faiss      the search structure over embeddings.npy (flat = exact, hnsw, or ivf; inner product = cosine)
     manifest.json    format_version, catalogue_id, generation, model_fingerprint, dim, count, index kind and params,
-                     data_root, created/updated, and the sha256 + size of every data file. Written last: the commit.
+                     data_root, decision_threshold, created/updated, and the sha256 + size of every data file.
+                     Written last: it is the commit point.
     *.prev           the previous committed generation of each file (hard links, so no extra disk until replaced)
     .lock            the writer lock (filelock); readers never take it
 
@@ -236,6 +237,7 @@ class GalleryIndex:
             "model_fingerprint": model_fingerprint,
             "index": spec,
             "data_root": None if data_root is None else str(data_root),
+            "decision_threshold": None,
             "created": now,
             "updated": now,
         }
@@ -307,7 +309,7 @@ class GalleryIndex:
         for note in notes:
             log.warning("index %s: %s", d, note)
         info = {k: m[k] for k in ("catalogue_id", "generation", "model_fingerprint", "index", "data_root")}
-        info.update(created=m["created"], updated=m["updated"])
+        info.update(decision_threshold=m.get("decision_threshold"), created=m["created"], updated=m["updated"])
         return cls(_State(emb, rows, index, info), notes)
 
     def add(
@@ -361,28 +363,35 @@ class GalleryIndex:
     def search(
         self, queries: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None
     ) -> list[list[Hit]]:
-        """Top-k gallery images per query (a 1-D query counts as one), best first, ties broken by row order."""
+        """Top-k gallery images per query (a 1-D query counts as one), best first, ties broken by row order.
+
+        Safe alongside ``add`` in another thread: it reads one state snapshot, and ``add`` swaps states whole.
+        """
         if k < 1:
             raise ValueError("k must be >= 1")
-        q = _as_unit(queries, self.dim)
-        if len(self) == 0:
+        st = self._s
+        q = _as_unit(queries, int(st.emb.shape[1]))
+        if not st.rows:
             return [[] for _ in range(len(q))]
-        kk = min(k, len(self))
-        scores, ids = self._s.index.search(q, kk, params=self._search_params(kk, ef_search, nprobe))
-        return [self._hits(s, i) for s, i in zip(scores, ids, strict=True)]
+        kk = min(k, len(st.rows))
+        scores, ids = st.index.search(q, kk, params=_search_params(st.info["index"], kk, ef_search, nprobe))
+        return [_hits(st.rows, s, i) for s, i in zip(scores, ids, strict=True)]
 
-    def _search_params(self, k: int, ef_search: int | None, nprobe: int | None) -> Any:
-        spec = self._s.info["index"]
-        if spec["effective_kind"] == "hnsw":
-            return faiss.SearchParametersHNSW(efSearch=max(k, ef_search or spec["params"]["ef_search"]))
-        if spec["effective_kind"] == "ivf":
-            return faiss.SearchParametersIVF(nprobe=nprobe or spec["params"]["nprobe"])
-        return None
+    def set_decision_threshold(self, threshold: float | None) -> None:
+        """Keep the calibrated new-individual threshold with the catalogue (persisted by the next save/add).
 
-    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
-        found = sorted((-s, i) for s, i in zip(scores.tolist(), ids.tolist(), strict=True) if i >= 0)
-        picked = [(self._s.rows[i], -neg) for neg, i in found]
-        return [Hit(r.image_id, r.path, r.identity, r.date, s, rank) for rank, (r, s) in enumerate(picked, start=1)]
+        It belongs to the model that made the embeddings, so it travels with the index rather than a config file.
+        """
+        if threshold is not None:
+            threshold = float(threshold)
+            if not math.isfinite(threshold):
+                raise ValueError("decision threshold must be finite")
+        self._s.info = {**self._s.info, "decision_threshold": threshold}
+
+    @property
+    def decision_threshold(self) -> float | None:
+        """Score below which a query is reported as a possible new individual; None when never calibrated."""
+        return self._s.info.get("decision_threshold")
 
     # ------------------------------------------------------------------------------------- accessors
 
@@ -449,6 +458,20 @@ class GalleryIndex:
             f"GalleryIndex(n={len(self)}, dim={self.dim}, ids={len(self.identities())}, kind={self.kind}, "
             f"generation={self.generation})"
         )
+
+
+def _search_params(spec: Mapping[str, Any], k: int, ef_search: int | None, nprobe: int | None) -> Any:
+    if spec["effective_kind"] == "hnsw":
+        return faiss.SearchParametersHNSW(efSearch=max(k, ef_search or spec["params"]["ef_search"]))
+    if spec["effective_kind"] == "ivf":
+        return faiss.SearchParametersIVF(nprobe=nprobe or spec["params"]["nprobe"])
+    return None
+
+
+def _hits(rows: list[MetaRow], scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+    found = sorted((-s, i) for s, i in zip(scores.tolist(), ids.tolist(), strict=True) if i >= 0)
+    picked = [(rows[i], -neg) for neg, i in found]
+    return [Hit(r.image_id, r.path, r.identity, r.date, s, rank) for rank, (r, s) in enumerate(picked, start=1)]
 
 
 # ------------------------------------------------------------------------------------------- embeddings
@@ -679,6 +702,7 @@ def _manifest(info: Mapping[str, Any], s: _State, files: Mapping[str, Any]) -> b
         "num_identities": len({r.identity for r in s.rows}),
         "index": info["index"],
         "data_root": info["data_root"],
+        "decision_threshold": info.get("decision_threshold"),
         "created": info["created"],
         "updated": info["updated"],
         "files": dict(files),

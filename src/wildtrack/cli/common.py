@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 
@@ -12,6 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """Print a library log line verbatim (no rich markup: "[head]" is text here, not a style)."""
+    console.print(message, markup=False)
 
 
 @contextlib.contextmanager
@@ -41,6 +47,7 @@ def user_errors() -> Iterator[None]:
 
     known = (DatasetError, SplitError, ImageError, ArtifactError, NoEmbeddingError, WeightsUnavailableError,
              FileNotFoundError, ValueError)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # Keras' "HDF5 is legacy" notice: we write .h5 on purpose
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
         warnings.filterwarnings("ignore", category=UserWarning, module="keras")

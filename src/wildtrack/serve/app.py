@@ -75,6 +75,7 @@ def create_app(
             catalogue = await run_in_threadpool(Catalogue.open, index_dir, artifacts, threshold, cfg.max_pixels)
         except Exception as exc:  # e.g. IndexMismatchError: say why in one line before uvicorn's traceback
             log.error("WildTrack cannot start: %s", exc)
+            app.state.startup_error = exc  # run_server re-raises it for the CLI's error reporting
             raise
         app.state.catalogue = catalogue
         log.info("WildTrack serving %d images of %d individuals (model %s, threshold %s)", len(catalogue.index),
@@ -296,12 +297,24 @@ def run_server(
     config: ServeConfig | None = None,
     threshold: float | None = None,
 ) -> None:
-    """Serve until Ctrl-C on ``config.host:config.port`` (127.0.0.1 by default: enrolment has no login)."""
+    """Serve until Ctrl-C on ``config.host:config.port`` (127.0.0.1 by default: enrolment has no login).
+
+    A start-up failure (e.g. IndexMismatchError: the index was built with another model) is raised here
+    after uvicorn has shut down, so a caller such as the CLI can report it.
+    """
     import uvicorn
 
     cfg = config or ServeConfig()
-    uvicorn.run(create_app(index_dir, artifacts, cfg, threshold), host=cfg.host, port=cfg.port,
-                log_level="info", timeout_graceful_shutdown=5)
+    app = create_app(index_dir, artifacts, cfg, threshold)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info",
+                                           timeout_graceful_shutdown=5))
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits the process when start-up fails: turn it back into the real error
+        error = getattr(app.state, "startup_error", None)
+        if error is not None:
+            raise error from None
+        raise
 
 
 def app_from_env() -> FastAPI:

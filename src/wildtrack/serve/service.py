@@ -52,7 +52,7 @@ MAX_IDENTITY_LENGTH = 100
 SEARCH_DEPTH = 5  # predict searches topk × this many images, so an identity's several photos can all count
 MAX_SEARCH_K = 250
 ENROL_LOCK_TIMEOUT = 10.0  # seconds to wait for another writer (e.g. a CLI `index add`) before a 503
-THRESHOLD_KEYS = ("unknown_threshold", "threshold")
+THRESHOLD_KEYS = ("decision_threshold", "unknown_threshold", "threshold")
 THRESHOLD_FILES = ("calibration.json", "threshold.json")
 
 
@@ -236,12 +236,18 @@ class Catalogue:
 def stored_threshold(index: GalleryIndex, index_dir: Path) -> float | None:
     """The calibrated unknown threshold saved with the index, if any.
 
-    Looked up, in order: an index attribute ``unknown_threshold``/``threshold``, the same keys at the top of
-    ``manifest.json``, then ``calibration.json`` / ``threshold.json`` in the index dir (key ``threshold``).
+    Looked up, in order: an index attribute (or method) ``decision_threshold`` / ``unknown_threshold`` /
+    ``threshold`` (what ``GalleryIndex.set_decision_threshold`` stores), the same keys at the top of
+    ``manifest.json``, then ``calibration.json`` / ``threshold.json`` in the index dir.
     """
     for key in THRESHOLD_KEYS:
         value = getattr(index, key, None)
-        if isinstance(value, int | float):
+        if callable(value):
+            try:
+                value = value()
+            except TypeError:
+                continue
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
     docs: list[Any] = []
     for name in ("manifest.json", *THRESHOLD_FILES):
