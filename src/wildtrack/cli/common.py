@@ -45,8 +45,10 @@ def user_errors() -> Iterator[None]:
     def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
         err_console.print(f"[yellow]warning:[/] {message}")
 
+    from wildtrack.model.export import ExportError
+
     known = (DatasetError, SplitError, ImageError, ArtifactError, NoEmbeddingError, WeightsUnavailableError,
-             FileNotFoundError, ValueError)
+             ExportError, FileNotFoundError, ValueError)
     logging.getLogger("absl").setLevel(logging.ERROR)  # Keras' "HDF5 is legacy" notice: we write .h5 on purpose
     with warnings.catch_warnings():
         warnings.showwarning = show_warning

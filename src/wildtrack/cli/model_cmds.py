@@ -57,7 +57,7 @@ def evaluate(
     topk: int = typer.Option(5, help="Matches shown per retrieval panel."),
     examples: int = typer.Option(6, help="Number of retrieval_example_*.png panels."),
     gradcam: int = typer.Option(3, help="Number of gradcam_*.png pictures."),
-    backend: str = typer.Option("auto", help="Embedding backend: auto | keras."),
+    backend: str = typer.Option("auto", help="Embedding backend: auto (ONNX when exported) | keras | onnx."),
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
     from wildtrack.config import EvalConfig
@@ -182,6 +182,24 @@ def serve(
         run_server(index, artifacts, ServeConfig(host=host, port=port), threshold=threshold)
 
 
+def export(
+    artifacts: Path = typer.Option(..., "--artifacts", help="Folder with the trained model."),
+    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    min_cosine: float = typer.Option(0.9999, help="Refuse the export if embeddings agree less than this."),
+) -> None:
+    """Export the embedding model for fast CPU inference; checked against Keras before it is kept."""
+    from wildtrack.model.export import export_onnx
+
+    if format != "onnx":
+        raise fail(f"unknown export format {format!r}; only onnx is supported")
+    with user_errors():
+        manifest = export_onnx(artifacts, min_cosine=min_cosine)
+    check = manifest["check"]
+    console.print(f"wrote {artifacts / manifest['onnx_file']}: {check['images']} sample images agree with Keras "
+                  f"(min cosine {check['min_cosine']:.6f}, max |diff| {check['max_abs_diff']:.2e}); "
+                  "evaluate/index/search/serve now use it automatically (--backend keras to opt out)")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(train)
     app.command()(evaluate)
@@ -189,3 +207,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(index_app, name="index")
     app.command()(search)
     app.command()(serve)
+    app.command()(export)

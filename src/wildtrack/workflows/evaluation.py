@@ -88,11 +88,14 @@ def _panels(
     return pictures
 
 
-def _gradcams(embedder: Embedder, sim: np.ndarray, g_emb: np.ndarray, query: list[Record], gallery: list[Record],
-              cfg: EvalConfig, out: Path, log: Log) -> list[Path]:
+def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.ndarray, query: list[Record],
+              gallery: list[Record], cfg: EvalConfig, out: Path, log: Log) -> list[Path]:
+    from wildtrack.model import embedding_model, load_model
     from wildtrack.visualize.gradcam import find_last_conv_layer, gradcam_heatmap, save_gradcam_overlay
 
-    model = getattr(embedder, "model", None)
+    if cfg.gradcam == 0:
+        return []
+    model = getattr(embedder, "model", None) or embedding_model(load_model(artifacts))  # ONNX has no gradients
     layer = find_last_conv_layer(model) if model is not None else None
     if layer is None:
         log("no gradcam_*.png: the model has no convolutional feature map to explain")
@@ -147,7 +150,7 @@ def run_evaluation(
     t0 = time.perf_counter()
     pictures = _panels(result, sim, query, gallery, cfg, out)
     pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed))
-    pictures += _gradcams(embedder, sim, g_emb, query, gallery, cfg, out, log)
+    pictures += _gradcams(embedder, Path(artifacts), sim, g_emb, query, gallery, cfg, out, log)
     timings["pictures"] = time.perf_counter() - t0
 
     report = MetricsReport.from_result(
