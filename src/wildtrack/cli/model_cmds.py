@@ -78,8 +78,8 @@ def print_metrics(m: dict) -> None:
     console.print(table)
     if m.get("open_set") and "threshold" in m["open_set"]:
         o = m["open_set"]
-        console.print(f"new-individual threshold {o['threshold']:.3f}: true-accept {o.get('tar')}, "
-                      f"false-accept {o.get('far')} (target {o.get('target_far')})")
+        console.print(f"new-individual threshold {o['threshold']:.3f}: true-accept {o.get('TAR')}, "
+                      f"false-accept {o.get('FAR')} (target {o.get('target_far')})")
 
 
 def demo(

@@ -1,0 +1,404 @@
+"""Local-feature verification: RootSIFT keypoints matched under a geometric model, counted as inliers.
+
+Global CNN embeddings see "a loggerhead on a reef"; what tells two loggerheads apart is the scute pattern of the
+head and flippers. Keypoints on those scutes that match *and* agree on one geometric transform are strong
+evidence for the same individual, and almost never happen by chance between two different turtles. Matching is
+far too slow for a whole catalogue, so it re-ranks the global search's shortlist: a query costs one extraction
+plus K pair matches, with the gallery side read from an on-disk :class:`FeatureCache`.
+
+OpenCV releases the GIL in SIFT, the matcher and RANSAC, so plain threads use every core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import platformdirs
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from wildtrack.images import DEFAULT_MAX_PIXELS, ImageError
+
+__all__ = [
+    "FeatureCache",
+    "LocalFeatures",
+    "LocalReranker",
+    "MatchResult",
+    "SiftExtractor",
+    "local_scores_for_shortlist",
+    "match_pair",
+    "root_sift",
+]
+
+GeometricModel = Literal["homography", "affine", "fundamental"]
+Source = str | Path | bytes
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    """Keypoints of one image in a frame whose longer side is ``frame_side`` px, and their RootSIFT descriptors.
+
+    ``xy`` is ``(N, 2)`` float32 in that common frame whatever size the JPEG was draft-decoded at, so pixel
+    thresholds mean the same for every pair; ``scale`` maps it back to the original image (``xy * scale``).
+    """
+
+    xy: np.ndarray
+    descriptors: np.ndarray  # (N, 128) float32, RootSIFT (unit L2 norm)
+    frame_side: int
+    scale: float
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+
+def root_sift(descriptors: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelović & Zisserman 2012): L1-normalise then square-root, so Euclidean distance between
+    the results compares histograms by the Hellinger kernel, which is less dominated by a few large bins."""
+    d = np.asarray(descriptors, dtype=np.float32)
+    d = d / np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
+    return np.sqrt(d, out=d)
+
+
+def _decode_grey(source: Source, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, float]:
+    """Upright grey image whose longer side is at most ``max_side``, and the factor back to the original size.
+
+    The JPEG draft is asked for the aspect-correct target (``images.open_image`` asks for a square, which for a
+    3:2 photo forces a full decode); grey drafting also skips the colour conversion.
+    """
+    name = "<upload>" if isinstance(source, bytes) else str(source)
+    try:
+        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot open ({exc.strerror or exc})") from exc
+    try:
+        with fp, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            w0, h0 = img.size
+            if w0 * h0 > max_pixels:
+                raise ImageError(f"{name}: {w0}×{h0} pixels exceeds the limit of {max_pixels:,}")
+            shrink = min(1.0, max_side / max(w0, h0))
+            if img.format == "JPEG" and shrink < 1.0:
+                img.draft("L", (max(1, int(w0 * shrink)), max(1, int(h0 * shrink))))
+            img = ImageOps.exif_transpose(img).convert("L")
+            img.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    w, h = img.size
+    if max(w, h) > max_side:
+        ratio = max_side / max(w, h)
+        img = img.resize((max(1, round(w * ratio)), max(1, round(h * ratio))), Image.Resampling.BILINEAR,
+                         reducing_gap=2.0)
+    return np.asarray(img, dtype=np.uint8), max(w0, h0) / max(img.size)
+
+
+@dataclass(frozen=True)
+class SiftExtractor:
+    """SIFT on a grey image with its longer side at ``max_side`` px, keeping the ``max_keypoints`` strongest.
+
+    ``clahe`` equalises local contrast first (tile-wise, clipped), which recovers scute edges in hazy or
+    backlit underwater shots. Every field goes into the cache key, so changing one never serves stale features.
+    """
+
+    max_side: int = 800
+    max_keypoints: int = 1500
+    contrast_threshold: float = 0.02
+    clahe: bool = True
+
+    def key(self) -> str:
+        fields = ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
+        return f"sift-v1[{fields}]"
+
+    def grey(self, source: Source) -> tuple[np.ndarray, float]:
+        grey, scale = _decode_grey(source, self.max_side)
+        if self.clahe:
+            grey = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(grey)
+        return grey, scale
+
+    def raw(self, source: Source) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(xy, uint8 SIFT descriptors, scale)``: OpenCV's SIFT values are integers in 0..255, so uint8 is
+        lossless and 4× smaller in the cache than float32."""
+        grey, scale = self.grey(source)
+        sift = cv2.SIFT_create(nfeatures=self.max_keypoints, contrastThreshold=self.contrast_threshold)
+        keypoints, desc = sift.detectAndCompute(grey, None)
+        if desc is None or not keypoints:
+            return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), scale
+        xy = np.asarray([kp.pt for kp in keypoints], dtype=np.float32)
+        # nfeatures may keep a few more on response ties; keep the strongest exactly.
+        if len(xy) > self.max_keypoints:
+            keep = np.argsort([-kp.response for kp in keypoints], kind="stable")[: self.max_keypoints]
+            xy, desc = xy[keep], desc[keep]
+        return xy, np.clip(np.rint(desc), 0, 255).astype(np.uint8), scale
+
+    def __call__(self, source: Source) -> LocalFeatures:
+        xy, desc, scale = self.raw(source)
+        return LocalFeatures(xy, root_sift(desc), self.max_side, scale)
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    root = Path(cache_dir or os.environ.get("WILDTRACK_CACHE_DIR") or platformdirs.user_cache_dir("wildtrack"))
+    return root / "local_features"
+
+
+class FeatureCache:
+    """Per-image features on disk (one ``.npz`` each) plus a bounded in-memory LRU in front of it.
+
+    The file name is a hash of the absolute path, mtime, size and the extractor's parameters, so an edited photo
+    or a changed setting is simply a miss; files are written atomically, so concurrent threads or processes can
+    share a cache. ``hits``/``misses`` count lookups (a miss means one extraction).
+    """
+
+    def __init__(self, extractor: SiftExtractor | None = None, cache_dir: str | Path | None = None,
+                 memory_items: int = 512):
+        self.extractor = extractor or SiftExtractor()
+        self.root = _cache_root(cache_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.memory_items = memory_items
+        self._memory: OrderedDict[str, LocalFeatures] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, path: str | Path) -> str:
+        p = Path(path).resolve()
+        st = p.stat()
+        text = f"{p}\0{st.st_mtime_ns}\0{st.st_size}\0{self.extractor.key()}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def file_for(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def _remember(self, key: str, feats: LocalFeatures) -> None:
+        with self._lock:
+            self._memory[key] = feats
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.memory_items:
+                self._memory.popitem(last=False)
+
+    def _read(self, file: Path) -> LocalFeatures | None:
+        try:
+            with np.load(file) as z:
+                xy, desc, scale = z["xy"], z["desc"], float(z["scale"])
+        except (OSError, KeyError, ValueError):
+            return None  # missing or half-written by a crashed run: extract again
+        return LocalFeatures(xy, root_sift(desc), self.extractor.max_side, scale)
+
+    def get(self, source: Source) -> LocalFeatures:
+        """Features of a file (cached) or of uploaded bytes (extracted, never cached: they have no stable key)."""
+        if isinstance(source, bytes):
+            return self.extractor(source)
+        try:
+            key = self.key(source)
+        except OSError as exc:
+            raise ImageError(f"{source}: cannot open ({exc.strerror or exc})") from exc
+        with self._lock:
+            feats = self._memory.get(key)
+            if feats is not None:
+                self._memory.move_to_end(key)
+                self.hits += 1
+                return feats
+        file = self.file_for(key)
+        feats = self._read(file)
+        if feats is not None:
+            with self._lock:
+                self.hits += 1
+            self._remember(key, feats)
+            return feats
+        xy, desc, scale = self.extractor.raw(source)
+        with self._lock:
+            self.misses += 1
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
+        try:
+            np.savez(tmp, xy=xy, desc=desc, scale=np.float32(scale))
+            os.replace(tmp, file)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a read-only cache still works, it just never warms up
+        feats = LocalFeatures(xy, root_sift(desc), self.extractor.max_side, scale)
+        self._remember(key, feats)
+        return feats
+
+    def get_many(self, sources: Sequence[Source], workers: int | None = None) -> list[LocalFeatures]:
+        """Features of many images, extracted in parallel threads; order follows ``sources``."""
+        with ThreadPoolExecutor(_workers(workers)) as pool:
+            return list(pool.map(self.get, sources))
+
+
+# ----------------------------------------------------------------------------------------------- matching
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """``matches``: correspondences passing the ratio test; ``inliers``: those consistent with one geometry."""
+
+    inliers: int
+    matches: int
+
+
+_MIN_POINTS = {"homography": 4, "affine": 3, "fundamental": 8}
+
+
+def _two_nn(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact nearest and second-nearest ``b`` row for every ``a`` row, with the two Euclidean distances.
+
+    RootSIFT rows have unit L2 norm, so ``|x - y|² = 2 - 2 x·y`` and one BLAS product finds the same neighbours
+    as ``cv2.BFMatcher(NORM_L2).knnMatch(k=2)`` about 7× faster (BFMatcher does not use BLAS).
+    """
+    dots = a @ b.T
+    rows = np.arange(len(a))
+    first = dots.argmax(axis=1)
+    best = dots[rows, first]
+    dots[rows, first] = -np.inf
+    second = dots.max(axis=1)
+    return first, np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0)), np.sqrt(np.maximum(2.0 - 2.0 * second, 0.0))
+
+
+def _putative_matches(a: np.ndarray, b: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lowe's ratio test on exact 2-NN, then one match per ``b`` keypoint (its closest), so a repeated texture
+    cannot vote many times for the same point."""
+    first, d1, d2 = _two_nn(a, b)
+    query = np.flatnonzero(d1 < ratio * d2)
+    if len(query) == 0:
+        return query, query
+    order = query[np.argsort(d1[query], kind="stable")]
+    _, keep = np.unique(first[order], return_index=True)
+    query = np.sort(order[keep])
+    return query, first[query]
+
+
+def match_pair(
+    a: LocalFeatures,
+    b: LocalFeatures,
+    ratio: float = 0.8,
+    model: GeometricModel = "homography",
+    threshold: float = 8.0,
+) -> MatchResult:
+    """Putative matches (ratio test) and how many of them one geometric model explains.
+
+    ``homography`` (default) uses OpenCV's USAC MAGSAC++ with a ``threshold``-px reprojection error in the
+    800-px frame; ``affine`` fits a 4-DoF similarity (``estimateAffinePartial2D``) and ``fundamental`` an
+    epipolar geometry. See docs in ``scripts/bench_rerank.py`` for why homography won on the real photos.
+    """
+    if len(a) < 2 or len(b) < 2:
+        return MatchResult(0, 0)
+    qi, ti = _putative_matches(a.descriptors, b.descriptors, ratio)
+    n = len(qi)
+    if n < _MIN_POINTS[model]:
+        return MatchResult(0, n)
+    src = a.xy[qi].reshape(-1, 1, 2)
+    dst = b.xy[ti].reshape(-1, 1, 2)
+    if model == "homography":
+        _, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, threshold, maxIters=2000, confidence=0.999)
+    elif model == "affine":
+        _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold,
+                                              maxIters=2000, confidence=0.999)
+    elif model == "fundamental":
+        _, mask = cv2.findFundamentalMat(src, dst, cv2.USAC_MAGSAC, threshold / 2, 0.999, 2000)
+    else:
+        raise ValueError(f"unknown geometric model {model!r}; choose homography, affine or fundamental")
+    inliers = int(mask.sum()) if mask is not None else 0
+    return MatchResult(inliers, n)
+
+
+# ----------------------------------------------------------------------------------------------- re-ranking
+
+
+def _workers(workers: int | None) -> int:
+    return max(1, workers or os.cpu_count() or 1)
+
+
+class LocalReranker:
+    """Geometric verification of a global search's shortlist.
+
+    ``rerank`` matches the query against (at most) the first ``k`` shortlist entries and sorts those by
+    ``fusion.score(global, inliers)`` when a fitted :class:`~wildtrack.match.fusion.ScoreFusion` is given, else
+    by inliers then global score; entries beyond ``k`` follow in their original order with 0 inliers.
+    """
+
+    def __init__(self, k: int = 20, cache: FeatureCache | None = None, workers: int | None = None,
+                 ratio: float = 0.8, model: GeometricModel = "homography", threshold: float = 8.0,
+                 fusion: object | None = None):
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        self.k = k
+        self.cache = cache or FeatureCache()
+        self.workers = _workers(workers)
+        self.ratio, self.model, self.threshold = ratio, model, threshold
+        self.fusion = fusion
+
+    def match(self, a: LocalFeatures, b: LocalFeatures) -> MatchResult:
+        return match_pair(a, b, self.ratio, self.model, self.threshold)
+
+    def inliers(self, query: Source, gallery_paths: Sequence[str | Path]) -> np.ndarray:
+        """Inlier counts of one query against each gallery image (one extraction, ``len(gallery_paths)`` matches)."""
+        q = self.cache.get(query)
+
+        def one(path: str | Path) -> int:
+            return self.match(q, self.cache.get(path)).inliers
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            return np.fromiter(pool.map(one, gallery_paths), dtype=np.int64, count=len(gallery_paths))
+
+    def rerank(self, query: Source, shortlist: Sequence[tuple[str | Path, float]]
+               ) -> list[tuple[str | Path, float, int]]:
+        head, tail = list(shortlist[: self.k]), list(shortlist[self.k:])
+        counts = self.inliers(query, [p for p, _ in head]) if head else np.zeros(0, np.int64)
+        scored = [(p, float(s), int(c)) for (p, s), c in zip(head, counts, strict=True)]
+        if self.fusion is not None:
+            fused = self.fusion.score(np.array([s for _, s, _ in scored]), counts)  # type: ignore[attr-defined]
+            order = np.argsort(-np.asarray(fused), kind="stable")
+        else:
+            order = np.lexsort((-np.array([s for _, s, _ in scored]), -counts)) if scored else []
+        return [scored[i] for i in order] + [(p, float(s), 0) for p, s in tail]
+
+
+def local_scores_for_shortlist(
+    query_paths: Sequence[str | Path],
+    gallery_paths: Sequence[str | Path],
+    sim: np.ndarray,
+    k: int,
+    reranker: LocalReranker | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """(Q, G) inlier counts for each query's top-``k`` gallery images by ``sim``; 0 outside the shortlist.
+
+    For evaluation: features of every image involved are extracted (or read from the cache) once, then all
+    pairs are matched in a thread pool. ``k >= G`` matches every pair (local matching alone).
+    """
+    from wildtrack.evaluate import rank_gallery
+
+    sim = np.asarray(sim)
+    if sim.shape != (len(query_paths), len(gallery_paths)):
+        raise ValueError(f"sim shape {sim.shape} does not match {len(query_paths)} × {len(gallery_paths)}")
+    reranker = reranker or LocalReranker(k=k)
+    k = min(k, len(gallery_paths))
+    top = rank_gallery(sim)[:, :k]
+    needed_g = sorted(set(top.ravel().tolist()))
+    feats_q = reranker.cache.get_many(list(query_paths), reranker.workers)
+    feats_g = dict(zip(needed_g, reranker.cache.get_many([gallery_paths[j] for j in needed_g], reranker.workers),
+                       strict=True))
+    out = np.zeros(sim.shape, dtype=np.int64)
+
+    def row(i: int) -> None:
+        for j in top[i]:
+            out[i, j] = reranker.match(feats_q[i], feats_g[int(j)]).inliers
+        if progress:
+            progress(1)
+
+    with ThreadPoolExecutor(reranker.workers) as pool:
+        list(pool.map(row, range(len(query_paths))))
+    return out
