@@ -34,6 +34,9 @@ class TrainConfig(_Config):
     epochs: int = Field(12, ge=1, description="total epochs (head-only warm-up included)")
     head_epochs: int = Field(2, ge=0, description="epochs with the backbone frozen before fine-tuning it all")
     batch_size: int = Field(32, ge=2)
+    finetune_fraction: float = Field(
+        0.3, gt=0, le=1, description="share of the pretrained backbone (its last layers) adapted after the warm-up"
+    )
     learning_rate: float = Field(1e-3, gt=0, description="head learning rate; the backbone gets a tenth")
     weight_decay: float = Field(1e-4, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)

@@ -104,8 +104,9 @@ BACKBONES: dict[str, Backbone] = {
             _keras_application("MobileNetV3Small", include_preprocessing=True),
         ),
         Backbone(
-            "convnexttiny", 224, "built into the model (0..255 in)", _KERAS_WEIGHTS, "Apache-2.0", True,
-            "28M parameters: accurate but slow on a laptop CPU.", _keras_application("ConvNeXtTiny"),
+            "convnexttiny", 224, "built into the model (0..255 in)", _KERAS_WEIGHTS, "Apache-2.0", False,
+            "28M parameters: accurate but slow on a laptop CPU. Legacy .h5 cannot reload its LayerScale layers "
+            "in Keras 3: model.weights.h5 is written instead of model.h5.", _keras_application("ConvNeXtTiny"),
         ),
         Backbone(
             "tiny", 96, "RGB/255", "none (trained from scratch)", "n/a", True,

@@ -50,10 +50,15 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if layer.name not in HEAD_LAYERS and layer.weights]
 
 
-def set_backbone_trainable(model: keras.Model, trainable: bool, freeze_batchnorm: bool = True) -> None:
+def set_backbone_trainable(
+    model: keras.Model, trainable: bool, freeze_batchnorm: bool = True, fraction: float = 1.0
+) -> None:
     """Freeze or unfreeze the backbone. A pretrained backbone's BatchNorm stays frozen (ImageNet statistics)
     when fine-tuning, since small re-ID batches give poor batch statistics; one trained from scratch needs
-    its BatchNorm to learn (``freeze_batchnorm=False``)."""
-    for layer in backbone_layers(model):
+    its BatchNorm to learn (``freeze_batchnorm=False``). ``fraction`` unfreezes only the last part of the
+    backbone: on a few hundred photos, adapting early layers mostly learns each encounter's scenery."""
+    layers = backbone_layers(model)
+    first = int(round(len(layers) * (1.0 - fraction))) if trainable else len(layers)
+    for i, layer in enumerate(layers):
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = trainable and not (is_bn and freeze_batchnorm)
+        layer.trainable = trainable and i >= first and not (is_bn and freeze_batchnorm)

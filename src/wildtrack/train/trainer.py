@@ -215,7 +215,8 @@ class _Run:
         if not epochs:
             return True
         from_scratch = not self.cfg.pretrained or self.cfg.backbone == "tiny"
-        set_backbone_trainable(self.model, backbone_trainable, freeze_batchnorm=not from_scratch)
+        fraction = 1.0 if from_scratch else self.cfg.finetune_fraction
+        set_backbone_trainable(self.model, backbone_trainable, freeze_batchnorm=not from_scratch, fraction=fraction)
         self._compile(lr, len(epochs) * self._steps_per_epoch())
         for epoch in epochs:
             t0 = time.perf_counter()
