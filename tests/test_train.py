@@ -100,7 +100,7 @@ def test_preprocessor_of_unknown_format_is_refused(tmp_path):
 
 
 def test_same_seed_gives_the_same_history(synth_data, tmp_path):
-    cfg = TrainConfig(backbone="tiny", image_size=48, embed_dim=16, epochs=2, batch_size=16, split="per-identity",
+    cfg = TrainConfig(backbone="tiny", image_size=32, embed_dim=16, epochs=2, batch_size=16, split="per-identity",
                       patience=5)
     runs = [train(synth_data, tmp_path / f"run{i}", cfg, **QUIET).history for i in range(2)]
     for a, b in zip(*runs, strict=True):
@@ -110,7 +110,7 @@ def test_same_seed_gives_the_same_history(synth_data, tmp_path):
 
 @pytest.mark.parametrize("loss", ["arcface", "triplet", "arcface+triplet"])
 def test_metric_learning_losses_train(synth_data, tmp_path, loss):
-    cfg = TrainConfig(backbone="tiny", image_size=48, embed_dim=16, epochs=1, loss=loss, pk_identities=4,
+    cfg = TrainConfig(backbone="tiny", image_size=32, embed_dim=16, epochs=1, loss=loss, pk_identities=4,
                       pk_images=3, split="per-identity")
     result = train(synth_data, tmp_path, cfg, **QUIET)
     assert result.best_epoch == 1 and np.isfinite(result.history[0]["loss"])

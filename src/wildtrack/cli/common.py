@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
@@ -31,24 +32,27 @@ def progress_bar(description: str, total: int | None) -> Iterator[callable]:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
+
+
+USER_ERRORS = {"DatasetError", "SplitError", "ImageError", "ArtifactError", "NoEmbeddingError",
+               "WeightsUnavailableError", "WeightImportError", "ExportError", "GalleryIndexError", "ValidationError"}
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors a user can act on (bad input, missing files, incompatible artifacts), matched by class name so
+    that showing them never imports TensorFlow."""
+    return isinstance(exc, FileNotFoundError | ValueError) or any(c.__name__ in USER_ERRORS for c in type(exc).__mro__)
 
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Show library errors a user can act on as one red line (exit 2), not a traceback; show warnings plainly."""
-    from wildtrack.data import DatasetError, SplitError
-    from wildtrack.images import ImageError
-    from wildtrack.model import ArtifactError, NoEmbeddingError, WeightsUnavailableError
 
     def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
-        err_console.print(f"[yellow]warning:[/] {message}")
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}")
 
-    from wildtrack.model.export import ExportError
-
-    known = (DatasetError, SplitError, ImageError, ArtifactError, NoEmbeddingError, WeightsUnavailableError,
-             ExportError, FileNotFoundError, ValueError)
     logging.getLogger("absl").setLevel(logging.ERROR)  # Keras' "HDF5 is legacy" notice: we write .h5 on purpose
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
@@ -57,7 +61,9 @@ def user_errors() -> Iterator[None]:
             yield
         except typer.Exit:
             raise
-        except known as exc:
-            raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", code=130) from None
+        except Exception as exc:
+            if _is_user_error(exc):
+                raise fail(str(exc)) from None
+            raise
