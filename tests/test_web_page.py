@@ -115,7 +115,10 @@ def test_phone_layout(browser, server, synth_data, tmp_path):
     # Nothing wider than the screen: no sideways scrolling on a phone.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     # Upload, then the answer, then the enrol form: the order a phone user scrolls through.
-    tops = [page.get_by_test_id(t).bounding_box()["y"] for t in ("dropzone", "verdict", "enroll-form")]
+    # Document coordinates, read in one go: the page smooth-scrolls to the verdict, so viewport positions move.
+    tops = page.evaluate("""ids => ids.map(id => document.querySelector(`[data-testid="${id}"]`)
+                                                .getBoundingClientRect().top + window.scrollY)""",
+                         ["dropzone", "verdict", "enroll-form"])
     assert tops == sorted(tops)
     _shot(page, tmp_path, "page_phone.png")
     page.close()

@@ -29,14 +29,15 @@ class DemoOutput:
 
 
 def run_demo(out: str | Path, log: Log = print, train_cfg: TrainConfig = DEMO_TRAIN, identities: int = 16,
-             images_per_id: int = 12) -> DemoOutput:
+             images_per_id: int = 16, encounters: int = 6) -> DemoOutput:
     """Generate data → train → evaluate on new encounters → build a search index."""
     out = Path(out)
     t0 = time.perf_counter()
     data, artifacts, results = out / "data", out / "artifacts", out / "results"
-    log(f"1/4 generating {identities} synthetic turtles × {images_per_id} photos over 4 encounters → {data}")
+    log(f"1/4 generating {identities} synthetic turtles × {images_per_id} photos over {encounters} encounters → {data}")
+    # Several encounters per turtle: with few, any network learns each encounter's scenery instead of the turtle.
     generate_synthetic(data, identities=identities, images_per_id=images_per_id, image_size=128,
-                       encounters_per_id=4, seed=0)
+                       encounters_per_id=encounters, seed=0)
     log(f"2/4 training {train_cfg.backbone} ({train_cfg.loss}, {train_cfg.epochs} epochs) → {artifacts}")
     train(data, artifacts, train_cfg, log=lambda m: log("    " + m), verbose=0)
     log(f"3/4 evaluating on new encounters (time-aware split) → {results}")
