@@ -96,3 +96,15 @@ def test_time_aware_split_is_evaluated_too(synth_data, tiny_artifacts, tmp_path)
     result = run_evaluation(synth_data, tiny_artifacts, tmp_path, EvalConfig(split="time-aware", examples=1,
                                                                               gradcam=0), **QUIET)
     assert result.report.split == "time-aware" and result.report.num_queries > 0
+
+
+def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny_artifacts, tmp_path):
+    cfg = EvalConfig(split="time-aware", examples=1, gradcam=0, rerank="local", rerank_k=10)
+    result = run_evaluation(synth_data, tiny_artifacts, tmp_path, cfg, **QUIET)
+    rerank = result.report.extra["rerank"]
+    assert rerank["k"] == 10 and (tmp_path / "fusion.json").is_file()
+    assert rerank["fused"]["R@1"] == result.report.r_at_1
+    # The scale pattern survives pose changes: geometric verification must not make retrieval worse.
+    assert rerank["fused"]["mAP"] >= rerank["global_only"]["mAP"] - 1e-9
+    # Re-ranking only re-orders each shortlist, so recall at the shortlist length cannot change.
+    assert rerank["fused"]["R@10"] == pytest.approx(rerank["global_only"]["R@10"])

@@ -105,6 +105,15 @@ def test_cache_hit_returns_identical_features_without_extracting(images, cache, 
     assert first.scale == pytest.approx(second.scale)
 
 
+def test_a_corrupt_cache_file_is_extracted_again(images, cache):
+    first = cache.get(images["other"])
+    file = cache.file_for(cache.key(images["other"]))
+    file.write_bytes(file.read_bytes()[:100])  # as if a crash cut the write short
+    fresh = FeatureCache(EXTRACTOR, cache_dir=cache.root.parent)
+    assert np.array_equal(fresh.get(images["other"]).descriptors, first.descriptors)
+    assert fresh.misses == 1
+
+
 def test_cache_key_changes_with_the_file_and_the_settings(images, cache):
     key = cache.key(images["base"])
     other_settings = FeatureCache(SiftExtractor(max_side=300, max_keypoints=600), cache_dir=cache.root.parent)

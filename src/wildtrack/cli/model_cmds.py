@@ -58,16 +58,24 @@ def evaluate(
     examples: int = typer.Option(6, help="Number of retrieval_example_*.png panels."),
     gradcam: int = typer.Option(3, help="Number of gradcam_*.png pictures."),
     backend: str = typer.Option("auto", help="Embedding backend: auto (ONNX when exported) | keras | onnx."),
+    rerank: str = typer.Option("none", help="none | local: re-order the global top-K by RootSIFT + RANSAC, "
+                               "fused with the cosine (reports both)."),
+    rerank_k: int = typer.Option(20, help="Shortlist length for --rerank local."),
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
     from wildtrack.config import EvalConfig
     from wildtrack.workflows.evaluation import run_evaluation
 
     with user_errors():
-        cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam)
+        cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k)
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(data, artifacts, out, cfg, log=say, advance=advance, backend=backend)
-    print_metrics(result.report.model_dump(by_alias=True, mode="json"))
+    metrics = result.report.model_dump(by_alias=True, mode="json")
+    if "rerank" in metrics["extra"]:
+        g, f = metrics["extra"]["rerank"]["global_only"], metrics["extra"]["rerank"]["fused"]
+        console.print(f"global only: R@1 {g['R@1']:.3f} R@5 {g['R@5']:.3f} mAP {g['mAP']:.3f}  →  "
+                      f"with local re-ranking: R@1 {f['R@1']:.3f} R@5 {f['R@5']:.3f} mAP {f['mAP']:.3f}")
+    print_metrics(metrics)
     console.print(f"metrics: {out / 'metrics.json'}\nreport:  {out / 'report.html'}")
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from wildtrack.evaluate import rank_gallery
+
 __all__ = ["ScoreFusion", "fused_similarity", "shortlist_pairs"]
 
 FORMAT = "wildtrack-score-fusion-v1"
@@ -136,8 +138,6 @@ class ScoreFusion:
 
 
 def _shortlist(sim: np.ndarray, k: int) -> np.ndarray:
-    from wildtrack.evaluate import rank_gallery
-
     return rank_gallery(sim)[:, : min(k, sim.shape[1])]
 
 

@@ -16,12 +16,13 @@ import io
 import os
 import threading
 import warnings
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -29,7 +30,11 @@ import platformdirs
 from PIL import Image, ImageOps, UnidentifiedImageError
 from threadpoolctl import threadpool_limits
 
+from wildtrack.evaluate import rank_gallery
 from wildtrack.images import DEFAULT_MAX_PIXELS, ImageError
+
+if TYPE_CHECKING:
+    from wildtrack.match.fusion import ScoreFusion
 
 __all__ = [
     "FeatureCache",
@@ -111,14 +116,16 @@ def _decode_grey(source: Source, max_side: int, max_pixels: int = DEFAULT_MAX_PI
 class SiftExtractor:
     """SIFT on a grey image with its longer side at ``max_side`` px, keeping the ``max_keypoints`` strongest.
 
-    ``clahe`` equalises local contrast first (tile-wise, clipped), which recovers scute edges in hazy or
-    backlit underwater shots. Every field goes into the cache key, so changing one never serves stale features.
+    ``contrast_threshold`` is half OpenCV's default, so low-contrast underwater photos still yield the full
+    ``max_keypoints`` (at 0.04 many gave < 1000 and lost true matches). ``clahe`` equalises local contrast
+    first; on the real photos it found no more true matches and costs 50 % more time, so it is off by default.
+    Every field goes into the cache key, so changing one never serves stale features.
     """
 
     max_side: int = 800
     max_keypoints: int = 1500
     contrast_threshold: float = 0.02
-    clahe: bool = True
+    clahe: bool = False
 
     def key(self) -> str:
         fields = ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
@@ -156,7 +163,8 @@ def _cache_root(cache_dir: str | Path | None) -> Path:
 
 
 class FeatureCache:
-    """Per-image features on disk (one ``.npz`` each) plus a bounded in-memory LRU in front of it.
+    """Per-image features on disk (one ``.npz`` each) plus a bounded in-memory LRU in front of it
+    (``memory_items`` × ~0.8 MB at the default 1500 keypoints).
 
     The file name is a hash of the absolute path, mtime, size and the extractor's parameters, so an edited photo
     or a changed setting is simply a miss; files are written atomically, so concurrent threads or processes can
@@ -164,10 +172,9 @@ class FeatureCache:
     """
 
     def __init__(self, extractor: SiftExtractor | None = None, cache_dir: str | Path | None = None,
-                 memory_items: int = 512):
+                 memory_items: int = 256):
         self.extractor = extractor or SiftExtractor()
         self.root = _cache_root(cache_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.memory_items = memory_items
         self._memory: OrderedDict[str, LocalFeatures] = OrderedDict()
         self._lock = threading.Lock()
@@ -194,7 +201,7 @@ class FeatureCache:
         try:
             with np.load(file) as z:
                 xy, desc, scale = z["xy"], z["desc"], float(z["scale"])
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             return None  # missing or half-written by a crashed run: extract again
         return LocalFeatures(xy, root_sift(desc), self.extractor.max_side, scale)
 
@@ -222,9 +229,9 @@ class FeatureCache:
         xy, desc, scale = self.extractor.raw(source)
         with self._lock:
             self.misses += 1
-        file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_name(f".{file.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
         try:
+            file.parent.mkdir(parents=True, exist_ok=True)
             np.savez(tmp, xy=xy, desc=desc, scale=np.float32(scale))
             os.replace(tmp, file)
         except OSError:
@@ -285,14 +292,17 @@ def match_pair(
     a: LocalFeatures,
     b: LocalFeatures,
     ratio: float = 0.8,
-    model: GeometricModel = "homography",
+    model: GeometricModel = "affine",
     threshold: float = 8.0,
 ) -> MatchResult:
     """Putative matches (ratio test) and how many of them one geometric model explains.
 
-    ``homography`` (default) uses OpenCV's USAC MAGSAC++ with a ``threshold``-px reprojection error in the
-    800-px frame; ``affine`` fits a 4-DoF similarity (``estimateAffinePartial2D``) and ``fundamental`` an
-    epipolar geometry. See docs in ``scripts/bench_rerank.py`` for why homography won on the real photos.
+    ``affine`` (default) fits a 4-DoF similarity (rotation, scale, shift; ``estimateAffinePartial2D`` with
+    RANSAC), ``homography`` an 8-DoF plane (USAC MAGSAC++) and ``fundamental`` an epipolar geometry (MAGSAC++),
+    each with a ``threshold``-px error in the common frame. On the real photos the similarity won: a head seen
+    from the side is near-planar and near-fronto-parallel, and fewer degrees of freedom leave chance matches
+    between different turtles at ≤ 4 inliers in 99 % of pairs (homography: 6, fundamental: 12), so weak true
+    matches stand out (see ``scripts/bench_rerank.py``).
     """
     if model not in _MIN_POINTS:
         raise ValueError(f"unknown geometric model {model!r}; choose homography, affine or fundamental")
@@ -334,14 +344,15 @@ def _workers(workers: int | None) -> int:
 class LocalReranker:
     """Geometric verification of a global search's shortlist.
 
-    ``rerank`` matches the query against (at most) the first ``k`` shortlist entries and sorts those by
-    ``fusion.score(global, inliers)`` when a fitted :class:`~wildtrack.match.fusion.ScoreFusion` is given, else
-    by inliers then global score; entries beyond ``k`` follow in their original order with 0 inliers.
+    Only the first ``k`` shortlist entries are matched and re-ordered: by the fused score of a fitted
+    :class:`~wildtrack.match.fusion.ScoreFusion` when one is given, else by inliers then global score. Entries
+    beyond ``k`` keep their order after them (with 0 inliers), so verification never promotes an image the
+    global search ranked lower than ``k``.
     """
 
     def __init__(self, k: int = 20, cache: FeatureCache | None = None, workers: int | None = None,
-                 ratio: float = 0.8, model: GeometricModel = "homography", threshold: float = 8.0,
-                 fusion: object | None = None):
+                 ratio: float = 0.8, model: GeometricModel = "affine", threshold: float = 8.0,
+                 fusion: ScoreFusion | None = None):
         if k < 1:
             raise ValueError("k must be >= 1")
         self.k = k
@@ -366,12 +377,13 @@ class LocalReranker:
 
     def rerank(self, query: Source, shortlist: Sequence[tuple[str | Path, float]]
                ) -> list[tuple[str | Path, float, int]]:
+        """``shortlist`` is ``(gallery_path, global_score)`` best first; returns ``(path, global_score, inliers)``."""
         head, tail = list(shortlist[: self.k]), list(shortlist[self.k:])
         counts = self.inliers(query, [p for p, _ in head]) if head else np.zeros(0, np.int64)
         scored = [(p, float(s), int(c)) for (p, s), c in zip(head, counts, strict=True)]
         if self.fusion is not None:
-            fused = self.fusion.score(np.array([s for _, s, _ in scored]), counts)  # type: ignore[attr-defined]
-            order = np.argsort(-np.asarray(fused), kind="stable")
+            fused = self.fusion.logit(np.array([s for _, s, _ in scored]), counts)
+            order = np.argsort(-fused, kind="stable")
         else:
             order = np.lexsort((-np.array([s for _, s, _ in scored]), -counts)) if scored else []
         return [scored[i] for i in order] + [(p, float(s), 0) for p, s in tail]
@@ -390,8 +402,6 @@ def local_scores_for_shortlist(
     For evaluation: features of every image involved are extracted (or read from the cache) once, then all
     pairs are matched in a thread pool. ``k >= G`` matches every pair (local matching alone).
     """
-    from wildtrack.evaluate import rank_gallery
-
     sim = np.asarray(sim)
     if sim.shape != (len(query_paths), len(gallery_paths)):
         raise ValueError(f"sim shape {sim.shape} does not match {len(query_paths)} × {len(gallery_paths)}")
