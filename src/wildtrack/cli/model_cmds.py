@@ -86,8 +86,11 @@ def print_metrics(m: dict) -> None:
     console.print(table)
     if m.get("open_set") and "threshold" in m["open_set"]:
         o = m["open_set"]
-        console.print(f"new-individual threshold {o['threshold']:.3f}: true-accept {o.get('TAR')}, "
-                      f"false-accept {o.get('FAR')} (target {o.get('target_far')})")
+        def rate(v):
+            return "n/a" if v is None else f"{v:.1%}"
+
+        console.print(f"new-individual threshold {o['threshold']:.3f}: true-accept {rate(o.get('TAR'))}, "
+                      f"false-accept {rate(o.get('FAR'))} (target {rate(o.get('target_far'))})")
 
 
 def demo(
