@@ -1,13 +1,28 @@
-"""Models: backbone registry, heads, custom layers, artifact files."""
+"""Models: backbone registry, heads, custom layers, artifact files.
 
-from wildtrack.model.artifacts import ArtifactError, load_model, load_preprocessor, model_fingerprint
-from wildtrack.model.backbones import BACKBONES, Backbone, WeightsUnavailableError, get_backbone
-from wildtrack.model.builder import build_model, set_backbone_trainable
-from wildtrack.model.embedding import NoEmbeddingError, embedding_model
-from wildtrack.model.layers import CosineClassifier, L2Normalize
+Names are imported lazily: reading artifacts (preprocessor, fingerprints) for the ONNX backend must not pull in
+TensorFlow, which costs seconds of start-up and about a gigabyte of memory.
+"""
 
-__all__ = [
-    "BACKBONES", "ArtifactError", "Backbone", "CosineClassifier", "L2Normalize", "NoEmbeddingError",
-    "WeightsUnavailableError", "build_model", "embedding_model", "get_backbone", "load_model",
-    "load_preprocessor", "model_fingerprint", "set_backbone_trainable",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ArtifactError": "artifacts", "load_model": "artifacts", "load_preprocessor": "artifacts",
+    "model_fingerprint": "artifacts",
+    "BACKBONES": "backbones", "Backbone": "backbones", "WeightsUnavailableError": "backbones",
+    "get_backbone": "backbones",
+    "build_model": "builder", "set_backbone_trainable": "builder",
+    "NoEmbeddingError": "embedding", "embedding_model": "embedding",
+    "CosineClassifier": "layers", "L2Normalize": "layers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'wildtrack.model' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"wildtrack.model.{_EXPORTS[name]}"), name)

@@ -13,10 +13,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import keras
 import yaml
-
-from wildtrack.model.layers import CUSTOM_OBJECTS
 
 PREPROCESSOR_FORMAT = 1
 MODEL_KERAS = "model.keras"
@@ -79,7 +76,7 @@ def load_model_config(path: str | Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) if path.is_file() else {}
 
 
-def save_model_files(model: keras.Model, out: Path, h5_supported: bool = True) -> list[Path]:
+def save_model_files(model: Any, out: Path, h5_supported: bool = True) -> list[Path]:
     """Write ``model.keras`` and ``model.h5`` (or ``model.weights.h5`` where legacy h5 cannot round-trip).
 
     Each file is written under a temporary name and renamed, so an interrupted save keeps the previous one.
@@ -99,8 +96,12 @@ def save_model_files(model: keras.Model, out: Path, h5_supported: bool = True) -
     return written
 
 
-def load_model(artifacts: str | Path, compile: bool = False) -> keras.Model:
+def load_model(artifacts: str | Path, compile: bool = False) -> Any:
     """Load ``model.keras``, falling back to ``model.h5``; WildTrack's layers need no custom_objects."""
+    import keras
+
+    from wildtrack.model.layers import CUSTOM_OBJECTS
+
     artifacts = Path(artifacts)
     candidates = [artifacts] if artifacts.is_file() else [artifacts / MODEL_KERAS, artifacts / MODEL_H5]
     errors = []

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from wildtrack.model.artifacts import load_model, load_preprocessor, model_fingerprint
-from wildtrack.model.embedding import embedding_model
 
 ONNX_FILE = "model.onnx"
 ONNX_MANIFEST = "onnx_export.json"
@@ -42,6 +41,8 @@ def _sample_images(size: tuple[int, int], n: int = 8) -> np.ndarray:
 def export_onnx(artifacts: str | Path, min_cosine: float = 0.9999, opset: int | None = None) -> dict[str, Any]:
     """Write ``model.onnx`` (image 0..255 NHWC → unit embedding) and ``onnx_export.json`` into ``artifacts``."""
     import onnxruntime as ort
+
+    from wildtrack.model.embedding import embedding_model
 
     artifacts = Path(artifacts)
     pre = load_preprocessor(artifacts / "preprocessor.pkl")

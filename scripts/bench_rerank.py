@@ -1,0 +1,231 @@
+#!/usr/bin/env python
+"""Local-feature re-ranking benchmark: does geometric verification of the global shortlist find the turtle?
+
+On the dataset's official split (gallery = ``split_closed == train``, queries = ``valid``) it reports Recall@1/5/10,
+mAP and seconds per query for
+
+* ``local-all``: RootSIFT + RANSAC similarity inliers against the whole gallery (no global model; the anchor),
+  and ``local-all+cos-ties`` where equal inlier counts are ordered by the global cosine;
+* ``global``: cosine of global embeddings (ImageNet MobileNetV2 at 448 px with global average pooling, or the
+  trained embedder of ``--artifacts``);
+* ``global+local@K``: the global top-K re-ranked by a :class:`ScoreFusion` of cosine and inliers, and
+  ``global+inliers@K``: the same shortlist ordered by inliers (cosine only breaking ties), without a fit.
+
+The fusion is fitted on a held-out part of the *gallery* only: a time-aware split inside it (each multi-date
+identity's latest encounter as validation queries against the rest), never on the evaluation queries. With
+``--artifacts`` the embedder was trained on those gallery images, so its cosines there are optimistic and the
+fusion may under-weight the local score.
+
+Seconds per query are measured on ``--timing-queries`` queries with cold features, as a service would see them:
+global embedding (decode + model) + one SIFT extraction + the K matches (threads over all cores, gallery features
+in memory). The anchor's time is one extraction + the whole-gallery matches, from the batch run's wall time.
+Features and embeddings are cached (``WILDTRACK_CACHE_DIR`` or ``--cache-dir``), so a rerun is fast.
+
+    python scripts/bench_rerank.py --data ../shared/data/seaturtleid2022-dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wildtrack.data import Split, load_dataset, official_split, time_aware_split
+from wildtrack.embed import EmbeddingCache, embed_image, embed_paths, load_embedder
+from wildtrack.evaluate import cosine_similarity, rank_gallery, retrieval_metrics
+from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs
+from wildtrack.match.local import FeatureCache, LocalReranker, SiftExtractor, local_scores_for_shortlist
+
+KS = (1, 5, 10)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--artifacts", type=Path, default=None, help="trained model (default: ImageNet MobileNetV2)")
+    p.add_argument("--image-size", type=int, default=448, help="input size of the ImageNet MobileNetV2")
+    p.add_argument("--ks", type=int, nargs="+", default=[20, 50], help="shortlist sizes to re-rank")
+    p.add_argument("--max-side", type=int, default=SiftExtractor.max_side)
+    p.add_argument("--max-keypoints", type=int, default=SiftExtractor.max_keypoints)
+    p.add_argument("--contrast-threshold", type=float, default=SiftExtractor.contrast_threshold)
+    p.add_argument("--clahe", action="store_true", help="equalise local contrast before SIFT")
+    p.add_argument("--model", default="affine", choices=["homography", "affine", "fundamental"])
+    p.add_argument("--threshold", type=float, default=8.0, help="reprojection threshold, px in the max-side frame")
+    p.add_argument("--ratio", type=float, default=0.8)
+    p.add_argument("--skip-anchor", action="store_true", help="skip local matching against the whole gallery")
+    p.add_argument("--timing-queries", type=int, default=10)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("bench_out/rerank.json"))
+    return p.parse_args(argv)
+
+
+class ImagenetGap:
+    """ImageNet MobileNetV2 (torchvision weights) + global average pooling: the untrained global baseline."""
+
+    backend = "keras"
+
+    def __init__(self, size: int):
+        import keras
+
+        from wildtrack.model.mobilenetv2_torch import imagenet_mobilenetv2
+
+        base = imagenet_mobilenetv2(size)
+        self.model = keras.Model(base.input, keras.layers.GlobalAveragePooling2D()(base.output))
+        self.image_size = (size, size)
+        self.dim = 1280
+        self.fingerprint = f"imagenet-mobilenetv2-torchvision-{size}-gap"
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        x = np.asarray(self.model.predict_on_batch(pixels.astype(np.float32)), np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def summarise(name: str, sim: np.ndarray, q_ids: list[str], g_ids: list[str], seconds: float,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    res = retrieval_metrics(sim, q_ids, g_ids, ks=KS)
+    row = {"method": name, **{f"R@{k}": round(v, 4) for k, v in res.recall_at_k.items()},
+           "mAP": round(res.mAP, 4), "s_per_query": round(seconds, 3), "num_queries": res.num_queries}
+    return {**row, **(extra or {})}
+
+
+def validation_fusion(split: Split, emb_g: np.ndarray, reranker: LocalReranker, k: int
+                      ) -> tuple[ScoreFusion, dict[str, Any]]:
+    """Fit the fusion inside the gallery: latest encounters of multi-date identities vs. everything else."""
+    index = {r.relpath: i for i, r in enumerate(split.gallery)}
+    val = time_aware_split(split.gallery)
+    qi = [index[r.relpath] for r in val.query]
+    gi = [index[r.relpath] for r in val.gallery]
+    sim = cosine_similarity(emb_g[qi], emb_g[gi])
+    local = local_scores_for_shortlist([r.path for r in val.query], [r.path for r in val.gallery], sim, k, reranker)
+    q_ids, g_ids = [r.identity for r in val.query], [r.identity for r in val.gallery]
+    cos, inl, same = shortlist_pairs(sim, local, q_ids, g_ids, k)
+    fusion = ScoreFusion().fit(cos, inl, same)
+    before = retrieval_metrics(sim, q_ids, g_ids, ks=KS)
+    after = retrieval_metrics(fused_similarity(sim, local, fusion, k), q_ids, g_ids, ks=KS)
+    info = {"val_queries": len(qi), "val_gallery": len(gi), "val_ids": len(set(q_ids)),
+            "val_R@1_global": round(before.recall_at_k[1], 4), "val_R@1_fused": round(after.recall_at_k[1], 4),
+            "fusion": fusion.to_dict()}
+    return fusion, info
+
+
+def cold_costs(paths: list[Path], embedder: Any, extractor: SiftExtractor) -> dict[str, float]:
+    """Mean seconds to embed one photo (decode + model) and to extract its local features, nothing cached."""
+    embed_image(embedder, paths[0])  # warm-up: the first call builds the model's graph
+    t_glob, t_ext = [], []
+    for path in paths:
+        t0 = time.perf_counter()
+        embed_image(embedder, path)
+        t1 = time.perf_counter()
+        extractor(path)
+        t_glob.append(t1 - t0)
+        t_ext.append(time.perf_counter() - t1)
+    return {"global": float(np.mean(t_glob)), "extract": float(np.mean(t_ext))}
+
+
+def match_cost(query_paths: list[Path], shortlists: np.ndarray, gallery_paths: list[Path],
+               reranker: LocalReranker) -> float:
+    """Mean seconds to match one query against its shortlist, threads over all cores, gallery in memory."""
+    times = []
+    for path, top in zip(query_paths, shortlists, strict=True):
+        q = reranker.cache.get(path)
+        gallery = [reranker.cache.get(gallery_paths[j]) for j in top]
+        t0 = time.perf_counter()
+        reranker.match_many(q, gallery)
+        times.append(time.perf_counter() - t0)
+    return float(np.mean(times))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.cache_dir:
+        os.environ["WILDTRACK_CACHE_DIR"] = str(args.cache_dir)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    split = official_split(load_dataset(args.data).records)
+    g_paths, q_paths = [r.path for r in split.gallery], [r.path for r in split.query]
+    g_ids, q_ids = [r.identity for r in split.gallery], [r.identity for r in split.query]
+    log(f"official split: {len(g_paths)} gallery, {len(q_paths)} queries, {len(set(g_ids))} gallery ids")
+
+    embedder = load_embedder(args.artifacts) if args.artifacts else ImagenetGap(args.image_size)
+    cache = EmbeddingCache(embedder.fingerprint)
+    t0 = time.perf_counter()
+    emb = embed_paths(embedder, g_paths + q_paths, cache=cache)
+    if emb.failed:
+        raise SystemExit(f"unreadable images: {emb.failed[:3]}")
+    emb_g, emb_q = emb.embeddings[: len(g_paths)], emb.embeddings[len(g_paths):]
+    log(f"global embeddings ({embedder.fingerprint}): {time.perf_counter() - t0:.1f} s, {emb.cached} cached")
+    sim = cosine_similarity(emb_q, emb_g)
+
+    extractor = SiftExtractor(args.max_side, args.max_keypoints, args.contrast_threshold, args.clahe)
+    features = FeatureCache(extractor)
+    reranker = LocalReranker(k=max(args.ks), cache=features, workers=args.workers, ratio=args.ratio,
+                             model=args.model, threshold=args.threshold)
+    t0 = time.perf_counter()
+    features.get_many(g_paths + q_paths, reranker.workers)
+    log(f"local features ({extractor.key()}): {time.perf_counter() - t0:.1f} s, {features.misses} extracted")
+
+    n_time = min(args.timing_queries, len(q_paths))
+    cold = cold_costs(q_paths[:n_time], embedder, extractor)
+    log(f"cold per query: global {cold['global']:.3f} s, extraction {cold['extract']:.3f} s")
+    rows: list[dict[str, Any]] = []
+    timing: dict[str, Any] = {"global_embed": round(cold["global"], 3), "extract": round(cold["extract"], 3)}
+    if not args.skip_anchor:
+        t0 = time.perf_counter()
+        everything = np.ones_like(sim)  # every gallery image is "shortlisted"
+        local_all = local_scores_for_shortlist(q_paths, g_paths, everything, len(g_paths), reranker)
+        wall = time.perf_counter() - t0
+        timing["local_all_match_s_per_query"] = round(wall / len(q_paths), 3)
+        anchor_s = cold["extract"] + wall / len(q_paths)
+        # Pure: equal inlier counts (e.g. all 0) tie, broken by gallery order as in retrieval_metrics.
+        rows.append(summarise("local-all", local_all.astype(np.float32), q_ids, g_ids, anchor_s))
+        # The same with ties broken by the global cosine (scaled to stay below one inlier).
+        rows.append(summarise("local-all+cos-ties", local_all + 0.5 * (sim + 1) / 2, q_ids, g_ids, anchor_s))
+        log(f"local-all: {wall:.1f} s for {local_all.size} pairs")
+    rows.append(summarise("global", sim, q_ids, g_ids, cold["global"]))
+
+    for k in sorted(args.ks):
+        reranker.k = k
+        fusion, info = validation_fusion(split, emb_g, reranker, k)
+        t0 = time.perf_counter()
+        local = local_scores_for_shortlist(q_paths, g_paths, sim, k, reranker)
+        wall = time.perf_counter() - t0
+        match_s = match_cost(q_paths[:n_time], rank_gallery(sim)[:n_time, :k], g_paths, reranker)
+        per_query = cold["global"] + cold["extract"] + match_s
+        timing[f"K={k}"] = {"match": round(match_s, 3), "batch_match_s_per_query": round(wall / len(q_paths), 3)}
+        rows.append(summarise(f"global+local@{k}", sim=fused_similarity(sim, local, fusion, k), q_ids=q_ids,
+                              g_ids=g_ids, seconds=per_query, extra={"fusion_fit": info}))
+        inliers_first = ScoreFusion(w_global=1e-6, w_local=1.0)  # inliers decide, the cosine only breaks ties
+        rows.append(summarise(f"global+inliers@{k}", fused_similarity(sim, local, inliers_first, k), q_ids, g_ids,
+                              per_query))
+        log(f"K={k}: fusion {fusion.to_dict()} (val R@1 {info['val_R@1_global']} -> {info['val_R@1_fused']})")
+
+    print(f"\n{'method':<22} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6} {'s/query':>8}")
+    for r in rows:
+        print(f"{r['method']:<22} {r['R@1']:>6.3f} {r['R@5']:>6.3f} {r['R@10']:>6.3f} {r['mAP']:>6.3f} "
+              f"{r['s_per_query']:>8.3f}")
+    report = {
+        "data": str(args.data), "split": split.summary(), "global_model": embedder.fingerprint,
+        "local_features": extractor.key(),
+        "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold},
+        "results": rows, "timing_breakdown_s": timing,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
