@@ -36,8 +36,8 @@ def tiny_artifacts(synth_data, tmp_path_factory) -> Path:
     from wildtrack.train import train
 
     out = tmp_path_factory.mktemp("artifacts")
-    cfg = TrainConfig(backbone="tiny", image_size=64, embed_dim=32, epochs=6, batch_size=16, learning_rate=3e-3,
-                      patience=10, split="per-identity")
+    cfg = TrainConfig(backbone="tiny", loss="softmax", image_size=64, embed_dim=32, epochs=6, batch_size=16,
+                      learning_rate=3e-3, patience=10, split="per-identity")
     train(synth_data, out, cfg, log=lambda _msg: None, verbose=0)
     return out
 
