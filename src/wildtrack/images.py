@@ -59,11 +59,15 @@ def open_image(
     source: str | Path | bytes,
     size: int | tuple[int, int] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
+    grey: bool = False,
 ) -> Image.Image:
-    """Open a file or bytes as an upright RGB PIL image.
+    """Open a file or bytes as an upright RGB (or, with ``grey``, L) PIL image.
 
-    With ``size`` set, JPEGs are draft-decoded to the smallest DCT scale that still covers ``size``
-    (the caller resizes the rest of the way). Raises :class:`ImageError` for anything undecodable.
+    JPEGs are draft-decoded to the smallest DCT scale that still covers ``size`` (a square the frame will be
+    squashed into) or, with ``max_side``, the aspect-correct size whose longer side is ``max_side``; the caller
+    resizes the rest of the way. ``img.info["original_max_side"]`` keeps the longer side of the file's full
+    resolution. Raises :class:`ImageError` for anything undecodable.
     """
     name = "<upload>" if isinstance(source, bytes) else str(source)
     try:
@@ -81,14 +85,23 @@ def open_image(
                     raise ImageError(
                         f"{name}: {img.width}×{img.height} pixels exceeds the limit of {max_pixels:,}"
                     )
+                original_max_side = max(img.size)
                 target = _as_size(size)
+                mode = "L" if grey else "RGB"
                 if target is not None and img.format == "JPEG":
                     # EXIF rotation may swap axes: ask for a draft that covers both orientations.
                     side = max(target)
-                    img.draft("RGB", (side, side))
+                    img.draft(mode, (side, side))
+                elif max_side is not None and img.format == "JPEG" and original_max_side > max_side:
+                    shrink = max_side / original_max_side
+                    img.draft(mode, (max(1, int(img.width * shrink)), max(1, int(img.height * shrink))))
                 img = ImageOps.exif_transpose(img)
-                img = _to_rgb(img)
+                if not (grey and img.mode == "L"):
+                    img = _to_rgb(img)
+                    if grey:
+                        img = img.convert("L")
                 img.load()
+                img.info["original_max_side"] = original_max_side
                 return img
     except ImageError:
         raise

@@ -12,10 +12,8 @@ OpenCV releases the GIL in SIFT, the matcher and RANSAC, so plain threads use ev
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
-import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -27,11 +25,11 @@ from typing import TYPE_CHECKING, Literal
 import cv2
 import numpy as np
 import platformdirs
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from wildtrack.evaluate import rank_gallery
-from wildtrack.images import DEFAULT_MAX_PIXELS, ImageError
+from wildtrack.images import DEFAULT_MAX_PIXELS, ImageError, open_image
 
 if TYPE_CHECKING:
     from wildtrack.match.fusion import ScoreFusion
@@ -79,37 +77,17 @@ def root_sift(descriptors: np.ndarray) -> np.ndarray:
 def _decode_grey(source: Source, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, float]:
     """Upright grey image whose longer side is at most ``max_side``, and the factor back to the original size.
 
-    The JPEG draft is asked for the aspect-correct target (``images.open_image`` asks for a square, which for a
-    3:2 photo forces a full decode); grey drafting also skips the colour conversion.
+    Decoding asks for the aspect-correct draft (a square target would force a full decode of a 3:2 photo), and
+    grey drafting skips the colour conversion.
     """
-    name = "<upload>" if isinstance(source, bytes) else str(source)
-    try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise ImageError(f"{name}: cannot open ({exc.strerror or exc})") from exc
-    try:
-        with fp, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(fp)
-            w0, h0 = img.size
-            if w0 * h0 > max_pixels:
-                raise ImageError(f"{name}: {w0}×{h0} pixels exceeds the limit of {max_pixels:,}")
-            shrink = min(1.0, max_side / max(w0, h0))
-            if img.format == "JPEG" and shrink < 1.0:
-                img.draft("L", (max(1, int(w0 * shrink)), max(1, int(h0 * shrink))))
-            img = ImageOps.exif_transpose(img).convert("L")
-            img.load()
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    img = open_image(source, max_pixels=max_pixels, max_side=max_side, grey=True)
+    original = img.info.get("original_max_side", max(img.size))
     w, h = img.size
     if max(w, h) > max_side:
         ratio = max_side / max(w, h)
         img = img.resize((max(1, round(w * ratio)), max(1, round(h * ratio))), Image.Resampling.BILINEAR,
                          reducing_gap=2.0)
-    return np.asarray(img, dtype=np.uint8), max(w0, h0) / max(img.size)
+    return np.asarray(img, dtype=np.uint8), original / max(img.size)
 
 
 @dataclass(frozen=True)
