@@ -62,3 +62,37 @@ def test_inspect_real_sample(real_data):
     assert result.exit_code == 0, result.output
     assert "22 identities, 388 images" in result.output and "seaturtleid2022" in result.output
     assert "2010-07-02" in result.output
+
+
+def test_index_build_then_search_json(synth_data, tiny_artifacts, tmp_path):
+    import json
+
+    index = tmp_path / "index"
+    result = runner.invoke(app, ["index", "build", "--data", str(synth_data), "--artifacts", str(tiny_artifacts),
+                                 "--out", str(index), "--threshold", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert {"index.faiss", "meta.csv", "embeddings.npy", "manifest.json"} <= {p.name for p in index.iterdir()}
+    photo = synth_data / "t003" / "t003_004.jpg"
+    result = runner.invoke(app, ["search", str(photo), "--index", str(index), "--artifacts", str(tiny_artifacts),
+                                 "--json", "--topk", "3"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["hits"][0]["path"] == "t003/t003_004.jpg" and answer["hits"][0]["score"] > 0.999
+    assert answer["decision"] == {"identity": "t003", "score": answer["decision"]["score"], "is_unknown": False,
+                                  "threshold": 0.5}
+    assert len(answer["hits"]) == 3
+
+
+def test_search_refuses_an_index_of_another_model(synth_data, tiny_artifacts, tmp_path):
+    import shutil
+
+    index = tmp_path / "index"
+    runner.invoke(app, ["index", "build", "--data", str(synth_data), "--artifacts", str(tiny_artifacts),
+                        "--out", str(index)])
+    other = tmp_path / "other"
+    shutil.copytree(tiny_artifacts, other)
+    (other / "model.keras").write_bytes((other / "model.keras").read_bytes() + b"\0")  # a different fingerprint
+    result = runner.invoke(app, ["search", str(synth_data / "t000" / "t000_000.jpg"), "--index", str(index),
+                                 "--artifacts", str(other)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "built with model" in result.output and "rebuild the index" in result.output

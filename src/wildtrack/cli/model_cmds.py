@@ -152,7 +152,7 @@ def index_add(
 def search(
     image: Path = typer.Argument(..., help="Photo to identify."),
     index: Path = typer.Option(..., "--index"),
-    artifacts: Path = typer.Option(None, "--artifacts", help="Default: the artifacts recorded next to the index."),
+    artifacts: Path = typer.Option(..., "--artifacts", help="The model the index was built with."),
     topk: int = typer.Option(5, help="Gallery images to list."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     backend: str = typer.Option("auto"),
@@ -160,8 +160,6 @@ def search(
     """Rank the catalogue's identities and images for one photo."""
     from wildtrack.workflows.searching import search_image
 
-    if artifacts is None:
-        raise fail("--artifacts is required")
     with user_errors():
         answer = search_image(image, index, artifacts, topk=topk, backend=backend)
     if as_json:
