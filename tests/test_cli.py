@@ -96,3 +96,27 @@ def test_search_refuses_an_index_of_another_model(synth_data, tiny_artifacts, tm
                                  "--artifacts", str(other)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "built with model" in result.output and "rebuild the index" in result.output
+
+
+def test_index_add_picks_up_a_new_identity_without_rebuilding(synth_data, tiny_artifacts, tmp_path):
+    import shutil
+
+    from wildtrack.index import GalleryIndex
+
+    data = tmp_path / "catalogue"
+    shutil.copytree(synth_data, data)
+    (data / "metadata.csv").unlink()  # a plain folder of photos, as a field team keeps it
+    held_out = tmp_path / "t011"
+    shutil.move(data / "t011", held_out)
+    index = tmp_path / "index"
+    assert runner.invoke(app, ["index", "build", "--data", str(data), "--artifacts", str(tiny_artifacts),
+                               "--out", str(index)]).exit_code == 0
+    before = GalleryIndex.load(index)
+    shutil.move(held_out, data / "t011")
+    result = runner.invoke(app, ["index", "add", "--index", str(index), "--artifacts", str(tiny_artifacts)])
+    assert result.exit_code == 0, result.output
+    after = GalleryIndex.load(index)
+    assert len(after) == len(before) + 10 and after.identities()["t011"] == 10
+    assert after.generation == before.generation + 1
+    again = runner.invoke(app, ["index", "add", "--index", str(index), "--artifacts", str(tiny_artifacts)])
+    assert "added 0 images" in again.output
