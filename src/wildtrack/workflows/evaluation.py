@@ -72,18 +72,22 @@ def _open_set(sim: np.ndarray, q_ids: list[str], g_ids: list[str], target_far: f
 
 
 def _panels(
-    result: RetrievalResult, sim: np.ndarray, query: list[Record], gallery: list[Record], cfg: EvalConfig, out: Path
+    result: RetrievalResult, sim: np.ndarray, query: list[Record], gallery: list[Record], cfg: EvalConfig, out: Path,
+    cosine: np.ndarray | None = None,
 ) -> list[Path]:
+    """Ranked by ``sim`` (fused scores after re-ranking); labelled with the cosine, which a reader can compare."""
     order = rank_gallery(sim)
+    cosine = sim if cosine is None else cosine
     pictures = []
     for n, qi in enumerate(choose_examples(result.first_correct_rank, cfg.examples, seed=cfg.seed)):
         q = query[qi]
-        hits = [PanelItem(gallery[j].path, gallery[j].identity, float(sim[qi, j]), gallery[j].identity == q.identity)
-                for j in order[qi, : cfg.topk]]
+        hits = [PanelItem(gallery[j].path, gallery[j].identity, float(cosine[qi, j]),
+                          gallery[j].identity == q.identity) for j in order[qi, : cfg.topk]]
         rank = int(result.first_correct_rank[qi])
         verdict = "correct at rank 1" if rank == 0 else (f"first correct at rank {rank + 1}" if rank > 0
                                                          else "identity not in gallery")
-        title = f"query {q.relpath} ({q.identity}): {verdict}"
+        reranked = ", re-ranked by local matching" if cfg.rerank == "local" else ""
+        title = f"query {q.relpath} ({q.identity}): {verdict}{reranked}"
         pictures.append(retrieval_panel(PanelItem(q.path, q.identity, None, None), hits,
                                         out / f"retrieval_example_{n}.png", title=title))
     return pictures
@@ -179,7 +183,7 @@ def run_evaluation(
 
     t0 = time.perf_counter()
     q_ids, g_ids = [r.identity for r in query], [r.identity for r in gallery]
-    sim = cosine_similarity(q_emb, g_emb)
+    sim = cosine = cosine_similarity(q_emb, g_emb)
     result = retrieval_metrics(sim, q_ids, g_ids, ks=(1, 5, 10))
     open_set = _open_set(sim, q_ids, g_ids, cfg.target_far)
     timings["metrics"] = time.perf_counter() - t0
@@ -196,7 +200,7 @@ def run_evaluation(
         sim = fused
 
     t0 = time.perf_counter()
-    pictures = _panels(result, sim, query, gallery, cfg, out)
+    pictures = _panels(result, sim, query, gallery, cfg, out, cosine=cosine)
     pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed))
     pictures += _gradcams(embedder, Path(artifacts), sim, g_emb, query, gallery, cfg, out, log)
     timings["pictures"] = time.perf_counter() - t0
