@@ -161,8 +161,8 @@ def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
 class _Run:
     """State of one training run: model, data, best checkpoint on disk."""
 
-    def __init__(self, dataset: Dataset, out: Path, cfg: TrainConfig, log: Log):
-        self.cfg, self.out, self.log, self.dataset = cfg, out, log, dataset
+    def __init__(self, dataset: Dataset, out: Path, cfg: TrainConfig, log: Log, verbose: int = 1):
+        self.cfg, self.out, self.log, self.dataset, self.verbose = cfg, out, log, dataset, verbose
         split_name = cfg.split if cfg.split != "auto" else default_split_name(dataset.records)
         self.split = make_split(dataset.records, split_name, seed=cfg.seed)
         self.val_split = validation_split(self.split.train, seed=cfg.seed)
@@ -222,7 +222,7 @@ class _Run:
             t0 = time.perf_counter()
             batches = self._batches(epoch)
             ds = _epoch_dataset(self.train, batches, self.cfg, epoch, tuple(self.losses))
-            fit = self.train_model.fit(ds, epochs=1, verbose=self.cfg_verbose, shuffle=False)
+            fit = self.train_model.fit(ds, epochs=1, verbose=self.verbose, shuffle=False)
             metrics = _validate(self.emb_model, self.val)
             row = {"epoch": epoch + 1, "phase": name, "loss": float(fit.history["loss"][-1]), **metrics,
                    "seconds": round(time.perf_counter() - t0, 2)}
@@ -243,8 +243,6 @@ class _Run:
                 self.log(f"time budget of {self.cfg.max_minutes} min reached: stopping")
                 return False
         return True
-
-    cfg_verbose: int = 1
 
     @staticmethod
     def _score(metrics: dict[str, float]) -> float:
@@ -317,8 +315,7 @@ def train(
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = _Run(dataset, out, cfg, log)
-    run.cfg_verbose = verbose
+    run = _Run(dataset, out, cfg, log, verbose)
     head_epochs = 0 if not cfg.pretrained or cfg.backbone == "tiny" else min(cfg.head_epochs, cfg.epochs)
     interrupted = False
     try:
