@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -22,13 +22,19 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[callable]:
-    """A rich progress bar; yields ``advance(n)``."""
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar; yields ``advance(n)``, whose ``set_total(n)`` lets a job announce its size once it
+    knows it (after reading the dataset)."""
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+
+        def advance(n: int = 1) -> None:
+            bar.advance(task, n)
+
+        advance.set_total = lambda n: bar.update(task, total=n)  # type: ignore[attr-defined]
+        yield advance
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -33,6 +33,13 @@ Log = Callable[[str], None]
 Advance = Callable[[int], None]
 
 
+def announce_total(advance: Advance | None, total: int) -> None:
+    """Tell a progress display how much work is coming, when it can listen (the CLI's bar can)."""
+    set_total = getattr(advance, "set_total", None)
+    if set_total is not None:
+        set_total(total)
+
+
 @dataclass
 class EvaluationOutput:
     report: MetricsReport
@@ -174,6 +181,7 @@ def run_evaluation(
     embedder = load_embedder(artifacts, backend=backend)
     timings["load"] = time.perf_counter() - t0
     log(f"{cfg.split} split: {len(split.query)} queries, {len(split.gallery)} gallery images")
+    announce_total(advance, len(split.query) + len(split.gallery))
 
     t0 = time.perf_counter()
     query, q_emb = _embed_records(embedder, split.query, advance, log)

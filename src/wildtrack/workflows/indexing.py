@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from wildtrack.data import Record, load_dataset
 from wildtrack.embed import Embedder, EmbeddingCache, embed_paths, load_embedder
 from wildtrack.index import GalleryIndex, MetaRow, image_id_for
-
-Log = Callable[[str], None]
-Advance = Callable[[int], None]
+from wildtrack.workflows.evaluation import Advance, announce_total
 
 
 @dataclass
@@ -23,6 +20,7 @@ class IndexReport:
 
 
 def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, advance: Advance | None):
+    announce_total(advance, len(records))
     cache = EmbeddingCache(embedder.fingerprint)
     try:
         result = embed_paths(embedder, [r.path for r in records], progress=advance, cache=cache)
