@@ -120,3 +120,23 @@ def test_index_add_picks_up_a_new_identity_without_rebuilding(synth_data, tiny_a
     assert after.generation == before.generation + 1
     again = runner.invoke(app, ["index", "add", "--index", str(index), "--artifacts", str(tiny_artifacts)])
     assert "added 0 images" in again.output
+
+
+def test_index_with_local_reranking_reorders_search_by_inliers(synth_data, tiny_artifacts, tmp_path):
+    import json
+
+    index = tmp_path / "index"
+    result = runner.invoke(app, ["index", "build", "--data", str(synth_data), "--artifacts", str(tiny_artifacts),
+                                 "--out", str(index), "--rerank", "local", "--rerank-k", "10"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((index / "fusion.json").read_text())["k"] == 10
+    photo = synth_data / "t005" / "t005_009.jpg"
+    args = ["search", str(photo), "--index", str(index), "--artifacts", str(tiny_artifacts), "--json", "--topk", "10"]
+    answer = json.loads(runner.invoke(app, args).output)
+    assert answer["reranked"] and answer["decision"]["identity"] == "t005"
+    hits = answer["hits"]
+    assert hits[0]["path"] == "t005/t005_009.jpg" and hits[0]["inliers"] > 0
+    assert [h["rank"] for h in hits] == list(range(1, 11))
+    plain = json.loads(runner.invoke(app, [*args, "--no-rerank"]).output)
+    assert not plain["reranked"]
+    assert {h["image_id"] for h in plain["hits"]} == {h["image_id"] for h in hits}  # same shortlist, re-ordered

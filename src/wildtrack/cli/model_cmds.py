@@ -124,12 +124,16 @@ def index_build(
     threshold: float = typer.Option(None, help="Score below which a photo is a new individual "
                                     "(see the open_set threshold in metrics.json)."),
     backend: str = typer.Option("auto"),
+    rerank: str = typer.Option("none", help="none | local: fit a local-matching fusion on the catalogue so that "
+                               "search re-orders its top-K by RootSIFT + RANSAC (slower, better on new encounters)."),
+    rerank_k: int = typer.Option(20, help="Shortlist length for --rerank local."),
 ) -> None:
     """Embed every catalogue photo and write the index (atomically)."""
     from wildtrack.workflows.indexing import build_index
 
     with user_errors(), progress_bar("embedding", None) as advance:
-        report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend)
+        report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
+                             rerank_k=rerank_k if rerank == "local" else None)
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else ""))
 
@@ -156,12 +160,13 @@ def search(
     topk: int = typer.Option(5, help="Gallery images to list."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     backend: str = typer.Option("auto"),
+    rerank: bool = typer.Option(True, help="Use local re-ranking when the index was built with --rerank local."),
 ) -> None:
     """Rank the catalogue's identities and images for one photo."""
     from wildtrack.workflows.searching import search_image
 
     with user_errors():
-        answer = search_image(image, index, artifacts, topk=topk, backend=backend)
+        answer = search_image(image, index, artifacts, topk=topk, backend=backend, rerank=rerank)
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return
@@ -169,9 +174,10 @@ def search(
     verdict = "[bold yellow]new individual[/]" if d["is_unknown"] else f"[bold green]{d['identity']}[/]"
     console.print(f"{image}: {verdict} (score {d['score']:.3f}"
                   + (f", threshold {d['threshold']:.3f})" if d["threshold"] is not None else ")"))
-    table = Table("rank", "identity", "score", "image", "date")
+    table = Table("rank", "identity", "cosine", "inliers" if answer["reranked"] else "", "image", "date")
     for h in answer["hits"]:
-        table.add_row(str(h["rank"]), h["identity"], f"{h['score']:.3f}", h["path"], h["date"] or "-")
+        table.add_row(str(h["rank"]), h["identity"], f"{h['score']:.3f}", str(h.get("inliers", "")), h["path"],
+                      h["date"] or "-")
     console.print(table)
 
 

@@ -133,32 +133,22 @@ def _local_rerank(
     The fusion is fitted on the gallery alone (its latest encounters against the rest, time-aware), never on
     the evaluation queries, and saved with the results.
     """
-    from wildtrack.data import validation_split
-    from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs
+    from wildtrack.match.fusion import fused_similarity
     from wildtrack.match.local import LocalReranker, local_scores_for_shortlist
+    from wildtrack.match.rerank import fit_gallery_fusion
 
     reranker = LocalReranker(k=cfg.rerank_k)
     t0 = time.perf_counter()
-    held = validation_split(gallery, seed=cfg.seed)
-    index = {r.relpath: i for i, r in enumerate(gallery)}
-    vq = [index[r.relpath] for r in held.query]
-    vg = [index[r.relpath] for r in held.gallery]
-    v_sim = cosine_similarity(g_emb[vq], g_emb[vg])
-    v_local = local_scores_for_shortlist([gallery[i].path for i in vq], [gallery[i].path for i in vg], v_sim,
-                                         cfg.rerank_k, reranker)
-    pairs = shortlist_pairs(v_sim, v_local, [gallery[i].identity for i in vq], [gallery[i].identity for i in vg],
-                            cfg.rerank_k)
-    fusion = ScoreFusion().fit(*pairs)
+    fitted = fit_gallery_fusion(gallery, g_emb, cfg.rerank_k, reranker, seed=cfg.seed)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     local = local_scores_for_shortlist([r.path for r in query], [r.path for r in gallery], sim, cfg.rerank_k,
                                        reranker)
     per_query = (time.perf_counter() - t0) / max(len(query), 1)
-    log(f"local re-ranking of the top {cfg.rerank_k}: fusion fitted on {len(vq)} gallery pseudo-queries "
-        f"({fit_s:.0f} s), {per_query:.2f} s per query")
-    info = {"k": cfg.rerank_k, "fusion": fusion.to_dict(), "fit_pseudo_queries": len(vq),
-            "seconds_per_query_local": round(per_query, 3)}
-    return fused_similarity(sim, local, fusion, cfg.rerank_k), info
+    log(f"local re-ranking of the top {cfg.rerank_k}: fusion fitted on {fitted.pseudo_queries} gallery "
+        f"pseudo-queries ({fit_s:.0f} s), {per_query:.2f} s per query")
+    info = {**fitted.to_dict(), "seconds_per_query_local": round(per_query, 3)}
+    return fused_similarity(sim, local, fitted.fusion, cfg.rerank_k), info
 
 
 def run_evaluation(
@@ -204,7 +194,8 @@ def run_evaluation(
         result = retrieval_metrics(fused, q_ids, g_ids, ks=(1, 5, 10))
         extra["rerank"] = {**info, "global_only": {**global_only.headline(), "R@10": global_only.recall_at_k[10]},
                            "fused": {**result.headline(), "R@10": result.recall_at_k[10]}}
-        (out / "fusion.json").write_text(json.dumps(info["fusion"], indent=2))
+        (out / "fusion.json").write_text(json.dumps({k: info[k] for k in ("k", "pseudo_queries", "fusion")},
+                                                    indent=2))
         sim = fused
 
     t0 = time.perf_counter()

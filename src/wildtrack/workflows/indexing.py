@@ -32,22 +32,30 @@ def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, adv
         rows.append(MetaRow(image_id_for(rel), rel, records[i].identity,
                             records[i].date.isoformat() if records[i].date else None))
     skipped = [(records[i].path, why) for i, why in result.failed]
-    return rows, result.embeddings, skipped
+    return rows, result.embeddings, skipped, [records[i] for i in result.ok]
 
 
 def build_index(
     data: str | Path, artifacts: str | Path, index_dir: str | Path, kind: str = "flat",
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
-    backend: str = "auto",
+    backend: str = "auto", rerank_k: int | None = None,
 ) -> IndexReport:
-    """Embed every image of ``data`` and commit a new index (the previous one stays until the commit)."""
+    """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
+
+    With ``rerank_k``, a cosine + local-matching fusion is fitted on the catalogue itself and saved as
+    ``fusion.json``, so that ``search`` re-orders each query's top ``rerank_k`` by local matching.
+    """
     dataset = load_dataset(data)
     embedder = load_embedder(artifacts, backend=backend)
-    rows, vectors, skipped = _rows_and_vectors(embedder, dataset.records, dataset.root, advance)
+    rows, vectors, skipped, records = _rows_and_vectors(embedder, dataset.records, dataset.root, advance)
     index = GalleryIndex.build(vectors, rows, embedder.fingerprint, kind=kind, data_root=dataset.root)
     if threshold is not None:
         index.set_decision_threshold(threshold)
     index.save(index_dir, overwrite=overwrite)
+    if rerank_k:
+        from wildtrack.match.rerank import fit_gallery_fusion
+
+        fit_gallery_fusion(records, vectors, rerank_k).save(index_dir)
     return IndexReport(Path(index_dir), len(rows), skipped, len(index))
 
 
@@ -73,6 +81,6 @@ def add_folder(
         raise ValueError(f"{data} is not inside the catalogue's data root {root}: copy the photos there first") from exc
     if not fresh:
         return IndexReport(Path(index_dir), 0, [], len(index))
-    rows, vectors, skipped = _rows_and_vectors(embedder, fresh, root, advance)
+    rows, vectors, skipped, _ = _rows_and_vectors(embedder, fresh, root, advance)
     index.add(index_dir, vectors, rows, skip_existing=True)
     return IndexReport(Path(index_dir), len(rows), skipped, len(index))

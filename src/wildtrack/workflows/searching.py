@@ -9,21 +9,37 @@ from typing import Any
 from wildtrack.embed import embed_image, load_embedder
 from wildtrack.index import GalleryIndex
 from wildtrack.match.identity import aggregate_identities, decide
+from wildtrack.match.rerank import GalleryFusion, rerank_hits
 
 
 def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path, topk: int = 5,
-                 backend: str = "auto", threshold: float | None = None) -> dict[str, Any]:
+                 backend: str = "auto", threshold: float | None = None, rerank: bool = True) -> dict[str, Any]:
+    """Search the catalogue; when the index was built with ``--rerank local`` (a ``fusion.json`` beside it), the
+    global shortlist is re-ordered by local matching before the identity is chosen."""
     embedder = load_embedder(artifacts, backend=backend)
     index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint)
     vector = embed_image(embedder, image)
-    hits = index.search(vector, k=max(topk, 20))[0]
-    identities = aggregate_identities(hits)
+    fitted = GalleryFusion.load(index_dir) if rerank else None
+    hits = index.search(vector, k=max(topk, 20, fitted.k if fitted else 0))[0]
     threshold = threshold if threshold is not None else index.decision_threshold
+    identities = aggregate_identities(hits)
     decision = decide(identities, threshold)
+    inliers: list[int] = []
+    if fitted is not None and index.data_root is not None:
+        hits, inliers = rerank_hits(image, hits, Path(index.data_root), fitted)
+        # The identity is the one whose image the re-ranked list puts first; the threshold still reads its cosine.
+        first = {}
+        for h in hits:
+            first.setdefault(h.identity, h.rank)
+        identities = sorted(identities, key=lambda s: first.get(s.identity, len(hits) + 1))
+        best = identities[0]
+        unknown = threshold is not None and best.score < threshold
+        decision = decision.__class__(None if unknown else best.identity, best.score, unknown, tuple(identities))
     return {
         "image": str(image),
         "decision": {"identity": decision.identity, "score": decision.score, "is_unknown": decision.is_unknown,
                      "threshold": threshold},
+        "reranked": bool(inliers),
         "identities": [asdict(s) for s in identities[:topk]],
-        "hits": [asdict(h) for h in hits[:topk]],
+        "hits": [{**asdict(h), **({"inliers": inliers[i]} if inliers else {})} for i, h in enumerate(hits[:topk])],
     }
