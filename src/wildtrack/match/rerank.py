@@ -17,6 +17,7 @@ from wildtrack.data import Record, validation_split
 from wildtrack.evaluate import cosine_similarity
 from wildtrack.index import Hit
 from wildtrack.match.fusion import ScoreFusion, shortlist_pairs
+from wildtrack.match.identity import Decision, aggregate_identities
 from wildtrack.match.local import LocalReranker, local_scores_for_shortlist
 
 FUSION_FILE = "fusion.json"
@@ -80,3 +81,16 @@ def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fit
     ranked = [replace(head[i], rank=n + 1) for n, i in enumerate(order)]
     ranked += [replace(h, rank=len(ranked) + n + 1) for n, h in enumerate(tail)]
     return ranked, [int(inliers[i]) for i in order] + [0] * len(tail)
+
+
+def decide_reranked(hits: list[Hit], threshold: float | None) -> Decision:
+    """The identity whose image the re-ranked list puts first; the threshold still reads its best cosine."""
+    first: dict[str, int] = {}
+    for h in hits:
+        first.setdefault(h.identity, h.rank)
+    candidates = tuple(sorted(aggregate_identities(hits), key=lambda s: first.get(s.identity, len(hits) + 1)))
+    if not candidates:
+        return Decision(None, None, True, candidates)
+    best = candidates[0]
+    unknown = threshold is not None and best.score < threshold
+    return Decision(None if unknown else best.identity, best.score, unknown, candidates)

@@ -139,7 +139,7 @@ async def predict(
     timer = Timer()
     k = topk or request.app.state.config.topk
     upload = await _read(file)
-    result = await run_in_threadpool(lambda: cat.predict(cat.embed(upload), k))
+    result = await run_in_threadpool(lambda: cat.predict(cat.embed(upload), k, upload.data))
     d = result.decision
     return PredictResponse(
         identity=d.identity, score=d.score, is_unknown=d.is_unknown, threshold=cat.threshold,
@@ -163,7 +163,8 @@ async def search(
     """The ``k`` most similar gallery images, best first."""
     timer = Timer()
     upload = await _read(file)
-    hits = await run_in_threadpool(lambda: cat.search(cat.embed(upload), k or request.app.state.config.topk))
+    hits = await run_in_threadpool(lambda: cat.search(cat.embed(upload), k or request.app.state.config.topk,
+                                                      upload.data))
     return SearchResponse(hits=[_match(request, h) for h in hits], elapsed_ms=timer.ms)
 
 

@@ -41,6 +41,7 @@ from wildtrack.embed import Embedder, load_embedder
 from wildtrack.images import ImageError, image_date, load_image, open_image
 from wildtrack.index import GalleryIndex, Hit, IndexLockedError
 from wildtrack.match.identity import Decision, aggregate_identities, decide
+from wildtrack.match.rerank import GalleryFusion, decide_reranked, rerank_hits
 from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, inspect_image
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Catalogue:
         self.max_pixels = max_pixels
         root = index.data_root
         self.data_root = Path(root).resolve() if root is not None else self.index_dir
+        self.fusion = GalleryFusion.load(self.index_dir)  # local re-ranking, when the index was built with it
         self.write_lock = threading.Lock()
         self._thumbs: OrderedDict[str, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
@@ -131,14 +133,21 @@ class Catalogue:
         except ImageError as exc:
             raise UploadError(400, f"{upload.name}: cannot decode the image, is the file complete? ({exc})") from exc
 
-    def search(self, query: np.ndarray, k: int) -> list[Hit]:
-        return self.index.search(query, min(k, MAX_SEARCH_K))[0]
+    def search(self, query: np.ndarray, k: int, image: bytes | None = None) -> list[Hit]:
+        """Top-``k`` gallery images; re-ordered by local matching when the index carries a fitted fusion and
+        the photo itself is given."""
+        if self.fusion is None or image is None:
+            return self.index.search(query, min(k, MAX_SEARCH_K))[0]
+        hits = self.index.search(query, min(max(k, self.fusion.k), MAX_SEARCH_K))[0]
+        return rerank_hits(image, hits, self.data_root, self.fusion)[0][:k]
 
-    def predict(self, query: np.ndarray, topk: int) -> Prediction:
+    def predict(self, query: np.ndarray, topk: int, image: bytes | None = None) -> Prediction:
         """Which individual: search deeper than ``topk`` images, group hits by identity, apply the threshold."""
-        hits = self.search(query, max(topk * SEARCH_DEPTH, topk))
-        decision = decide(aggregate_identities(hits), self.threshold)
-        return Prediction(decision, hits)
+        depth = max(topk * SEARCH_DEPTH, topk)
+        hits = self.search(query, depth, image)
+        if self.fusion is not None and image is not None:
+            return Prediction(decide_reranked(hits, self.threshold), hits)
+        return Prediction(decide(aggregate_identities(hits), self.threshold), hits)
 
     # ------------------------------------------------------------------------------------- enrolment
 

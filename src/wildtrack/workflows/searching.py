@@ -9,7 +9,7 @@ from typing import Any
 from wildtrack.embed import embed_image, load_embedder
 from wildtrack.index import GalleryIndex
 from wildtrack.match.identity import aggregate_identities, decide
-from wildtrack.match.rerank import GalleryFusion, rerank_hits
+from wildtrack.match.rerank import GalleryFusion, decide_reranked, rerank_hits
 
 
 def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path, topk: int = 5,
@@ -27,14 +27,8 @@ def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path
     inliers: list[int] = []
     if fitted is not None and index.data_root is not None:
         hits, inliers = rerank_hits(image, hits, Path(index.data_root), fitted)
-        # The identity is the one whose image the re-ranked list puts first; the threshold still reads its cosine.
-        first = {}
-        for h in hits:
-            first.setdefault(h.identity, h.rank)
-        identities = sorted(identities, key=lambda s: first.get(s.identity, len(hits) + 1))
-        best = identities[0]
-        unknown = threshold is not None and best.score < threshold
-        decision = decision.__class__(None if unknown else best.identity, best.score, unknown, tuple(identities))
+        decision = decide_reranked(hits, threshold)
+        identities = list(decision.candidates)
     return {
         "image": str(image),
         "decision": {"identity": decision.identity, "score": decision.score, "is_unknown": decision.is_unknown,
