@@ -29,7 +29,8 @@ class Embedder(Protocol):
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray: ...
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (cosine = dot product)."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -53,7 +54,7 @@ class KerasEmbedder:
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return _normalise(self.model.predict_on_batch(pixels.astype(np.float32)))
+        return unit_rows(self.model.predict_on_batch(pixels.astype(np.float32)))
 
 
 class OnnxEmbedder:
@@ -89,7 +90,7 @@ class OnnxEmbedder:
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return _normalise(self.session.run(None, {self.input_name: pixels.astype(np.float32)})[0])
+        return unit_rows(self.session.run(None, {self.input_name: pixels.astype(np.float32)})[0])
 
 
 BACKENDS = ("auto", "keras", "onnx")
@@ -204,3 +205,15 @@ def embed_image(embedder: Embedder, source: str | Path | bytes, max_pixels: int 
     kwargs = {"max_pixels": max_pixels} if max_pixels else {}
     pixels = load_image(source, embedder.image_size, **kwargs)[None]
     return embedder.embed_pixels(pixels)[0]
+
+
+def embed_files_cached(
+    embedder: Embedder, paths: Sequence[str | Path], progress: Callable[[int], None] | None = None,
+    cache_dir: str | Path | None = None,
+) -> EmbedResult:
+    """:func:`embed_paths` through the per-model :class:`EmbeddingCache`, opened and closed around the call."""
+    cache = EmbeddingCache(embedder.fingerprint, cache_dir)
+    try:
+        return embed_paths(embedder, paths, progress=progress, cache=cache)
+    finally:
+        cache.close()

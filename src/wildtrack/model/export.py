@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from wildtrack.embed import unit_rows
 from wildtrack.model.artifacts import load_model, load_preprocessor, model_fingerprint
 
 ONNX_FILE = "model.onnx"
@@ -58,7 +59,7 @@ def export_onnx(artifacts: str | Path, min_cosine: float = 0.9999, opset: int | 
         raise ExportError(f"ONNX export needs tf2onnx and onnx: pip install 'wildtrack[export]' ({exc})") from exc
     session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: samples})[0]
-    cosine = np.sum(_unit(got) * _unit(reference), axis=1)
+    cosine = np.sum(unit_rows(got) * unit_rows(reference), axis=1)
     if cosine.min() < min_cosine:
         tmp.unlink(missing_ok=True)
         raise ExportError(f"ONNX embeddings differ from Keras (min cosine {cosine.min():.6f} < {min_cosine})")
@@ -74,10 +75,6 @@ def export_onnx(artifacts: str | Path, min_cosine: float = 0.9999, opset: int | 
     }
     (artifacts / ONNX_MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def onnx_export_status(artifacts: str | Path) -> tuple[bool, str]:

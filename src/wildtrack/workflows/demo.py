@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from wildtrack.config import EvalConfig, TrainConfig
 from wildtrack.data.synth import generate_synthetic
 from wildtrack.train import train
+from wildtrack.workflows import Log
 from wildtrack.workflows.evaluation import EvaluationOutput, run_evaluation
-
-Log = Callable[[str], None]
 
 DEMO_TRAIN = TrainConfig(backbone="mobilenetv2", image_size=96, embed_dim=128, loss="arcface", epochs=8, head_epochs=1,
                          batch_size=32, learning_rate=2e-3, patience=4, split="time-aware")

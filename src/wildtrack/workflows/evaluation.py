@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 
 from wildtrack.config import EvalConfig
 from wildtrack.data import Dataset, Record, load_dataset, make_split
-from wildtrack.embed import Embedder, EmbeddingCache, embed_paths, load_embedder
+from wildtrack.embed import Embedder, embed_files_cached, load_embedder
 from wildtrack.evaluate import (
     MetricsReport,
     RetrievalResult,
@@ -28,16 +27,7 @@ from wildtrack.images import load_image
 from wildtrack.visualize.panels import PanelItem, choose_examples, retrieval_panel
 from wildtrack.visualize.report import write_report
 from wildtrack.visualize.tsne import plot_tsne
-
-Log = Callable[[str], None]
-Advance = Callable[[int], None]
-
-
-def announce_total(advance: Advance | None, total: int) -> None:
-    """Tell a progress display how much work is coming, when it can listen (the CLI's bar can)."""
-    set_total = getattr(advance, "set_total", None)
-    if set_total is not None:
-        set_total(total)
+from wildtrack.workflows import Advance, Log, announce_total
 
 
 @dataclass
@@ -51,11 +41,7 @@ class EvaluationOutput:
 def _embed_records(
     embedder: Embedder, records: list[Record], advance: Advance | None, log: Log
 ) -> tuple[list[Record], np.ndarray]:
-    cache = EmbeddingCache(embedder.fingerprint)
-    try:
-        result = embed_paths(embedder, [r.path for r in records], progress=advance, cache=cache)
-    finally:
-        cache.close()
+    result = embed_files_cached(embedder, [r.path for r in records], progress=advance)
     for i, why in result.failed:
         log(f"skipped {records[i].path}: {why}")
     if result.cached:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wildtrack.data import Record, load_dataset
-from wildtrack.embed import Embedder, EmbeddingCache, embed_paths, load_embedder
+from wildtrack.embed import Embedder, embed_files_cached, load_embedder
 from wildtrack.index import GalleryIndex, MetaRow, image_id_for
-from wildtrack.workflows.evaluation import Advance, announce_total
+from wildtrack.workflows import Advance, announce_total
 
 
 @dataclass
@@ -21,11 +21,7 @@ class IndexReport:
 
 def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, advance: Advance | None):
     announce_total(advance, len(records))
-    cache = EmbeddingCache(embedder.fingerprint)
-    try:
-        result = embed_paths(embedder, [r.path for r in records], progress=advance, cache=cache)
-    finally:
-        cache.close()
+    result = embed_files_cached(embedder, [r.path for r in records], progress=advance)
     rows = []
     for i in result.ok:
         rel = records[i].path.resolve().relative_to(root).as_posix()

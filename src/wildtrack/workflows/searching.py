@@ -22,13 +22,13 @@ def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path
     fitted = GalleryFusion.load(index_dir) if rerank else None
     hits = index.search(vector, k=max(topk, 20, fitted.k if fitted else 0))[0]
     threshold = threshold if threshold is not None else index.decision_threshold
-    identities = aggregate_identities(hits)
-    decision = decide(identities, threshold)
     inliers: list[int] = []
     if fitted is not None and index.data_root is not None:
         hits, inliers = rerank_hits(image, hits, Path(index.data_root), fitted)
         decision = decide_reranked(hits, threshold)
-        identities = list(decision.candidates)
+    else:
+        decision = decide(aggregate_identities(hits), threshold)
+    identities = list(decision.candidates)
     return {
         "image": str(image),
         "decision": {"identity": decision.identity, "score": decision.score, "is_unknown": decision.is_unknown,
