@@ -8,13 +8,14 @@ mAP and seconds per query for
   and ``local-all+cos-ties`` where equal inlier counts are ordered by the global cosine;
 * ``global``: cosine of global embeddings (ImageNet MobileNetV2 at 448 px with global average pooling, or the
   trained embedder of ``--artifacts``);
-* ``global+local@K``: the global top-K re-ranked by a :class:`ScoreFusion` of cosine and inliers, and
-  ``global+inliers@K``: the same shortlist ordered by inliers (cosine only breaking ties), without a fit.
+* ``global+local@K``: the global top-K re-ranked as the product does it: a :class:`ScoreFusion` of cosine and
+  inliers plus identity support (an identity's best two shortlisted photos back each of its images), and the
+  same without identity support; ``global+inliers@K``: the shortlist ordered by inliers (cosine breaking ties).
 
-The fusion is fitted on a held-out part of the *gallery* only: a time-aware split inside it (each multi-date
-identity's latest encounter as validation queries against the rest), never on the evaluation queries. With
-``--artifacts`` the embedder was trained on those gallery images, so its cosines there are optimistic and the
-fusion may under-weight the local score.
+The fusion is fitted on the *gallery* only (:func:`wildtrack.match.rerank.fit_gallery_fusion`: gallery photos as
+pseudo-queries against the gallery's other encounters), never on the evaluation queries. With ``--artifacts`` the
+embedder was trained on those gallery images, so its cosines there are optimistic and the fusion may
+under-weight the local score.
 
 Seconds per query are measured on ``--timing-queries`` queries with cold features, as a service would see them:
 global embedding (decode + model) + one SIFT extraction + the K matches (threads over all cores, gallery features
@@ -49,11 +50,12 @@ from typing import Any
 
 import numpy as np
 
-from wildtrack.data import Split, load_dataset, official_split, time_aware_split
+from wildtrack.data import Split, load_dataset, official_split
 from wildtrack.embed import EmbeddingCache, embed_image, embed_paths, load_embedder
 from wildtrack.evaluate import cosine_similarity, rank_gallery, retrieval_metrics
-from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs
+from wildtrack.match.fusion import ScoreFusion, fused_similarity
 from wildtrack.match.local import FeatureCache, LocalReranker, SiftExtractor, local_scores_for_shortlist
+from wildtrack.match.rerank import GalleryFusion, fit_gallery_fusion
 
 KS = (1, 5, 10)
 
@@ -63,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--artifacts", type=Path, default=None, help="trained model (default: ImageNet MobileNetV2)")
     p.add_argument("--image-size", type=int, default=448, help="input size of the ImageNet MobileNetV2")
-    p.add_argument("--ks", type=int, nargs="+", default=[20, 50], help="shortlist sizes to re-rank")
+    p.add_argument("--ks", type=int, nargs="*", default=[20, 50], help="shortlist sizes (none: global only)")
     p.add_argument("--max-side", type=int, default=SiftExtractor.max_side)
     p.add_argument("--max-keypoints", type=int, default=SiftExtractor.max_keypoints)
     p.add_argument("--contrast-threshold", type=float, default=SiftExtractor.contrast_threshold)
@@ -112,24 +114,10 @@ def summarise(name: str, sim: np.ndarray, q_ids: list[str], g_ids: list[str], se
     return {**row, **(extra or {})}
 
 
-def validation_fusion(split: Split, emb_g: np.ndarray, reranker: LocalReranker, k: int
-                      ) -> tuple[ScoreFusion, dict[str, Any]]:
-    """Fit the fusion inside the gallery: latest encounters of multi-date identities vs. everything else."""
-    index = {r.relpath: i for i, r in enumerate(split.gallery)}
-    val = time_aware_split(split.gallery)
-    qi = [index[r.relpath] for r in val.query]
-    gi = [index[r.relpath] for r in val.gallery]
-    sim = cosine_similarity(emb_g[qi], emb_g[gi])
-    local = local_scores_for_shortlist([r.path for r in val.query], [r.path for r in val.gallery], sim, k, reranker)
-    q_ids, g_ids = [r.identity for r in val.query], [r.identity for r in val.gallery]
-    cos, inl, same = shortlist_pairs(sim, local, q_ids, g_ids, k)
-    fusion = ScoreFusion().fit(cos, inl, same)
-    before = retrieval_metrics(sim, q_ids, g_ids, ks=KS)
-    after = retrieval_metrics(fused_similarity(sim, local, fusion, k), q_ids, g_ids, ks=KS)
-    info = {"val_queries": len(qi), "val_gallery": len(gi), "val_ids": len(set(q_ids)),
-            "val_R@1_global": round(before.recall_at_k[1], 4), "val_R@1_fused": round(after.recall_at_k[1], 4),
-            "fusion": fusion.to_dict()}
-    return fusion, info
+def validation_fusion(split: Split, emb_g: np.ndarray, reranker: LocalReranker, k: int) -> tuple[GalleryFusion, dict]:
+    """The product's fit (:func:`fit_gallery_fusion`): the gallery's photos against its other encounters."""
+    fitted = fit_gallery_fusion(split.gallery, emb_g, k, reranker)
+    return fitted, fitted.to_dict()
 
 
 def cold_costs(paths: list[Path], embedder: Any, extractor: SiftExtractor) -> dict[str, float]:
@@ -181,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     extractor = SiftExtractor(args.max_side, args.max_keypoints, args.contrast_threshold, args.clahe)
     features = FeatureCache(extractor)
-    reranker = LocalReranker(k=max(args.ks), cache=features, workers=args.workers, ratio=args.ratio,
+    reranker = LocalReranker(k=max(args.ks, default=20), cache=features, workers=args.workers, ratio=args.ratio,
                              model=args.model, threshold=args.threshold)
     t0 = time.perf_counter()
     features.get_many(g_paths + q_paths, reranker.workers)
@@ -208,19 +196,22 @@ def main(argv: list[str] | None = None) -> int:
 
     for k in sorted(args.ks):
         reranker.k = k
-        fusion, info = validation_fusion(split, emb_g, reranker, k)
+        fitted, info = validation_fusion(split, emb_g, reranker, k)
         t0 = time.perf_counter()
         local = local_scores_for_shortlist(q_paths, g_paths, sim, k, reranker)
         wall = time.perf_counter() - t0
         match_s = match_cost(q_paths[:n_time], rank_gallery(sim)[:n_time, :k], g_paths, reranker)
         per_query = cold["global"] + cold["extract"] + match_s
         timing[f"K={k}"] = {"match": round(match_s, 3), "batch_match_s_per_query": round(wall / len(q_paths), 3)}
-        rows.append(summarise(f"global+local@{k}", sim=fused_similarity(sim, local, fusion, k), q_ids=q_ids,
-                              g_ids=g_ids, seconds=per_query, extra={"fusion_fit": info}))
+        rows.append(summarise(f"global+local@{k}", sim=fused_similarity(sim, local, fitted.fusion, k, g_ids,
+                                                                         fitted.identity_weight),
+                              q_ids=q_ids, g_ids=g_ids, seconds=per_query, extra={"fusion_fit": info}))
+        rows.append(summarise(f"global+local@{k} no identity support", fused_similarity(sim, local, fitted.fusion, k),
+                              q_ids, g_ids, per_query))
         inliers_first = ScoreFusion(w_global=1e-6, w_local=1.0)  # inliers decide, the cosine only breaks ties
         rows.append(summarise(f"global+inliers@{k}", fused_similarity(sim, local, inliers_first, k), q_ids, g_ids,
                               per_query))
-        log(f"K={k}: fusion {fusion.to_dict()} (val R@1 {info['val_R@1_global']} -> {info['val_R@1_fused']})")
+        log(f"K={k}: fusion {info['fusion']}, identity weight {fitted.identity_weight}, fit {info['fit_report']}")
 
     print(f"\n{'method':<22} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6} {'s/query':>8}")
     for r in rows:

@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=30.0)
     parser.add_argument("--out", default="bench_out/train.json")
     parser.add_argument("--artifacts", default=None, help="keep the trained model here (default: a temp dir)")
+    parser.add_argument("--no-anchor", action="store_true", help="skip the ImageNet-features comparison")
     parser.add_argument("--set", action="append", default=[], help="TrainConfig override, e.g. --set loss=arcface")
     args = parser.parse_args()
 
@@ -81,7 +82,7 @@ def main() -> None:
     evaluation = run_evaluation(data, artifacts, Path(artifacts) / "results",
                                 EvalConfig(split="official", examples=4, gradcam=2), log=print, backend="keras")
     m = evaluation.report
-    anchor = imagenet_anchor(data, cfg.image_size)
+    anchor = None if args.no_anchor else imagenet_anchor(data, cfg.image_size)
     out = {
         "config": cfg.model_dump(mode="json"),
         "cores": os.cpu_count(),
@@ -103,6 +104,8 @@ def main() -> None:
     print(f"\n{'model':<40}{'R@1':>7}{'R@5':>7}{'mAP':>7}")
     for name, r in ((f"trained {cfg.backbone} {cfg.loss} @{cfg.image_size}", out["trained_official"]),
                     (f"ImageNet {cfg.backbone} features @{cfg.image_size}", anchor)):
+        if r is None:
+            continue
         print(f"{name:<40}{r['R@1']:>7.3f}{r['R@5']:>7.3f}{r['mAP']:>7.3f}")
     print(f"training {out['train_seconds']:.0f} s ({out['epochs_run']} epochs, best {out['best_epoch']}), "
           f"{out['train_images_per_s_incl_validation']} img/s incl. validation; inference "

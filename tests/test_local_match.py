@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from wildtrack.evaluate import rank_gallery, retrieval_metrics
-from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs
+from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs, with_identity_support
 from wildtrack.match.local import (
     FeatureCache,
     LocalReranker,
@@ -212,3 +212,38 @@ def test_fusion_json_round_trip(tmp_path):
     assert ScoreFusion.load(fusion.save(tmp_path / "fusion.json")) == fusion
     with pytest.raises(ValueError, match="format"):
         ScoreFusion.from_dict({"w_global": 1, "w_local": 1, "bias": 0})
+
+
+def test_identity_support_lets_two_good_photos_beat_one_lucky_one():
+    scores = np.array([5.0, 4.0, 3.9, 1.0, 0.5])
+    ids = ["lucky", "twice", "twice", "other", "lucky"]
+    assert np.array_equal(with_identity_support(scores, ids, 0.0), scores)
+    supported = with_identity_support(scores, ids, 1.0)
+    assert np.argmax(supported) == 1  # "twice" (4.0 + 3.9) now outranks "lucky" (5.0 + 0.5)
+    assert supported[1] > supported[2]  # within one identity the order is unchanged
+    assert supported[0] > supported[4]
+    # a lone photo's "second" is the list's lowest score, so it is not boosted like a confirmed identity
+    assert supported[3] == pytest.approx(1.0 + 1.0 + 0.5)
+    with pytest.raises(ValueError, match="identities"):
+        with_identity_support(scores, ids[:3], 1.0)
+
+
+def test_fused_similarity_with_identity_support_stays_in_the_shortlist_and_can_help():
+    rng = np.random.default_rng(4)
+    n_q, n_g, n_ids = 80, 90, 15
+    g_ids = np.arange(n_g) % n_ids
+    q_ids = rng.integers(0, n_ids, n_q)
+    same = q_ids[:, None] == g_ids[None, :]
+    sim = rng.normal(0.5, 0.1, (n_q, n_g)) + 0.07 * same
+    local = np.where(same & (rng.random(same.shape) < 0.3), rng.integers(15, 100, same.shape),
+                     rng.integers(0, 8, same.shape))
+    k = 20
+    fusion = ScoreFusion(w_global=8.0, w_local=2.0)
+    plain = fused_similarity(sim, local, fusion, k)
+    supported = fused_similarity(sim, local, fusion, k, g_ids, 1.0)
+    before, after = rank_gallery(sim), rank_gallery(supported)
+    for b, a in zip(before, after, strict=True):
+        assert set(a[:k]) == set(b[:k]) and np.array_equal(a[k:], b[k:])
+    assert retrieval_metrics(supported, q_ids, g_ids).mAP > retrieval_metrics(plain, q_ids, g_ids).mAP
+    with pytest.raises(ValueError, match="gallery identity"):
+        fused_similarity(sim, local, fusion, k, g_ids[:5], 1.0)

@@ -23,7 +23,7 @@ import numpy as np
 
 from wildtrack.evaluate import rank_gallery
 
-__all__ = ["ScoreFusion", "fused_similarity", "shortlist_pairs"]
+__all__ = ["ScoreFusion", "fused_similarity", "shortlist_pairs", "with_identity_support"]
 
 FORMAT = "wildtrack-score-fusion-v1"
 
@@ -153,13 +153,39 @@ def shortlist_pairs(sim: np.ndarray, local: np.ndarray, query_ids: Any, gallery_
     return np.asarray(sim)[rows, cols], np.asarray(local)[rows, cols], q[rows] == g[cols]
 
 
-def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k: int) -> np.ndarray:
+def with_identity_support(scores: np.ndarray, identities: Any, weight: float) -> np.ndarray:
+    """Add to each shortlisted image's score ``weight ×`` (its identity's best + second-best score in the list).
+
+    A turtle photographed several times in the catalogue should win on the evidence of several photos, not of
+    its single luckiest one: one chance match on the background can lift one image of a wrong turtle, rarely
+    two. An identity with a single image in the shortlist gets the list's lowest score as its second. With
+    ``weight`` 0 the scores come back unchanged; within one identity the order never changes.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if weight == 0 or scores.size == 0:
+        return scores.copy()
+    ids = np.asarray([str(i) for i in identities], dtype=object)
+    if ids.shape != scores.shape:
+        raise ValueError(f"{len(ids)} identities for {len(scores)} scores")
+    out = scores.copy()
+    floor = scores.min()
+    for identity in np.unique(ids):
+        members = ids == identity
+        ranked = np.sort(scores[members])[::-1]
+        second = ranked[1] if len(ranked) > 1 else floor
+        out[members] += weight * (ranked[0] + second)
+    return out
+
+
+def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k: int,
+                     gallery_ids: Any = None, identity_weight: float = 0.0) -> np.ndarray:
     """A (Q, G) score matrix whose ranking re-orders only each query's global top-``k``.
 
     Shortlisted images get their fused *logit* (``sigmoid`` of it is :meth:`ScoreFusion.score`; logits, because
-    probabilities of strong matches all round to 1.0 in float32 and would tie). Every other image gets its cosine
-    shifted to lie at least 1 below the query's lowest shortlisted score: the rest keeps its global order below
-    the shortlist, so re-ranking never pulls in an image the global search did not propose.
+    probabilities of strong matches all round to 1.0 in float32 and would tie), plus, with ``identity_weight``,
+    the support of their identity's other shortlisted images (:func:`with_identity_support`). Every other image
+    gets its cosine shifted to lie at least 1 below the query's lowest shortlisted score: the rest keeps its
+    global order below the shortlist, so re-ranking never pulls in an image the global search did not propose.
     """
     sim = np.asarray(sim, dtype=np.float64)
     local = np.asarray(local)
@@ -171,6 +197,12 @@ def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k:
     inside = np.zeros(sim.shape, dtype=bool)
     inside[rows, top] = True
     fused = fusion.logit(sim[rows, top], local[rows, top])
+    if identity_weight:
+        if gallery_ids is None or len(gallery_ids) != sim.shape[1]:
+            raise ValueError("identity support needs one gallery identity per column of sim")
+        g_ids = np.asarray([str(i) for i in gallery_ids], dtype=object)
+        fused = np.stack([with_identity_support(f, g_ids[t], identity_weight) for f, t in zip(fused, top,
+                                                                                           strict=True)])
     if (~inside).any():
         highest_outside = np.where(inside, -np.inf, out).max(axis=1, keepdims=True)
         out -= highest_outside - fused.min(axis=1, keepdims=True) + 1.0

@@ -1,7 +1,8 @@
 """Local re-ranking as a stage of search: fit the score fusion on a catalogue, and apply it to one query.
 
-The fusion is always fitted on the catalogue itself (each identity's latest encounter against its earlier ones,
-time-aware), so it never sees the photos it will be asked about.
+The fusion is always fitted on the catalogue itself, so it never sees the photos it will be asked about:
+catalogue photos act as pseudo-queries against every *other* encounter (leave one encounter out), which is the
+field question "this turtle on a new day" asked of data whose answers are known.
 """
 
 from __future__ import annotations
@@ -13,30 +14,37 @@ from typing import Any
 
 import numpy as np
 
-from wildtrack.data import Record, validation_split
-from wildtrack.evaluate import cosine_similarity
+from wildtrack.data import Record
+from wildtrack.evaluate import cosine_similarity, retrieval_metrics
 from wildtrack.index import Hit
-from wildtrack.match.fusion import ScoreFusion, shortlist_pairs
+from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs, with_identity_support
 from wildtrack.match.identity import Decision, aggregate_identities
 from wildtrack.match.local import LocalReranker, local_scores_for_shortlist
 
 FUSION_FILE = "fusion.json"
+IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight, chosen on the pseudo-queries
+MAX_PSEUDO_QUERIES = 150  # bounds the fitting cost: pseudo-queries × k local matches
 
 
 @dataclass
 class GalleryFusion:
-    """A fitted fusion plus the shortlist length it was fitted for."""
+    """A fitted fusion, the shortlist length it was fitted for, and how much an identity's other shortlisted
+    photos support each of its images (:func:`~wildtrack.match.fusion.with_identity_support`)."""
 
     fusion: ScoreFusion
     k: int
     pseudo_queries: int
+    identity_weight: float = 0.0
+    fit_report: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "pseudo_queries": self.pseudo_queries, "fusion": self.fusion.to_dict()}
+        return {"k": self.k, "pseudo_queries": self.pseudo_queries, "identity_weight": self.identity_weight,
+                "fusion": self.fusion.to_dict(), "fit_report": self.fit_report}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GalleryFusion:
-        return cls(ScoreFusion.from_dict(data["fusion"]), int(data["k"]), int(data.get("pseudo_queries", 0)))
+        return cls(ScoreFusion.from_dict(data["fusion"]), int(data["k"]), int(data.get("pseudo_queries", 0)),
+                   float(data.get("identity_weight", 0.0)), data.get("fit_report"))
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / FUSION_FILE
@@ -51,23 +59,71 @@ class GalleryFusion:
         return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
 
+def _own_groups(gallery: list[Record]) -> list[Any]:
+    """What a pseudo-query must not be matched against: its encounter (same turtle, same day), or, when the
+    photos carry no dates or no turtle was met twice, just the photo itself."""
+    if any(r.date is not None for r in gallery):
+        days: dict[str, set[Any]] = {}
+        for r in gallery:
+            days.setdefault(r.identity, set()).add(r.date)
+        if any(len(d) > 1 for d in days.values()):
+            return [r.encounter for r in gallery]
+    return list(range(len(gallery)))
+
+
+def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: int) -> list[int]:
+    """Catalogue photos whose turtle has another group (a seeded sample of at most ``limit``)."""
+    per_identity: dict[str, set[Any]] = {}
+    for r, g in zip(gallery, groups, strict=True):
+        per_identity.setdefault(r.identity, set()).add(g)
+    eligible = [i for i, r in enumerate(gallery) if len(per_identity[r.identity]) > 1]
+    if len(eligible) > limit:
+        eligible = sorted(np.random.default_rng(seed).choice(eligible, size=limit, replace=False).tolist())
+    return eligible
+
+
 def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
-                       seed: int = 0) -> GalleryFusion:
-    """Fit cosine + inlier fusion on the catalogue's own latest encounters against its earlier ones."""
+                       seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES) -> GalleryFusion:
+    """Fit the cosine + inlier fusion, and the identity-support weight, on the catalogue alone.
+
+    Each pseudo-query is a catalogue photo searched against the catalogue minus its own encounter (same turtle,
+    same day; without dates, or with no turtle met on two days, minus the photo itself). Its top-``k`` are
+    matched locally; the logistic fusion is fitted on those labelled pairs, then the identity weight that ranks
+    the pseudo-queries best (Recall@1 + mAP) is kept from :data:`IDENTITY_WEIGHTS`.
+    """
     reranker = reranker or LocalReranker(k=k)
-    held = validation_split(gallery, seed=seed)
-    position = {r.relpath: i for i, r in enumerate(gallery)}
-    vq = [position[r.relpath] for r in held.query]
-    vg = [position[r.relpath] for r in held.gallery]
-    sim = cosine_similarity(embeddings[vq], embeddings[vg])
-    local = local_scores_for_shortlist([gallery[i].path for i in vq], [gallery[i].path for i in vg], sim, k, reranker)
-    pairs = shortlist_pairs(sim, local, [gallery[i].identity for i in vq], [gallery[i].identity for i in vg], k)
-    return GalleryFusion(ScoreFusion().fit(*pairs), k, len(vq))
+    groups = _own_groups(gallery)
+    queries = _pseudo_queries(gallery, groups, max_pseudo_queries, seed)
+    if not queries:
+        raise ValueError("fitting the re-ranking needs at least one turtle with two photos; the catalogue has none")
+    ids = [r.identity for r in gallery]
+    sim = cosine_similarity(embeddings[queries], embeddings)
+    group_of = np.asarray([str(g) for g in groups], dtype=object)
+    for row, i in enumerate(queries):
+        sim[row, group_of == group_of[i]] = -np.inf  # never its own encounter: the easy, uninformative case
+    q_ids = [ids[i] for i in queries]
+    fit_k = int(min(k, np.isfinite(sim).sum(axis=1).min()))  # small catalogue: never shortlist the own encounter
+    local = local_scores_for_shortlist([gallery[i].path for i in queries], [r.path for r in gallery], sim, fit_k,
+                                       reranker)
+    fusion = ScoreFusion().fit(*shortlist_pairs(sim, local, q_ids, ids, fit_k))
+    report: dict[str, Any] = {}
+    best_weight, best_score = 0.0, -np.inf
+    floor = -1e6  # own-encounter photos: last (finite, as metrics require); they count as misses for every weight
+    for weight in IDENTITY_WEIGHTS:
+        fused = np.nan_to_num(fused_similarity(sim, local, fusion, fit_k, ids, weight), neginf=floor)
+        result = retrieval_metrics(fused, q_ids, ids, ks=(1,))
+        report[f"identity_weight={weight}"] = {"R@1": round(result.recall_at_k[1], 4), "mAP": round(result.mAP, 4)}
+        if result.recall_at_k[1] + result.mAP > best_score + 1e-9:
+            best_weight, best_score = weight, result.recall_at_k[1] + result.mAP
+    global_only = retrieval_metrics(np.nan_to_num(sim, neginf=floor), q_ids, ids, ks=(1,))
+    report["global_only"] = {"R@1": round(global_only.recall_at_k[1], 4), "mAP": round(global_only.mAP, 4)}
+    return GalleryFusion(fusion, k, len(queries), best_weight, report)
 
 
 def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fitted: GalleryFusion,
                 reranker: LocalReranker | None = None) -> tuple[list[Hit], list[int]]:
-    """Re-order the first ``k`` hits by fused score (the rest keep their order); returns hits and inliers.
+    """Re-order the first ``k`` hits by fused score with identity support (the rest keep their order); returns
+    hits and inliers.
 
     Hits keep their cosine ``score``: the fused value only decides the order.
     """
@@ -77,6 +133,7 @@ def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fit
         return hits, []
     inliers = reranker.inliers(query, [data_root / h.path for h in head])
     fused = fitted.fusion.logit(np.array([h.score for h in head]), inliers)
+    fused = with_identity_support(fused, [h.identity for h in head], fitted.identity_weight)
     order = np.argsort(-np.asarray(fused), kind="stable")
     ranked = [replace(head[i], rank=n + 1) for n, i in enumerate(order)]
     ranked += [replace(h, rank=len(ranked) + n + 1) for n, h in enumerate(tail)]

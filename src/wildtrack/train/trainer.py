@@ -246,10 +246,14 @@ class _Run:
 
     @staticmethod
     def _score(metrics: dict[str, float]) -> float:
-        """Model selection: mAP breaks R@1 ties (both on the validation encounters)."""
+        """Model selection on the validation encounters: mAP first, R@1 a minor term.
+
+        The hold-out is small (on the SeaTurtleID2022 sample ~50 queries, so one query moves R@1 by 0.02 and it
+        jumps between epochs); mAP averages over every true match of every query and moves smoothly.
+        """
         if not metrics:
             return -math.inf
-        return metrics["val_R@1"] + 0.5 * metrics["val_mAP"]
+        return metrics["val_mAP"] + 0.25 * metrics["val_R@1"]
 
     def preprocessor(self) -> dict[str, Any]:
         return {

@@ -116,8 +116,8 @@ def _local_rerank(
 ) -> tuple[np.ndarray, dict]:
     """Re-order each query's global top-K by RootSIFT + RANSAC inliers fused with the cosine.
 
-    The fusion is fitted on the gallery alone (its latest encounters against the rest, time-aware), never on
-    the evaluation queries, and saved with the results.
+    The fusion (and its identity-support weight) is fitted on the gallery alone (its photos against its other
+    encounters), never on the evaluation queries, and saved with the results.
     """
     from wildtrack.match.fusion import fused_similarity
     from wildtrack.match.local import LocalReranker, local_scores_for_shortlist
@@ -132,9 +132,10 @@ def _local_rerank(
                                        reranker)
     per_query = (time.perf_counter() - t0) / max(len(query), 1)
     log(f"local re-ranking of the top {cfg.rerank_k}: fusion fitted on {fitted.pseudo_queries} gallery "
-        f"pseudo-queries ({fit_s:.0f} s), {per_query:.2f} s per query")
+        f"pseudo-queries ({fit_s:.0f} s, identity weight {fitted.identity_weight}), {per_query:.2f} s per query")
     info = {**fitted.to_dict(), "seconds_per_query_local": round(per_query, 3)}
-    return fused_similarity(sim, local, fitted.fusion, cfg.rerank_k), info
+    return fused_similarity(sim, local, fitted.fusion, cfg.rerank_k, [r.identity for r in gallery],
+                            fitted.identity_weight), info
 
 
 def run_evaluation(
@@ -180,8 +181,8 @@ def run_evaluation(
         result = retrieval_metrics(fused, q_ids, g_ids, ks=(1, 5, 10))
         extra["rerank"] = {**info, "global_only": {**global_only.headline(), "R@10": global_only.recall_at_k[10]},
                            "fused": {**result.headline(), "R@10": result.recall_at_k[10]}}
-        (out / "fusion.json").write_text(json.dumps({k: info[k] for k in ("k", "pseudo_queries", "fusion")},
-                                                    indent=2))
+        kept = ("k", "pseudo_queries", "identity_weight", "fusion")
+        (out / "fusion.json").write_text(json.dumps({k: info[k] for k in kept}, indent=2))
         sim = fused
 
     t0 = time.perf_counter()

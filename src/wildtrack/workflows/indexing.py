@@ -17,6 +17,7 @@ class IndexReport:
     added: int
     skipped: list[tuple[Path, str]]
     total: int
+    rerank: str = ""  # how search will re-rank, or why it will not
 
 
 def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, advance: Advance | None):
@@ -39,7 +40,8 @@ def build_index(
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
     With ``rerank_k``, a cosine + local-matching fusion is fitted on the catalogue itself and saved as
-    ``fusion.json``, so that ``search`` re-orders each query's top ``rerank_k`` by local matching.
+    ``fusion.json``, so that ``search`` re-orders each query's top ``rerank_k`` by local matching. A catalogue
+    that cannot be fitted (no turtle with two photos) gets a global-only index, and the report says why.
     """
     dataset = load_dataset(data)
     embedder = load_embedder(artifacts, backend=backend)
@@ -48,11 +50,20 @@ def build_index(
     if threshold is not None:
         index.set_decision_threshold(threshold)
     index.save(index_dir, overwrite=overwrite)
-    if rerank_k:
-        from wildtrack.match.rerank import fit_gallery_fusion
+    from wildtrack.match.rerank import FUSION_FILE, fit_gallery_fusion
 
-        fit_gallery_fusion(records, vectors, rerank_k).save(index_dir)
-    return IndexReport(Path(index_dir), len(rows), skipped, len(index))
+    (Path(index_dir) / FUSION_FILE).unlink(missing_ok=True)  # a fusion belongs to the build that fitted it
+    note = "global search only"
+    if rerank_k:
+        try:
+            fitted = fit_gallery_fusion(records, vectors, rerank_k)
+        except ValueError as exc:
+            note = f"global search only: local re-ranking not fitted ({exc})"
+        else:
+            fitted.save(index_dir)
+            note = (f"search re-ranks its top {fitted.k} by local matching (fitted on {fitted.pseudo_queries} "
+                    f"catalogue photos, identity weight {fitted.identity_weight})")
+    return IndexReport(Path(index_dir), len(rows), skipped, len(index), note)
 
 
 def add_folder(

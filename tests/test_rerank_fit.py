@@ -1,0 +1,72 @@
+"""Fitting local re-ranking on a catalogue: photos as pseudo-queries against the catalogue's other encounters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from wildtrack.data import load_dataset
+from wildtrack.embed import embed_paths, load_embedder
+from wildtrack.match.rerank import IDENTITY_WEIGHTS, GalleryFusion, fit_gallery_fusion
+
+
+@pytest.fixture(scope="module")
+def catalogue(synth_data, tiny_artifacts):
+    records = load_dataset(synth_data).records
+    embeddings = embed_paths(load_embedder(tiny_artifacts), [r.path for r in records]).embeddings
+    return records, embeddings
+
+
+def test_fit_chooses_an_identity_weight_and_round_trips(catalogue, tmp_path):
+    records, embeddings = catalogue
+    fitted = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=40)
+    assert fitted.pseudo_queries == 40 and fitted.k == 8
+    assert fitted.identity_weight in IDENTITY_WEIGHTS
+    assert fitted.fusion.num_pairs == 40 * 8
+    report = fitted.fit_report
+    assert set(report) == {*(f"identity_weight={w}" for w in IDENTITY_WEIGHTS), "global_only"}
+    chosen = report[f"identity_weight={fitted.identity_weight}"]
+    assert all(chosen["R@1"] + chosen["mAP"] >= r["R@1"] + r["mAP"] for r in report.values())
+    back = GalleryFusion.load(fitted.save(tmp_path).parent)
+    assert back.identity_weight == fitted.identity_weight and back.fusion == fitted.fusion
+
+
+def test_only_turtles_seen_in_two_encounters_become_pseudo_queries(catalogue):
+    records, embeddings = catalogue
+    keep = records[0].identity
+    first_day = {}
+    for r in records:
+        first_day.setdefault(r.identity, r.date)
+    # every other turtle is cut down to a single encounter; `keep` keeps all of its encounters
+    subset = [i for i, r in enumerate(records) if r.identity == keep or r.date == first_day[r.identity]]
+    chosen = [records[i] for i in subset]
+    fitted = fit_gallery_fusion(chosen, embeddings[subset], k=5)
+    assert fitted.pseudo_queries == sum(r.identity == keep for r in chosen)
+
+
+def test_one_encounter_per_turtle_falls_back_to_leave_one_photo_out(catalogue):
+    records, embeddings = catalogue
+    first_day = {}
+    for r in records:
+        first_day.setdefault(r.identity, r.date)
+    subset = [i for i, r in enumerate(records) if r.date == first_day[r.identity]]
+    chosen = [records[i] for i in subset]
+    fitted = fit_gallery_fusion(chosen, embeddings[subset], k=4)
+    with_a_second_photo = [r for r in chosen if sum(o.identity == r.identity for o in chosen) > 1]
+    assert fitted.pseudo_queries == len(with_a_second_photo) > 0
+
+
+def test_a_catalogue_of_single_photos_cannot_be_fitted(catalogue):
+    records, embeddings = catalogue
+    subset = sorted({r.identity: i for i, r in enumerate(records)}.values())
+    with pytest.raises(ValueError, match="two photos"):
+        fit_gallery_fusion([records[i] for i in subset], embeddings[subset], k=5)
+
+
+def test_undated_photos_fall_back_to_leave_one_photo_out(catalogue):
+    records, embeddings = catalogue
+    undated = [dataclasses.replace(r, date=None) for r in records]
+    fitted = fit_gallery_fusion(undated, embeddings, k=6, max_pseudo_queries=30)
+    assert fitted.pseudo_queries == 30 and np.isfinite(fitted.fusion.bias)
