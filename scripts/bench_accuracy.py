@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                             "--ks", *extra], args.reuse)
         trained[loss] = {"train": train, "rerank": rr}
 
+    default_dir = work / f"model_{default_loss.replace('+', '_')}"
+    tta = step(work / "tta.json", [py, str(HERE / "bench_tta.py"), "--data", data, "--artifacts", str(default_dir),
+                                   "--sizes", "224", "320", "--out", str(work / "tta.json")], args.reuse)
     a224, a448 = rerank_rows(anchors[224]), rerank_rows(anchors[448])
     d = trained[default_loss]
     d_rows = rerank_rows(d["rerank"])
@@ -125,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(fmt_row(f"**default pipeline**: {default_loss} model + local re-ranking of top {k}",
                              d_rows[f"global+local@{k}"], d["train"]["train_seconds"] / 60,
                              "fusion fitted on the gallery"))
+    tta_lines = ["| test-time variant of the default model (global only) | R@1 | R@5 | mAP | model s/image |",
+                 "|---|---|---|---|---|"]
+    tta_lines += [f"| {r['variant']} | {r['R@1']:.3f} | {r['R@5']:.3f} | {r['mAP']:.3f} | "
+                  f"{r['model_s_per_image']:.3f} |" for r in tta["rows"]]
     n_q = a224["global"]["num_queries"]
     split = anchors[224]["split"]
     doc = [
@@ -146,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         "hold-out picks the epoch), default settings except the loss.",
         "* The fusion is a logistic model of cosine and inlier count fitted on the gallery's own latest encounters "
         "(never on these queries).",
+        "",
+        "## Test-time options (`scripts/bench_tta.py`)",
+        "",
+        "The trained network run at other input sizes (same weights), with horizontal-flip averaging, and the mean "
+        "of both sizes. Model seconds per image are Keras on this CPU, without decoding.",
+        "",
+        *tta_lines,
         "",
         f"Raw JSON for every row: `{work}/`.",
         "",

@@ -4,7 +4,8 @@ the same backbone's ImageNet features and no training, at the same input size.
     python scripts/bench_train.py --data ../shared/data/seaturtleid2022-dev [--budget-min 30]
 
 Training uses the official split's `train` rows (with its own time-aware validation hold-out); the figures are
-Recall@1/5 and mAP of `valid` queries against the `train` gallery. Also reported: training and inference
+Recall@1/5 and mAP of `valid` queries against the `train` gallery, by the global embedding alone (local re-ranking
+is measured by scripts/bench_rerank.py and scripts/bench_accuracy.py). Also reported: training and inference
 images/s at the default size on this CPU, and peak RSS. Extra `--set key=value` options override TrainConfig.
 """
 
@@ -80,7 +81,8 @@ def main() -> None:
     config = yaml.safe_load((artifacts / "model_config.yaml").read_text())
     n_train = config["dataset"]["validation"]["train_images"]
     evaluation = run_evaluation(data, artifacts, Path(artifacts) / "results",
-                                EvalConfig(split="official", examples=4, gradcam=2), log=print, backend="keras")
+                                EvalConfig(split="official", examples=4, gradcam=2, rerank="none"), log=print,
+                                backend="keras")
     m = evaluation.report
     anchor = None if args.no_anchor else imagenet_anchor(data, cfg.image_size)
     out = {

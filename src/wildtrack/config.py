@@ -30,7 +30,7 @@ class TrainConfig(_Config):
     backbone: str = "mobilenetv2"
     image_size: int = Field(224, ge=32, le=1024)
     embed_dim: int = Field(256, ge=8, le=4096)
-    loss: LossName = "arcface"
+    loss: LossName = Field("arcface+triplet", description="measured best on new encounters (docs/accuracy.md)")
     epochs: int = Field(10, ge=1, description="total epochs (head-only warm-up included)")
     head_epochs: int = Field(2, ge=0, description="epochs with the backbone frozen before fine-tuning it all")
     batch_size: int = Field(32, ge=2)

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from wildtrack.cli.common import console, err_console, fail, progress_bar, say, user_errors
-from wildtrack.config import EvalConfig
+from wildtrack.config import EvalConfig, TrainConfig
 
-EVAL_DEFAULTS = EvalConfig()
+EVAL_DEFAULTS, TRAIN_DEFAULTS = EvalConfig(), TrainConfig()
 
 SPLIT_HELP = ("per-identity (original design: optimistic), time-aware (new encounters vs. the catalogue: honest "
               "for field use) or official (the dataset's split_closed column)")
@@ -20,24 +20,25 @@ SPLIT_HELP = ("per-identity (original design: optimistic), time-aware (new encou
 def train(
     data: Path = typer.Option(..., "--data", help="Dataset folder (plain or SeaTurtleID2022 layout)."),
     out: Path = typer.Option(..., "--out", help="Artifacts folder to write."),
-    backbone: str = typer.Option("mobilenetv2", help="Backbone: mobilenetv2 (offline ImageNet), efficientnetb0, "
-                                 "mobilenetv3small, convnexttiny, mobilenetv2-keras, tiny."),
-    image_size: int = typer.Option(224, help="Input side in pixels."),
-    embed_dim: int = typer.Option(256, help="Embedding dimension."),
-    loss: str = typer.Option("arcface", help="arcface (default: best measured) | softmax | triplet | arcface+triplet."),
-    epochs: int = typer.Option(10, help="Total epochs, head warm-up included."),
-    head_epochs: int = typer.Option(2, help="Epochs with a frozen backbone first."),
-    batch_size: int = typer.Option(32),
-    lr: float = typer.Option(1e-3, "--lr", help="Head learning rate (backbone: a tenth)."),
-    split: str = typer.Option("auto", help="auto (official if present, else time-aware, else per-identity) or "
-                              + SPLIT_HELP),
+    backbone: str = typer.Option(TRAIN_DEFAULTS.backbone, help="Backbone: mobilenetv2 (offline ImageNet), "
+                                 "efficientnetb0, mobilenetv3small, convnexttiny, mobilenetv2-keras, tiny."),
+    image_size: int = typer.Option(TRAIN_DEFAULTS.image_size, help="Input side in pixels."),
+    embed_dim: int = typer.Option(TRAIN_DEFAULTS.embed_dim, help="Embedding dimension."),
+    loss: str = typer.Option(TRAIN_DEFAULTS.loss, help="arcface+triplet (default: best measured, docs/accuracy.md) | "
+                             "arcface | triplet | softmax."),
+    epochs: int = typer.Option(TRAIN_DEFAULTS.epochs, help="Total epochs, head warm-up included."),
+    head_epochs: int = typer.Option(TRAIN_DEFAULTS.head_epochs, help="Epochs with a frozen backbone first."),
+    batch_size: int = typer.Option(TRAIN_DEFAULTS.batch_size),
+    lr: float = typer.Option(TRAIN_DEFAULTS.learning_rate, "--lr", help="Head learning rate (backbone: a tenth)."),
+    split: str = typer.Option(TRAIN_DEFAULTS.split, help="auto (official if present, else time-aware, else "
+                              "per-identity) or " + SPLIT_HELP),
     allow_flip: bool = typer.Option(False, help="Allow horizontal flips (off: turtle profiles differ)."),
     pretrained: bool = typer.Option(True, help="Start from ImageNet weights where available."),
     max_minutes: float = typer.Option(None, help="Wall-time budget; the best epoch so far is kept."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(TRAIN_DEFAULTS.seed),
 ) -> None:
     """Train a re-ID model and write model.keras, model.h5, preprocessor.pkl, model_config.yaml, history.csv."""
-    from wildtrack.config import AugmentConfig, TrainConfig
+    from wildtrack.config import AugmentConfig
     from wildtrack.train import train as run_train
 
     with user_errors():
@@ -66,7 +67,6 @@ def evaluate(
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
-    from wildtrack.config import EvalConfig
     from wildtrack.workflows.evaluation import run_evaluation
 
     with user_errors():

@@ -12,7 +12,7 @@ from wildtrack.train import train
 from wildtrack.workflows import Log
 from wildtrack.workflows.evaluation import EvaluationOutput, run_evaluation
 
-DEMO_TRAIN = TrainConfig(backbone="mobilenetv2", image_size=96, embed_dim=128, loss="arcface", epochs=8, head_epochs=1,
+DEMO_TRAIN = TrainConfig(backbone="mobilenetv2", image_size=96, embed_dim=128, epochs=8, head_epochs=1,
                          batch_size=32, learning_rate=2e-3, patience=4, split="time-aware")
 
 
@@ -39,17 +39,21 @@ def run_demo(out: str | Path, log: Log = print, train_cfg: TrainConfig = DEMO_TR
     log(f"2/4 training {train_cfg.backbone} ({train_cfg.loss}, {train_cfg.epochs} epochs) → {artifacts}")
     train(data, artifacts, train_cfg, log=lambda m: log("    " + m), verbose=0)
     log(f"3/4 evaluating on new encounters (time-aware split) → {results}")
-    evaluation = run_evaluation(data, artifacts, results, EvalConfig(split="time-aware", examples=4, gradcam=2),
-                                log=lambda m: log("    " + m))
+    eval_cfg = EvalConfig(split="time-aware", examples=4, gradcam=2)
+    evaluation = run_evaluation(data, artifacts, results, eval_cfg, log=lambda m: log("    " + m))
     index_dir = out / "index"
     log(f"4/4 building the search index → {index_dir}")
-    index = _build_index(data, artifacts, index_dir, evaluation)
+    index = _build_index(data, artifacts, index_dir, evaluation, eval_cfg, log)
     return DemoOutput(data, artifacts, results, index, evaluation, time.perf_counter() - t0)
 
 
-def _build_index(data: Path, artifacts: Path, index_dir: Path, evaluation: EvaluationOutput) -> Path | None:
+def _build_index(data: Path, artifacts: Path, index_dir: Path, evaluation: EvaluationOutput, cfg: EvalConfig,
+                 log: Log) -> Path | None:
+    """The index the demo's `serve` hint points at: the evaluated threshold, and re-ranking as evaluated."""
     from wildtrack.workflows.indexing import build_index
 
     threshold = (evaluation.report.open_set or {}).get("threshold")
-    build_index(data, artifacts, index_dir, threshold=threshold)
+    report = build_index(data, artifacts, index_dir, threshold=threshold,
+                         rerank_k=cfg.rerank_k if cfg.rerank == "local" else None)
+    log(f"    {report.rerank}")
     return index_dir

@@ -87,7 +87,9 @@ def _panels(
 
 
 def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.ndarray, query: list[Record],
-              gallery: list[Record], cfg: EvalConfig, out: Path, log: Log) -> list[Path]:
+              gallery: list[Record], cfg: EvalConfig, out: Path, log: Log,
+              cosine: np.ndarray | None = None) -> list[Path]:
+    """Each query's top match by ``sim`` (fused after re-ranking), labelled with the cosine."""
     from wildtrack.model import embedding_model, load_model
     from wildtrack.visualize.gradcam import find_last_conv_layer, gradcam_heatmap, save_gradcam_overlay
 
@@ -100,13 +102,14 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
         return []
     pictures = []
     best = np.argmax(sim, axis=1)
+    cosine = sim if cosine is None else cosine
     for n, qi in enumerate(range(min(cfg.gradcam, len(query)))):
         q, match = query[qi], gallery[int(best[qi])]
         image = load_image(q.path, embedder.image_size)
         heat = gradcam_heatmap(model, image, g_emb[int(best[qi])], layer_name=layer)
         verdict = "same ID" if match.identity == q.identity else "other ID"
         title = (f"{q.identity}: what makes it similar to its top match {match.identity} ({verdict}, "
-                 f"cos {sim[qi, best[qi]]:.2f}) — layer {layer}")
+                 f"cos {cosine[qi, best[qi]]:.2f}) — layer {layer}")
         pictures.append(save_gradcam_overlay(image, heat, out / f"gradcam_{n}.png", title=title))
     return pictures
 
@@ -188,7 +191,7 @@ def run_evaluation(
     t0 = time.perf_counter()
     pictures = _panels(result, sim, query, gallery, cfg, out, cosine=cosine)
     pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed))
-    pictures += _gradcams(embedder, Path(artifacts), sim, g_emb, query, gallery, cfg, out, log)
+    pictures += _gradcams(embedder, Path(artifacts), sim, g_emb, query, gallery, cfg, out, log, cosine=cosine)
     timings["pictures"] = time.perf_counter() - t0
 
     report = MetricsReport.from_result(
