@@ -183,15 +183,21 @@ def test_fusion_is_monotonic_in_both_inputs():
         ScoreFusion(w_global=1.0, w_local=-0.1)
 
 
-def test_fusion_ranks_at_least_as_well_as_the_global_score():
-    rng = np.random.default_rng(2)
-    n_q, n_g, n_ids = 60, 80, 20
+def _synthetic_retrieval(seed: int, n_q: int, n_g: int, n_ids: int, cos_gap: float, found: float):
+    """Query/gallery ids, cosines that favour the true identity by ``cos_gap``, and inliers that are high for a
+    share ``found`` of true pairs and chance-level (0-7) for everything else."""
+    rng = np.random.default_rng(seed)
     g_ids = np.arange(n_g) % n_ids
     q_ids = rng.integers(0, n_ids, n_q)
     same = q_ids[:, None] == g_ids[None, :]
-    sim = rng.normal(0.5, 0.1, (n_q, n_g)) + 0.06 * same
-    local = np.where(same & (rng.random(same.shape) < 0.4), rng.integers(15, 100, same.shape),
+    sim = rng.normal(0.5, 0.1, (n_q, n_g)) + cos_gap * same
+    local = np.where(same & (rng.random(same.shape) < found), rng.integers(15, 100, same.shape),
                      rng.integers(0, 8, same.shape))
+    return q_ids, g_ids, sim, local
+
+
+def test_fusion_ranks_at_least_as_well_as_the_global_score():
+    q_ids, g_ids, sim, local = _synthetic_retrieval(2, n_q=60, n_g=80, n_ids=20, cos_gap=0.06, found=0.4)
     fit_rows, eval_rows = slice(0, 30), slice(30, None)  # fit on some queries, evaluate on the others
     k = 15
     fusion = ScoreFusion().fit(*shortlist_pairs(sim[fit_rows], local[fit_rows], q_ids[fit_rows], g_ids, k))
@@ -229,14 +235,7 @@ def test_identity_support_lets_two_good_photos_beat_one_lucky_one():
 
 
 def test_fused_similarity_with_identity_support_stays_in_the_shortlist_and_can_help():
-    rng = np.random.default_rng(4)
-    n_q, n_g, n_ids = 80, 90, 15
-    g_ids = np.arange(n_g) % n_ids
-    q_ids = rng.integers(0, n_ids, n_q)
-    same = q_ids[:, None] == g_ids[None, :]
-    sim = rng.normal(0.5, 0.1, (n_q, n_g)) + 0.07 * same
-    local = np.where(same & (rng.random(same.shape) < 0.3), rng.integers(15, 100, same.shape),
-                     rng.integers(0, 8, same.shape))
+    q_ids, g_ids, sim, local = _synthetic_retrieval(4, n_q=80, n_g=90, n_ids=15, cos_gap=0.07, found=0.3)
     k = 20
     fusion = ScoreFusion(w_global=8.0, w_local=2.0)
     plain = fused_similarity(sim, local, fusion, k)
