@@ -70,7 +70,7 @@ class EvalConfig(_Config):
     rerank: Literal["none", "local"] = Field(
         "local", description="local: re-order the global shortlist by RootSIFT + RANSAC inliers fused with the cosine "
         "(measured best on new encounters, docs/accuracy.md); none: global embedding only")
-    rerank_k: int = Field(50, ge=1, le=200, description="global shortlist length that local matching re-orders")
+    rerank_k: int = Field(100, ge=1, le=200, description="global shortlist length that local matching re-orders")
 
 
 class ServeConfig(_Config):
