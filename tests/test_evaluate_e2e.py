@@ -108,3 +108,17 @@ def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny
     assert rerank["fused"]["mAP"] >= rerank["global_only"]["mAP"] - 1e-9
     # Re-ranking only re-orders each shortlist, so recall at the shortlist length cannot change.
     assert rerank["fused"]["R@10"] == pytest.approx(rerank["global_only"]["R@10"])
+
+
+def test_a_gallery_of_single_photos_is_evaluated_without_reranking(tiny_artifacts, tmp_path):
+    from wildtrack.data.synth import generate_synthetic
+
+    data = tmp_path / "pairs"
+    generate_synthetic(data, identities=6, images_per_id=2, image_size=96, encounters_per_id=2, seed=3)
+    messages: list[str] = []
+    cfg = EvalConfig(split="per-identity", examples=1, gradcam=0)  # re-ranking is on by default
+    result = run_evaluation(data, tiny_artifacts, tmp_path / "r", cfg, log=messages.append)
+    assert "two photos" in result.report.extra["rerank_skipped"]
+    assert "rerank" not in result.report.extra and not (tmp_path / "r" / "fusion.json").exists()
+    assert any("re-ranking skipped" in m for m in messages)
+    assert result.report.num_queries == 6 and (tmp_path / "r" / "metrics.json").is_file()

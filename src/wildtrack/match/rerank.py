@@ -26,6 +26,10 @@ IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight
 MAX_PSEUDO_QUERIES = 150  # bounds the fitting cost: pseudo-queries × k local matches
 
 
+class RerankFitError(ValueError):
+    """The catalogue cannot teach the fusion anything (no turtle with two photos, or no wrong candidates)."""
+
+
 @dataclass
 class GalleryFusion:
     """A fitted fusion, the shortlist length it was fitted for, and how much an identity's other shortlisted
@@ -95,7 +99,8 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     groups = _own_groups(gallery)
     queries = _pseudo_queries(gallery, groups, max_pseudo_queries, seed)
     if not queries:
-        raise ValueError("fitting the re-ranking needs at least one turtle with two photos; the catalogue has none")
+        raise RerankFitError("fitting the re-ranking needs at least one turtle with two photos; the catalogue has "
+                             "none")
     ids = [r.identity for r in gallery]
     sim = cosine_similarity(embeddings[queries], embeddings)
     group_of = np.asarray([str(g) for g in groups], dtype=object)
@@ -105,7 +110,10 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     fit_k = int(min(k, np.isfinite(sim).sum(axis=1).min()))  # small catalogue: never shortlist the own encounter
     local = local_scores_for_shortlist([gallery[i].path for i in queries], [r.path for r in gallery], sim, fit_k,
                                        reranker)
-    fusion = ScoreFusion().fit(*shortlist_pairs(sim, local, q_ids, ids, fit_k))
+    try:
+        fusion = ScoreFusion().fit(*shortlist_pairs(sim, local, q_ids, ids, fit_k))
+    except ValueError as exc:  # e.g. a single turtle: every shortlisted pair is a true match
+        raise RerankFitError(f"cannot fit the re-ranking on this catalogue: {exc}") from exc
     report: dict[str, Any] = {}
     best_weight, best_score = 0.0, -np.inf
     floor = -1e6  # own-encounter photos: last (finite, as metrics require); they count as misses for every weight

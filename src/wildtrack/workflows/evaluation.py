@@ -66,7 +66,7 @@ def _open_set(sim: np.ndarray, q_ids: list[str], g_ids: list[str], target_far: f
 
 def _panels(
     result: RetrievalResult, sim: np.ndarray, query: list[Record], gallery: list[Record], cfg: EvalConfig, out: Path,
-    cosine: np.ndarray | None = None,
+    cosine: np.ndarray | None = None, reranked: bool = False,
 ) -> list[Path]:
     """Ranked by ``sim`` (fused scores after re-ranking); labelled with the cosine, which a reader can compare."""
     order = rank_gallery(sim)
@@ -79,8 +79,8 @@ def _panels(
         rank = int(result.first_correct_rank[qi])
         verdict = "correct at rank 1" if rank == 0 else (f"first correct at rank {rank + 1}" if rank > 0
                                                          else "identity not in gallery")
-        reranked = ", re-ranked by local matching" if cfg.rerank == "local" else ""
-        title = f"query {q.relpath} ({q.identity}): {verdict}{reranked}"
+        how = ", re-ranked by local matching" if reranked else ""
+        title = f"query {q.relpath} ({q.identity}): {verdict}{how}"
         pictures.append(retrieval_panel(PanelItem(q.path, q.identity, None, None), hits,
                                         out / f"retrieval_example_{n}.png", title=title))
     return pictures
@@ -176,20 +176,28 @@ def run_evaluation(
     open_set = _open_set(sim, q_ids, g_ids, cfg.target_far)
     timings["metrics"] = time.perf_counter() - t0
     extra: dict = {"backend": getattr(embedder, "backend", "keras"), "topk": cfg.topk}
+    reranked = False
     if cfg.rerank == "local":
+        from wildtrack.match.rerank import RerankFitError
+
         t0 = time.perf_counter()
-        fused, info = _local_rerank(sim, query, gallery, g_emb, cfg, log)
-        timings["rerank"] = time.perf_counter() - t0
-        global_only = result
-        result = retrieval_metrics(fused, q_ids, g_ids, ks=(1, 5, 10))
-        extra["rerank"] = {**info, "global_only": {**global_only.headline(), "R@10": global_only.recall_at_k[10]},
-                           "fused": {**result.headline(), "R@10": result.recall_at_k[10]}}
-        kept = ("k", "pseudo_queries", "identity_weight", "fusion")
-        (out / "fusion.json").write_text(json.dumps({k: info[k] for k in kept}, indent=2))
-        sim = fused
+        try:
+            fused, info = _local_rerank(sim, query, gallery, g_emb, cfg, log)
+        except RerankFitError as exc:
+            log(f"local re-ranking skipped, global figures only: {exc}")
+            extra["rerank_skipped"] = str(exc)
+        else:
+            timings["rerank"] = time.perf_counter() - t0
+            global_only = result
+            result = retrieval_metrics(fused, q_ids, g_ids, ks=(1, 5, 10))
+            extra["rerank"] = {**info, "global_only": {**global_only.headline(), "R@10": global_only.recall_at_k[10]},
+                               "fused": {**result.headline(), "R@10": result.recall_at_k[10]}}
+            kept = ("k", "pseudo_queries", "identity_weight", "fusion")
+            (out / "fusion.json").write_text(json.dumps({k: info[k] for k in kept}, indent=2))
+            sim, reranked = fused, True
 
     t0 = time.perf_counter()
-    pictures = _panels(result, sim, query, gallery, cfg, out, cosine=cosine)
+    pictures = _panels(result, sim, query, gallery, cfg, out, cosine=cosine, reranked=reranked)
     pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed))
     pictures += _gradcams(embedder, Path(artifacts), sim, g_emb, query, gallery, cfg, out, log, cosine=cosine)
     timings["pictures"] = time.perf_counter() - t0

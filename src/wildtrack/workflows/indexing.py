@@ -50,14 +50,14 @@ def build_index(
     if threshold is not None:
         index.set_decision_threshold(threshold)
     index.save(index_dir, overwrite=overwrite)
-    from wildtrack.match.rerank import FUSION_FILE, fit_gallery_fusion
+    from wildtrack.match.rerank import FUSION_FILE, RerankFitError, fit_gallery_fusion
 
     (Path(index_dir) / FUSION_FILE).unlink(missing_ok=True)  # a fusion belongs to the build that fitted it
     note = "global search only"
     if rerank_k:
         try:
             fitted = fit_gallery_fusion(records, vectors, rerank_k)
-        except ValueError as exc:
+        except RerankFitError as exc:
             note = f"global search only: local re-ranking not fitted ({exc})"
         else:
             fitted.save(index_dir)
