@@ -51,10 +51,11 @@ bench-train: install
 # default pipeline, written as one table to docs/accuracy.md. About an hour on 2 cores (four trainings);
 # REUSE=1 keeps the steps already done.
 bench-accuracy: install
+	$(BIN)/pip install -q -e '.[export]'
 	$(BIN)/python scripts/bench_accuracy.py --data $(DATA) $(if $(REUSE),--reuse)
 
 bench-embed: install
-	$(BIN)/pip install -q 'tf2onnx>=1.16,<2' 'onnx>=1.15,<2'
+	$(BIN)/pip install -q -e '.[export]'
 	$(BIN)/python scripts/bench_embed.py --data $(DATA)
 
 bench-search: install

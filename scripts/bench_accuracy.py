@@ -56,6 +56,11 @@ def step(out: Path, cmd: list[str], reuse: bool) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
+def slug(loss: str) -> str:
+    """File-name form of a loss name (``arcface+triplet`` → ``arcface_triplet``)."""
+    return loss.replace("+", "_")
+
+
 def rerank_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["method"]: row for row in report["results"]}
 
@@ -71,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         sys.exit(f"no data at {args.data}: pass --data (the SeaTurtleID2022 sample or the full dataset)")
     from wildtrack.config import EvalConfig, TrainConfig
+    from wildtrack.model.export import onnx_export_status
 
     default_loss = args.default_loss or TrainConfig().loss
     ks = args.ks or [EvalConfig().rerank_k]
@@ -90,19 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     trained: dict[str, dict[str, Any]] = {}
     for loss in losses:
-        model_dir = work / f"model_{loss.replace('+', '_')}"
-        train_json = work / f"train_{loss.replace('+', '_')}.json"
+        model_dir, train_json = work / f"model_{slug(loss)}", work / f"train_{slug(loss)}.json"
         train = step(train_json, [py, str(HERE / "bench_train.py"), "--data", data, "--set", f"loss={loss}",
                                   "--artifacts", str(model_dir), "--out", str(train_json), "--no-anchor",
                                   "--budget-min", str(args.budget_min)], args.reuse)
-        subprocess.run([py, "-m", "wildtrack", "export", "--artifacts", str(model_dir)], check=False,
-                       capture_output=True)
-        rr_json = work / f"rerank_{loss.replace('+', '_')}.json"
+        if not onnx_export_status(model_dir)[0]:  # the fast backend, as `wildtrack export` gives users
+            subprocess.run([py, "-m", "wildtrack", "export", "--artifacts", str(model_dir)], check=True)
+        rr_json = work / f"rerank_{slug(loss)}.json"
         rr = step(rr_json, [*rerank, "--artifacts", str(model_dir), "--out", str(rr_json), "--skip-anchor",
                             "--ks", *[str(k) for k in ks]], args.reuse)
         trained[loss] = {"train": train, "rerank": rr}
 
-    default_dir = work / f"model_{default_loss.replace('+', '_')}"
+    default_dir = work / f"model_{slug(default_loss)}"
     tta = step(work / "tta.json", [py, str(HERE / "bench_tta.py"), "--data", data, "--artifacts", str(default_dir),
                                    "--sizes", "224", "320", "--out", str(work / "tta.json")], args.reuse)
     a224, a448 = rerank_rows(anchors[224]), rerank_rows(anchors[448])

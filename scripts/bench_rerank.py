@@ -50,12 +50,12 @@ from typing import Any
 
 import numpy as np
 
-from wildtrack.data import Split, load_dataset, official_split
-from wildtrack.embed import EmbeddingCache, embed_image, embed_paths, load_embedder
+from wildtrack.data import load_dataset, official_split
+from wildtrack.embed import embed_files_cached, embed_image, load_embedder, unit_rows
 from wildtrack.evaluate import cosine_similarity, rank_gallery, retrieval_metrics
 from wildtrack.match.fusion import ScoreFusion, fused_similarity
 from wildtrack.match.local import FeatureCache, LocalReranker, SiftExtractor, local_scores_for_shortlist
-from wildtrack.match.rerank import GalleryFusion, fit_gallery_fusion
+from wildtrack.match.rerank import fit_gallery_fusion
 
 KS = (1, 5, 10)
 
@@ -98,8 +98,7 @@ class ImagenetGap:
         self.fingerprint = f"imagenet-mobilenetv2-torchvision-{size}-gap"
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        x = np.asarray(self.model.predict_on_batch(pixels.astype(np.float32)), np.float32)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return unit_rows(np.asarray(self.model.predict_on_batch(pixels.astype(np.float32)), np.float32))
 
 
 def log(msg: str) -> None:
@@ -112,12 +111,6 @@ def summarise(name: str, sim: np.ndarray, q_ids: list[str], g_ids: list[str], se
     row = {"method": name, **{f"R@{k}": round(v, 4) for k, v in res.recall_at_k.items()},
            "mAP": round(res.mAP, 4), "s_per_query": round(seconds, 3), "num_queries": res.num_queries}
     return {**row, **(extra or {})}
-
-
-def validation_fusion(split: Split, emb_g: np.ndarray, reranker: LocalReranker, k: int) -> tuple[GalleryFusion, dict]:
-    """The product's fit (:func:`fit_gallery_fusion`): the gallery's photos against its other encounters."""
-    fitted = fit_gallery_fusion(split.gallery, emb_g, k, reranker)
-    return fitted, fitted.to_dict()
 
 
 def cold_costs(paths: list[Path], embedder: Any, extractor: SiftExtractor) -> dict[str, float]:
@@ -158,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"official split: {len(g_paths)} gallery, {len(q_paths)} queries, {len(set(g_ids))} gallery ids")
 
     embedder = load_embedder(args.artifacts) if args.artifacts else ImagenetGap(args.image_size)
-    cache = EmbeddingCache(embedder.fingerprint)
     t0 = time.perf_counter()
-    emb = embed_paths(embedder, g_paths + q_paths, cache=cache)
+    emb = embed_files_cached(embedder, g_paths + q_paths)
     if emb.failed:
         raise SystemExit(f"unreadable images: {emb.failed[:3]}")
     emb_g, emb_q = emb.embeddings[: len(g_paths)], emb.embeddings[len(g_paths):]
@@ -196,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for k in sorted(args.ks):
         reranker.k = k
-        fitted, info = validation_fusion(split, emb_g, reranker, k)
+        fitted = fit_gallery_fusion(split.gallery, emb_g, k, reranker)  # the product's fit, on the gallery only
+        info = fitted.to_dict()
         t0 = time.perf_counter()
         local = local_scores_for_shortlist(q_paths, g_paths, sim, k, reranker)
         wall = time.perf_counter() - t0

@@ -23,23 +23,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def model_at(artifacts: Path, size: int):
+def model_at(trained, config: dict, size: int):
     """The trained embedding network rebuilt for ``size`` px input, with the trained weights."""
-    from wildtrack.model import build_model, embedding_model, load_model
-    from wildtrack.model.artifacts import load_model_config
+    from wildtrack.model import build_model, embedding_model, head_for_loss
 
-    trained = load_model(artifacts)
-    config = load_model_config(artifacts / "model_config.yaml")
     if size == int(trained.input.shape[1]):
         return embedding_model(trained)
-    head = "softmax" if config.get("loss", "softmax") == "softmax" else "cosine"
     cfg = config.get("config", {})
     rebuilt = build_model(config["backbone"], int(trained.output.shape[-1]), int(config["embed_dim"]), size,
-                          pretrained=False, head=head, sub_centers=int(cfg.get("sub_centers", 1)))
+                          pretrained=False, head=head_for_loss(config.get("loss", "softmax")),
+                          sub_centers=int(cfg.get("sub_centers", 1)))
     rebuilt.set_weights(trained.get_weights())
     return embedding_model(rebuilt)
 
@@ -53,8 +46,11 @@ def main() -> None:
     args = p.parse_args()
 
     from wildtrack.data import load_dataset, official_split
+    from wildtrack.embed import unit_rows as unit
     from wildtrack.evaluate import cosine_similarity, retrieval_metrics
     from wildtrack.images import load_images
+    from wildtrack.model import load_model
+    from wildtrack.model.artifacts import load_model_config
 
     split = official_split(load_dataset(args.data).records)
     records = split.gallery + split.query
@@ -63,8 +59,9 @@ def main() -> None:
     plain: dict[int, np.ndarray] = {}
     flipped: dict[int, np.ndarray] = {}
     seconds: dict[int, float] = {}
+    trained, config = load_model(args.artifacts), load_model_config(args.artifacts / "model_config.yaml")
     for size in args.sizes:
-        model = model_at(args.artifacts, size)
+        model = model_at(trained, config, size)
         pixels = load_images([r.path for r in records], size)
         t0 = time.perf_counter()
         for store, batch_of in ((plain, lambda x: x), (flipped, lambda x: x[:, :, ::-1])):

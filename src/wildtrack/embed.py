@@ -6,6 +6,7 @@ Decoding runs in a thread pool a couple of batches ahead of the model (see
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -68,8 +69,8 @@ class OnnxEmbedder:
     def __init__(self, artifacts: str | Path, threads: int | None = None):
         import onnxruntime as ort
 
-        from wildtrack.model.artifacts import load_preprocessor, model_fingerprint
-        from wildtrack.model.export import ONNX_FILE, onnx_export_status
+        from wildtrack.model.artifacts import load_preprocessor
+        from wildtrack.model.export import ONNX_FILE, ONNX_MANIFEST, onnx_export_status
 
         self.artifacts = Path(artifacts)
         usable, why = onnx_export_status(self.artifacts)
@@ -84,7 +85,8 @@ class OnnxEmbedder:
         w, h = self.preprocessor["image_size"]
         self.image_size = (int(w), int(h))
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        self.fingerprint = model_fingerprint(self.artifacts)
+        # A usable export was made from the current Keras model: its manifest names it, no need to hash it again.
+        self.fingerprint = str(json.loads((self.artifacts / ONNX_MANIFEST).read_text())["source_model_fingerprint"])
         self.model = None  # no Keras graph: Grad-CAM needs the Keras backend
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:

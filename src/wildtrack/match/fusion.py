@@ -23,7 +23,7 @@ import numpy as np
 
 from wildtrack.evaluate import rank_gallery
 
-__all__ = ["ScoreFusion", "fused_similarity", "shortlist_pairs", "with_identity_support"]
+__all__ = ["ScoreFusion", "fused_similarity", "shortlist_pairs", "shortlist_scores", "with_identity_support"]
 
 FORMAT = "wildtrack-score-fusion-v1"
 
@@ -177,6 +177,17 @@ def with_identity_support(scores: np.ndarray, identities: Any, weight: float) ->
     return out
 
 
+def shortlist_scores(fusion: ScoreFusion, cosines: np.ndarray, inliers: np.ndarray, identities: Any = None,
+                     identity_weight: float = 0.0) -> np.ndarray:
+    """The re-ranking score of one query's shortlist: fused logit, plus identity support when weighted."""
+    fused = fusion.logit(cosines, inliers)
+    if not identity_weight:
+        return np.asarray(fused, dtype=np.float64)
+    if identities is None:
+        raise ValueError("identity support needs one gallery identity per column of sim")
+    return with_identity_support(fused, identities, identity_weight)
+
+
 def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k: int,
                      gallery_ids: Any = None, identity_weight: float = 0.0) -> np.ndarray:
     """A (Q, G) score matrix whose ranking re-orders only each query's global top-``k``.
@@ -196,13 +207,13 @@ def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k:
     out = sim.copy()
     inside = np.zeros(sim.shape, dtype=bool)
     inside[rows, top] = True
-    fused = fusion.logit(sim[rows, top], local[rows, top])
-    if identity_weight:
-        if gallery_ids is None or len(gallery_ids) != sim.shape[1]:
-            raise ValueError("identity support needs one gallery identity per column of sim")
-        g_ids = np.asarray([str(i) for i in gallery_ids], dtype=object)
-        fused = np.stack([with_identity_support(f, g_ids[t], identity_weight) for f, t in zip(fused, top,
-                                                                                           strict=True)])
+    if identity_weight and (gallery_ids is None or len(gallery_ids) != sim.shape[1]):
+        raise ValueError("identity support needs one gallery identity per column of sim")
+    g_ids = np.asarray([str(i) for i in gallery_ids], dtype=object) if gallery_ids is not None else None
+    fused = np.zeros(top.shape)
+    for r, t in enumerate(top):
+        fused[r] = shortlist_scores(fusion, sim[r, t], local[r, t], None if g_ids is None else g_ids[t],
+                                    identity_weight)
     if (~inside).any():
         highest_outside = np.where(inside, -np.inf, out).max(axis=1, keepdims=True)
         out -= highest_outside - fused.min(axis=1, keepdims=True) + 1.0

@@ -350,7 +350,7 @@ class LocalReranker:
     def inliers(self, query: Source, gallery_paths: Sequence[str | Path]) -> np.ndarray:
         """Inlier counts of one query against each gallery image (one extraction, ``len(gallery_paths)`` matches)."""
         q = self.cache.get(query)
-        gallery = [self.cache.get(p) for p in gallery_paths]
+        gallery = self.cache.get_many(list(gallery_paths), self.workers)
         return np.asarray([m.inliers for m in self.match_many(q, gallery)], dtype=np.int64)
 
     def rerank(self, query: Source, shortlist: Sequence[tuple[str | Path, float]]

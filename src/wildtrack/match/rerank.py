@@ -17,7 +17,7 @@ import numpy as np
 from wildtrack.data import Record
 from wildtrack.evaluate import cosine_similarity, retrieval_metrics
 from wildtrack.index import Hit
-from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs, with_identity_support
+from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs, shortlist_scores
 from wildtrack.match.identity import Decision, aggregate_identities
 from wildtrack.match.local import LocalReranker, local_scores_for_shortlist
 
@@ -140,8 +140,8 @@ def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fit
     if not head:
         return hits, []
     inliers = reranker.inliers(query, [data_root / h.path for h in head])
-    fused = fitted.fusion.logit(np.array([h.score for h in head]), inliers)
-    fused = with_identity_support(fused, [h.identity for h in head], fitted.identity_weight)
+    fused = shortlist_scores(fitted.fusion, np.array([h.score for h in head]), inliers,
+                             [h.identity for h in head], fitted.identity_weight)
     order = np.argsort(-np.asarray(fused), kind="stable")
     ranked = [replace(head[i], rank=n + 1) for n, i in enumerate(order)]
     ranked += [replace(h, rank=len(ranked) + n + 1) for n, h in enumerate(tail)]

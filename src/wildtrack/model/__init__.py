@@ -14,7 +14,7 @@ _EXPORTS = {
     "model_fingerprint": "artifacts",
     "BACKBONES": "backbones", "Backbone": "backbones", "WeightsUnavailableError": "backbones",
     "get_backbone": "backbones",
-    "build_model": "builder", "set_backbone_trainable": "builder",
+    "build_model": "builder", "head_for_loss": "builder", "set_backbone_trainable": "builder",
     "NoEmbeddingError": "embedding", "embedding_model": "embedding",
     "CosineClassifier": "layers", "L2Normalize": "layers",
 }

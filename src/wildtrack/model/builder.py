@@ -11,6 +11,12 @@ HEAD_LAYERS = ("gap", "embedding", "embedding_bn", "l2norm", "logit_scale", "cla
 SOFTMAX_SCALE = 16.0
 
 
+def head_for_loss(loss: str) -> str:
+    """The classifier head a loss trains: cosine centres for ArcFace-style margins, a softmax Dense otherwise
+    (a triplet-only model keeps a softmax head that its loss never reads)."""
+    return "softmax" if loss in ("softmax", "triplet") else "cosine"
+
+
 def build_model(
     backbone: str,
     num_classes: int,

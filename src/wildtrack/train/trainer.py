@@ -26,7 +26,7 @@ from wildtrack.evaluate import cosine_similarity, retrieval_metrics
 from wildtrack.images import load_images
 from wildtrack.model import artifacts as art
 from wildtrack.model.backbones import get_backbone
-from wildtrack.model.builder import build_model, set_backbone_trainable
+from wildtrack.model.builder import build_model, head_for_loss, set_backbone_trainable
 from wildtrack.train.augment import augment_batch
 from wildtrack.train.losses import arcface_loss, softmax_loss, triplet_loss
 from wildtrack.train.sampler import PKSampler, shuffled_batches
@@ -180,9 +180,8 @@ class _Run:
             "gallery": _decode(self.val_split.gallery, size, self.label2id, "validation gallery", log),
         }
         self.spec = get_backbone(cfg.backbone)
-        head = "softmax" if cfg.loss in ("softmax", "triplet") else "cosine"
         self.model = build_model(cfg.backbone, len(identities), cfg.embed_dim, size, pretrained=cfg.pretrained,
-                                 head=head, sub_centers=cfg.sub_centers)
+                                 head=head_for_loss(cfg.loss), sub_centers=cfg.sub_centers)
         emb = self.model.get_layer("l2norm").output
         self.train_model = keras.Model(self.model.input, {"classifier": self.model.output, "l2norm": emb})
         self.emb_model = keras.Model(self.model.input, emb)
