@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-keypoints", type=int, default=SiftExtractor.max_keypoints)
     p.add_argument("--contrast-threshold", type=float, default=SiftExtractor.contrast_threshold)
     p.add_argument("--clahe", action="store_true", help="equalise local contrast before SIFT")
+    p.add_argument("--focus", default=SiftExtractor.focus, choices=["frame", "turtle"],
+                   help="extract keypoints from the whole photo or from the located turtle")
     p.add_argument("--model", default="affine", choices=["homography", "affine", "fundamental"])
     p.add_argument("--threshold", type=float, default=8.0, help="reprojection threshold, px in the max-side frame")
     p.add_argument("--ratio", type=float, default=0.8)
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"global embeddings ({embedder.fingerprint}): {time.perf_counter() - t0:.1f} s, {emb.cached} cached")
     sim = cosine_similarity(emb_q, emb_g)
 
-    extractor = SiftExtractor(args.max_side, args.max_keypoints, args.contrast_threshold, args.clahe)
+    extractor = SiftExtractor(args.max_side, args.max_keypoints, args.contrast_threshold, args.clahe, args.focus)
     features = FeatureCache(extractor)
     reranker = LocalReranker(k=max(args.ks, default=20), cache=features, workers=args.workers, ratio=args.ratio,
                              model=args.model, threshold=args.threshold)

@@ -22,7 +22,7 @@ from wildtrack.match.local import (
     root_sift,
 )
 
-EXTRACTOR = SiftExtractor(max_side=400, max_keypoints=600)
+EXTRACTOR = SiftExtractor(max_side=400, max_keypoints=600, focus="frame")  # "turtle": test_locate.py
 
 
 def _pattern(seed: int, size: int = 800) -> np.ndarray:
@@ -158,6 +158,17 @@ def test_fused_similarity_never_leaves_the_shortlist():
     # a fusion that ignores the cosine entirely still keeps the tail in global order
     tail = rank_gallery(fused_similarity(sim, local, ScoreFusion(w_global=0.0, w_local=1.0), k))
     assert np.array_equal(tail[:, k:], before[:, k:])
+
+
+def test_masked_gallery_images_stay_last_and_never_become_nan():
+    """Evaluation masks a query's own photo with -inf; when only masked images lie outside the shortlist, the
+    shift that puts the tail below the shortlist must not turn them into NaN (which ranks arbitrarily)."""
+    sim = np.array([[0.9, 0.5, 0.1, -np.inf], [-np.inf, -np.inf, 0.8, 0.2]])
+    local = np.array([[0, 30, 0, 0], [0, 0, 0, 40]])
+    fused = fused_similarity(sim, local, ScoreFusion(w_global=1.0, w_local=1.0), k=2)
+    assert not np.isnan(fused).any()
+    assert np.isneginf(fused[sim == -np.inf]).all()
+    assert rank_gallery(fused)[1][:2].tolist() == [3, 2]  # 40 inliers beat the higher cosine
 
 
 def _synthetic_pairs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -31,3 +31,25 @@ def test_predict_and_search_follow_the_reranked_order(reranked_server, synth_dat
     assert predicted.status_code == 200 and searched.status_code == 200, predicted.text + searched.text
     assert predicted.json()["identity"] == expected["decision"]["identity"] == "t004"
     assert [h["image_id"] for h in searched.json()["hits"]] == [h["image_id"] for h in expected["hits"]]
+
+
+def test_reranked_matches_carry_their_local_evidence(reranked_server, synth_data, tiny_artifacts):
+    server, index = reranked_server
+    photo = synth_data / "t004" / "t004_007.jpg"
+    expected = search_image(photo, index, tiny_artifacts, topk=5)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        matches = client.post("/predict", files={"file": ("q.jpg", photo.read_bytes())}).json()["matches"]
+    for served, searched in zip(matches, expected["hits"], strict=False):
+        assert served["inliers"] == searched["inliers"] >= 0
+        assert served["match_probability"] == pytest.approx(searched["match_probability"])
+        assert 0.0 <= served["match_probability"] <= 1.0
+    # The probability is the fusion's: more inliers at the same cosine can only raise it.
+    top = matches[0]
+    assert top["identity"] == "t004" and top["inliers"] > 0
+
+
+def test_a_global_only_index_reports_no_local_evidence(reranked_server, synth_data, tiny_artifacts):
+    _, index = reranked_server
+    answer = search_image(synth_data / "t004" / "t004_007.jpg", index, tiny_artifacts, topk=3, rerank=False)
+    assert not answer["reranked"]
+    assert all(h["inliers"] is None and h["match_probability"] is None for h in answer["hits"])

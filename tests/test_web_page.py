@@ -7,6 +7,7 @@ Set ``WILDTRACK_SCREENSHOT_DIR`` to keep the desktop and phone screenshots.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -122,3 +123,27 @@ def test_phone_layout(browser, server, synth_data, tmp_path):
     assert tops == sorted(tops)
     _shot(page, tmp_path, "page_phone.png")
     page.close()
+
+
+def test_a_reranked_index_shows_the_local_evidence_on_each_card(browser, synth_data, tiny_artifacts,
+                                                                tmp_path_factory, tmp_path):
+    from playwright.sync_api import expect
+
+    from wildtrack.workflows.indexing import build_index
+
+    base = tmp_path_factory.mktemp("web_rerank")
+    build_index(synth_data, tiny_artifacts, base / "index", rerank_k=10)
+    srv = Server(base / "index", tiny_artifacts, base / "server.log").start()
+    try:
+        expect.set_options(timeout=TIMEOUT_MS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.goto(srv.url + "/")
+        page.get_by_test_id("file-input").set_input_files(str(synth_data / "t004" / "t004_007.jpg"))
+        first = page.get_by_test_id("result-card").first
+        expect(first).to_have_attribute("data-identity", "t004")
+        expect(first.get_by_test_id("evidence")).to_have_text(re.compile(r"^[1-9]\d* matching keypoints? · "
+                                                                          r"P\(same\) [01]\.\d\d$"))
+        _shot(page, tmp_path, "page_evidence.png")
+        page.close()
+    finally:
+        srv.stop()

@@ -71,6 +71,9 @@ class EvalConfig(_Config):
         "local", description="local: re-order the global shortlist by RootSIFT + RANSAC inliers fused with the cosine "
         "(measured best on new encounters, docs/accuracy.md); none: global embedding only")
     rerank_k: int = Field(100, ge=1, le=200, description="global shortlist length that local matching re-orders")
+    local_focus: Literal["turtle", "frame"] = Field(
+        "turtle", description="turtle: local keypoints from the turtle located in each photo (ImageNet turtle "
+        "activation map); frame: from the whole photo")
 
 
 class ServeConfig(_Config):

@@ -156,7 +156,12 @@ class MetaRow:
 
 @dataclass(frozen=True)
 class Hit:
-    """One gallery image returned by a search; ``score`` is the cosine similarity, ``rank`` starts at 1."""
+    """One gallery image returned by a search; ``score`` is the cosine similarity, ``rank`` starts at 1.
+
+    After local re-ranking, ``inliers`` counts the geometrically verified keypoint matches with the query and
+    ``match_probability`` is the fitted fusion's calibrated "same individual" score; both stay ``None`` for a
+    global-only search (or an image outside the re-ranked shortlist).
+    """
 
     image_id: str
     path: str
@@ -164,6 +169,8 @@ class Hit:
     date: str | None
     score: float
     rank: int
+    inliers: int | None = None
+    match_probability: float | None = None
 
 
 def image_id_for(path: str) -> str:

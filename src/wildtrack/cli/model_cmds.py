@@ -15,6 +15,8 @@ EVAL_DEFAULTS, TRAIN_DEFAULTS = EvalConfig(), TrainConfig()
 
 SPLIT_HELP = ("per-identity (original design: optimistic), time-aware (new encounters vs. the catalogue: honest "
               "for field use) or official (the dataset's split_closed column)")
+FOCUS_HELP = ("turtle | frame: local keypoints from the turtle found in each photo (default, better on real photos) "
+              "or from the whole photo.")
 
 
 def train(
@@ -65,12 +67,14 @@ def evaluate(
     rerank: str = typer.Option(EVAL_DEFAULTS.rerank, help="local | none: re-order the global top-K by RootSIFT + "
                                "RANSAC, fused with the cosine (reports both), or global only (faster)."),
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
+    local_focus: str = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
     from wildtrack.workflows.evaluation import run_evaluation
 
     with user_errors():
-        cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k)
+        cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k,
+                         local_focus=local_focus)
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(data, artifacts, out, cfg, log=say, advance=advance, backend=backend)
     print_metrics(result.report.model_dump(by_alias=True, mode="json"))
@@ -131,14 +135,15 @@ def index_build(
                                "so that search re-orders its top-K by RootSIFT + RANSAC (better on new encounters, "
                                "about 0.6 s per photo on 2 cores), or global search only."),
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
+    local_focus: str = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
 ) -> None:
     """Embed every catalogue photo and write the index (atomically)."""
     from wildtrack.workflows.indexing import build_index
 
     with user_errors(), progress_bar("embedding", None) as advance:
-        cfg = EvalConfig(rerank=rerank, rerank_k=rerank_k)  # validates both
+        cfg = EvalConfig(rerank=rerank, rerank_k=rerank_k, local_focus=local_focus)  # validates all three
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
-                             rerank_k=cfg.rerank_k if cfg.rerank == "local" else None)
+                             rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus)
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
 
@@ -179,11 +184,16 @@ def search(
     verdict = "[bold yellow]new individual[/]" if d["is_unknown"] else f"[bold green]{d['identity']}[/]"
     console.print(f"{image}: {verdict} (score {d['score']:.3f}"
                   + (f", threshold {d['threshold']:.3f})" if d["threshold"] is not None else ")"))
-    table = Table("rank", "identity", "cosine", "inliers" if answer["reranked"] else "", "image", "date")
+    local = answer["reranked"]
+    table = Table("rank", "identity", "cosine", *(("inliers", "P(same)") if local else ()), "image", "date")
     for h in answer["hits"]:
-        table.add_row(str(h["rank"]), h["identity"], f"{h['score']:.3f}", str(h.get("inliers", "")), h["path"],
-                      h["date"] or "-")
+        evidence = (_or_dash(h["inliers"]), _or_dash(h["match_probability"], "{:.2f}")) if local else ()
+        table.add_row(str(h["rank"]), h["identity"], f"{h['score']:.3f}", *evidence, h["path"], h["date"] or "-")
     console.print(table)
+
+
+def _or_dash(value: float | None, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
 
 
 def serve(

@@ -216,6 +216,7 @@ def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k:
                                     identity_weight)
     if (~inside).any():
         highest_outside = np.where(inside, -np.inf, out).max(axis=1, keepdims=True)
-        out -= highest_outside - fused.min(axis=1, keepdims=True) + 1.0
+        shift = highest_outside - fused.min(axis=1, keepdims=True) + 1.0
+        out -= np.where(np.isfinite(shift), shift, 0.0)  # a row with nothing finite outside (masked) keeps it
     out[rows, top] = fused
     return out

@@ -8,7 +8,7 @@ field question "this turtle on a new day" asked of data whose answers are known.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from wildtrack.evaluate import cosine_similarity, retrieval_metrics
 from wildtrack.index import Hit
 from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs, shortlist_scores
 from wildtrack.match.identity import Decision, aggregate_identities
-from wildtrack.match.local import LocalReranker, local_scores_for_shortlist
+from wildtrack.match.local import FeatureCache, Focus, LocalReranker, SiftExtractor, local_scores_for_shortlist
 
 FUSION_FILE = "fusion.json"
 IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight, chosen on the pseudo-queries
@@ -32,23 +32,31 @@ class RerankFitError(ValueError):
 
 @dataclass
 class GalleryFusion:
-    """A fitted fusion, the shortlist length it was fitted for, and how much an identity's other shortlisted
-    photos support each of its images (:func:`~wildtrack.match.fusion.with_identity_support`)."""
+    """A fitted fusion, the shortlist length it was fitted for, how much an identity's other shortlisted
+    photos support each of its images (:func:`~wildtrack.match.fusion.with_identity_support`), and the local
+    features whose inlier counts it was fitted on (searches must extract the same)."""
 
     fusion: ScoreFusion
     k: int
     pseudo_queries: int
     identity_weight: float = 0.0
     fit_report: dict[str, Any] | None = None
+    extractor: SiftExtractor = field(default_factory=SiftExtractor)
+
+    def reranker(self, cache_dir: str | Path | None = None) -> LocalReranker:
+        """A re-ranker that matches exactly as the fit did."""
+        return LocalReranker(k=self.k, cache=FeatureCache(self.extractor, cache_dir=cache_dir))
 
     def to_dict(self) -> dict[str, Any]:
         return {"k": self.k, "pseudo_queries": self.pseudo_queries, "identity_weight": self.identity_weight,
-                "fusion": self.fusion.to_dict(), "fit_report": self.fit_report}
+                "fusion": self.fusion.to_dict(), "fit_report": self.fit_report, "extractor": asdict(self.extractor)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GalleryFusion:
+        # Fusions saved before the extractor was recorded were fitted on whole-frame features.
+        extractor = SiftExtractor(**data.get("extractor", {"focus": "frame"}))
         return cls(ScoreFusion.from_dict(data["fusion"]), int(data["k"]), int(data.get("pseudo_queries", 0)),
-                   float(data.get("identity_weight", 0.0)), data.get("fit_report"))
+                   float(data.get("identity_weight", 0.0)), data.get("fit_report"), extractor)
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / FUSION_FILE
@@ -61,6 +69,11 @@ class GalleryFusion:
     def load(cls, directory: str | Path) -> GalleryFusion | None:
         path = Path(directory) / FUSION_FILE
         return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def local_reranker(k: int, focus: Focus = "turtle", cache_dir: str | Path | None = None) -> LocalReranker:
+    """The product's re-ranker: default matching on the default features, from the turtle or the whole frame."""
+    return LocalReranker(k=k, cache=FeatureCache(SiftExtractor(focus=focus), cache_dir=cache_dir))
 
 
 def _own_groups(gallery: list[Record]) -> list[Any]:
@@ -125,27 +138,28 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
             best_weight, best_score = weight, result.recall_at_k[1] + result.mAP
     global_only = retrieval_metrics(np.nan_to_num(sim, neginf=floor), q_ids, ids, ks=(1,))
     report["global_only"] = {"R@1": round(global_only.recall_at_k[1], 4), "mAP": round(global_only.mAP, 4)}
-    return GalleryFusion(fusion, k, len(queries), best_weight, report)
+    return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor)
 
 
 def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fitted: GalleryFusion,
-                reranker: LocalReranker | None = None) -> tuple[list[Hit], list[int]]:
-    """Re-order the first ``k`` hits by fused score with identity support (the rest keep their order); returns
-    hits and inliers.
+                reranker: LocalReranker | None = None) -> list[Hit]:
+    """Re-order the first ``k`` hits by fused score with identity support (the rest keep their order).
 
-    Hits keep their cosine ``score``: the fused value only decides the order.
+    Hits keep their cosine ``score``; re-ranked ones also carry their ``inliers`` and the fusion's calibrated
+    ``match_probability`` (identity support only decides the order, it is not a probability).
     """
-    reranker = reranker or LocalReranker(k=fitted.k)
+    reranker = reranker or fitted.reranker()
     head, tail = hits[: fitted.k], hits[fitted.k:]
     if not head:
-        return hits, []
+        return hits
     inliers = reranker.inliers(query, [data_root / h.path for h in head])
-    fused = shortlist_scores(fitted.fusion, np.array([h.score for h in head]), inliers,
-                             [h.identity for h in head], fitted.identity_weight)
+    cosines = np.array([h.score for h in head])
+    fused = shortlist_scores(fitted.fusion, cosines, inliers, [h.identity for h in head], fitted.identity_weight)
     order = np.argsort(-np.asarray(fused), kind="stable")
-    ranked = [replace(head[i], rank=n + 1) for n, i in enumerate(order)]
-    ranked += [replace(h, rank=len(ranked) + n + 1) for n, h in enumerate(tail)]
-    return ranked, [int(inliers[i]) for i in order] + [0] * len(tail)
+    probability = fitted.fusion.score(cosines, inliers)
+    ranked = [replace(head[i], rank=n + 1, inliers=int(inliers[i]), match_probability=float(probability[i]))
+              for n, i in enumerate(order)]
+    return ranked + [replace(h, rank=len(ranked) + n + 1) for n, h in enumerate(tail)]
 
 
 def decide_reranked(hits: list[Hit], threshold: float | None) -> Decision:

@@ -235,7 +235,8 @@ def _thumb_url(request: Request, image_id: str) -> str:
 
 def _match(request: Request, h: Hit) -> Match:
     return Match(image_id=h.image_id, identity=h.identity, date=h.date, score=h.score, rank=h.rank,
-                 thumbnail_url=_thumb_url(request, h.image_id))
+                 thumbnail_url=_thumb_url(request, h.image_id), inliers=h.inliers,
+                 match_probability=h.match_probability)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

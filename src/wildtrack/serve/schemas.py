@@ -26,6 +26,11 @@ class Match(_Schema):
     score: float = Field(description="cosine similarity, -1..1 (1 = identical embedding)")
     rank: int = Field(ge=1)
     thumbnail_url: str
+    inliers: int | None = Field(None, description="keypoint matches with the query that agree on one geometric "
+                                "transform (local re-ranking); null when the index searches globally only")
+    match_probability: float | None = Field(
+        None, ge=0, le=1, description="calibrated probability that this is the same individual, from the cosine "
+        "and the inliers (fitted on the catalogue); null without local re-ranking")
 
 
 class Candidate(_Schema):

@@ -41,7 +41,6 @@ from wildtrack.embed import Embedder, load_embedder
 from wildtrack.images import ImageError, image_date, load_image, open_image
 from wildtrack.index import GalleryIndex, Hit, IndexLockedError
 from wildtrack.match.identity import Decision, aggregate_identities, decide
-from wildtrack.match.local import LocalReranker
 from wildtrack.match.rerank import GalleryFusion, decide_reranked, rerank_hits
 from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, inspect_image
 
@@ -93,7 +92,7 @@ class Catalogue:
         self.data_root = Path(root).resolve() if root is not None else self.index_dir
         self.fusion = GalleryFusion.load(self.index_dir)  # local re-ranking, when the index was built with it
         # One reranker for the service's life: its in-memory feature cache then keeps the catalogue's hot features.
-        self.reranker = LocalReranker(k=self.fusion.k) if self.fusion is not None else None
+        self.reranker = self.fusion.reranker() if self.fusion is not None else None
         self.write_lock = threading.Lock()
         self._thumbs: OrderedDict[str, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
@@ -142,7 +141,7 @@ class Catalogue:
         if self.fusion is None or image is None:
             return self.index.search(query, min(k, MAX_SEARCH_K))[0]
         hits = self.index.search(query, min(max(k, self.fusion.k), MAX_SEARCH_K))[0]
-        return rerank_hits(image, hits, self.data_root, self.fusion, self.reranker)[0][:k]
+        return rerank_hits(image, hits, self.data_root, self.fusion, self.reranker)[:k]
 
     def predict(self, query: np.ndarray, topk: int, image: bytes | None = None) -> Prediction:
         """Which individual: search deeper than ``topk`` images, group hits by identity, apply the threshold."""

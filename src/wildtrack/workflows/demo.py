@@ -54,6 +54,6 @@ def _build_index(data: Path, artifacts: Path, index_dir: Path, evaluation: Evalu
 
     threshold = (evaluation.report.open_set or {}).get("threshold")
     report = build_index(data, artifacts, index_dir, threshold=threshold,
-                         rerank_k=cfg.rerank_k if cfg.rerank == "local" else None)
+                         rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus)
     log(f"    {report.rerank}")
     return index_dir

@@ -123,10 +123,10 @@ def _local_rerank(
     encounters), never on the evaluation queries, and saved with the results.
     """
     from wildtrack.match.fusion import fused_similarity
-    from wildtrack.match.local import LocalReranker, local_scores_for_shortlist
-    from wildtrack.match.rerank import fit_gallery_fusion
+    from wildtrack.match.local import local_scores_for_shortlist
+    from wildtrack.match.rerank import fit_gallery_fusion, local_reranker
 
-    reranker = LocalReranker(k=cfg.rerank_k)
+    reranker = local_reranker(cfg.rerank_k, cfg.local_focus)
     t0 = time.perf_counter()
     fitted = fit_gallery_fusion(gallery, g_emb, cfg.rerank_k, reranker, seed=cfg.seed)
     fit_s = time.perf_counter() - t0

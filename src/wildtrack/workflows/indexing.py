@@ -8,6 +8,7 @@ from pathlib import Path
 from wildtrack.data import Record, load_dataset
 from wildtrack.embed import Embedder, embed_files_cached, load_embedder
 from wildtrack.index import GalleryIndex, MetaRow, image_id_for
+from wildtrack.match.local import Focus
 from wildtrack.workflows import Advance, announce_total
 
 
@@ -35,12 +36,13 @@ def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, adv
 def build_index(
     data: str | Path, artifacts: str | Path, index_dir: str | Path, kind: str = "flat",
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
-    backend: str = "auto", rerank_k: int | None = None,
+    backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = "turtle",
 ) -> IndexReport:
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
-    With ``rerank_k``, a cosine + local-matching fusion is fitted on the catalogue itself and saved as
-    ``fusion.json``, so that ``search`` re-orders each query's top ``rerank_k`` by local matching. A catalogue
+    With ``rerank_k``, a cosine + local-matching fusion is fitted on the catalogue itself (local features from
+    ``local_focus``: the located turtle or the whole frame) and saved as ``fusion.json``, so that ``search``
+    re-orders each query's top ``rerank_k`` by local matching. A catalogue
     that cannot be fitted (no turtle with two photos) gets a global-only index, and the report says why.
     """
     dataset = load_dataset(data)
@@ -50,13 +52,13 @@ def build_index(
     if threshold is not None:
         index.set_decision_threshold(threshold)
     index.save(index_dir, overwrite=overwrite)
-    from wildtrack.match.rerank import FUSION_FILE, RerankFitError, fit_gallery_fusion
+    from wildtrack.match.rerank import FUSION_FILE, RerankFitError, fit_gallery_fusion, local_reranker
 
     (Path(index_dir) / FUSION_FILE).unlink(missing_ok=True)  # a fusion belongs to the build that fitted it
     note = "global search only"
     if rerank_k:
         try:
-            fitted = fit_gallery_fusion(records, vectors, rerank_k)
+            fitted = fit_gallery_fusion(records, vectors, rerank_k, local_reranker(rerank_k, local_focus))
         except RerankFitError as exc:
             note = f"global search only: local re-ranking not fitted ({exc})"
         else:

@@ -22,9 +22,9 @@ def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path
     fitted = GalleryFusion.load(index_dir) if rerank else None
     hits = index.search(vector, k=max(topk, 20, fitted.k if fitted else 0))[0]
     threshold = threshold if threshold is not None else index.decision_threshold
-    inliers: list[int] = []
-    if fitted is not None and index.data_root is not None:
-        hits, inliers = rerank_hits(image, hits, Path(index.data_root), fitted)
+    reranked = fitted is not None and index.data_root is not None
+    if reranked:
+        hits = rerank_hits(image, hits, Path(index.data_root), fitted)
         decision = decide_reranked(hits, threshold)
     else:
         decision = decide(aggregate_identities(hits), threshold)
@@ -33,7 +33,7 @@ def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path
         "image": str(image),
         "decision": {"identity": decision.identity, "score": decision.score, "is_unknown": decision.is_unknown,
                      "threshold": threshold},
-        "reranked": bool(inliers),
+        "reranked": reranked,
         "identities": [asdict(s) for s in identities[:topk]],
-        "hits": [{**asdict(h), **({"inliers": inliers[i]} if inliers else {})} for i, h in enumerate(hits[:topk])],
+        "hits": [asdict(h) for h in hits[:topk]],
     }

@@ -185,6 +185,15 @@
     }
     const support = `${candidate.support} close photo${candidate.support === 1 ? "" : "s"}`;
     body.append(who, bar, node("div", "meta", support));
+    // Local re-ranking's evidence for this individual's best-placed photo: verified keypoints, P(same).
+    const top = (result.matches || []).find((m) => m.identity === candidate.identity && m.inliers != null);
+    if (top) {
+      const evidence = node("div", "meta evidence",
+                            `${top.inliers} matching keypoint${top.inliers === 1 ? "" : "s"} · ` +
+                            `P(same) ${Number(top.match_probability).toFixed(2)}`);
+      evidence.dataset.testid = "evidence";
+      body.append(evidence);
+    }
     li.append(img, node("span", "rank", `#${rank}`), node("span", "tag", predicted ? "MATCH" : "OTHER"), body);
     return li;
   }
