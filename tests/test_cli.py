@@ -78,8 +78,9 @@ def test_index_build_then_search_json(synth_data, tiny_artifacts, tmp_path):
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
     assert answer["hits"][0]["path"] == "t003/t003_004.jpg" and answer["hits"][0]["score"] > 0.999
+    # Re-ranking is the default, so the threshold given to `index build` applies to the match probability.
     assert answer["decision"] == {"identity": "t003", "score": answer["decision"]["score"], "is_unknown": False,
-                                  "threshold": 0.5}
+                                  "threshold": 0.5, "score_kind": "match_probability"}
     assert len(answer["hits"]) == 3
 
 

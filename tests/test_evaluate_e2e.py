@@ -108,6 +108,11 @@ def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny
     assert rerank["fused"]["mAP"] >= rerank["global_only"]["mAP"] - 1e-9
     # Re-ranking only re-orders each shortlist, so recall at the shortlist length cannot change.
     assert rerank["fused"]["R@10"] == pytest.approx(rerank["global_only"]["R@10"])
+    # The new-individual decision reads the match probability after re-ranking; the cosine one stays for reference.
+    open_set = result.report.open_set
+    assert open_set["score"] == "match_probability" and 0.0 <= open_set["threshold"] <= 1.0
+    assert result.report.extra["open_set_cosine"]["score"] == "cosine"
+    assert open_set["catalogue_threshold"]["threshold"] == rerank["decision_threshold"]
 
 
 def test_a_gallery_of_single_photos_is_evaluated_without_reranking(tiny_artifacts, tmp_path):

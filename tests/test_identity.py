@@ -79,3 +79,25 @@ def test_search_aggregate_decide_end_to_end():
     assert decide(scores, 0.5).identity == "T2"
     stranger = rng.standard_normal(32)
     assert decide(aggregate_identities(idx.search(stranger, 10)[0]), 0.5).is_unknown
+
+
+def _reranked(*rows: tuple[str, float, float]) -> list[Hit]:
+    """Hits in re-ranked order: (identity, cosine, match probability)."""
+    return [Hit(f"img{i}", f"{ident}/{i}.jpg", ident, None, cos, i + 1, inliers=10, match_probability=p)
+            for i, (ident, cos, p) in enumerate(rows)]
+
+
+def test_after_reranking_the_decision_reads_the_match_probability_of_the_first_identity():
+    from wildtrack.match.rerank import decide_reranked
+
+    # t2 has the better cosine but local matching put t1 first with a high match probability.
+    hits = _reranked(("t1", 0.40, 0.93), ("t2", 0.70, 0.20), ("t1", 0.35, 0.80))
+    d = decide_reranked(hits, threshold=0.5)
+    assert (d.identity, d.score, d.is_unknown) == ("t1", 0.93, False)
+    assert [c.identity for c in d.candidates] == ["t1", "t2"]  # re-ranked order, not cosine order
+    assert d.candidates[0].score == 0.40  # candidates keep their cosine
+    unknown = decide_reranked(hits, threshold=0.95)
+    assert unknown.identity is None and unknown.is_unknown and unknown.score == 0.93
+    assert decide_reranked(hits, threshold=None).identity == "t1"
+    with pytest.raises(ValueError, match="finite"):
+        decide_reranked(hits, threshold=float("nan"))

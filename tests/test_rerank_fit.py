@@ -26,11 +26,26 @@ def test_fit_chooses_an_identity_weight_and_round_trips(catalogue, tmp_path):
     assert fitted.identity_weight in IDENTITY_WEIGHTS
     assert fitted.fusion.num_pairs == 40 * 8
     report = fitted.fit_report
-    assert set(report) == {*(f"identity_weight={w}" for w in IDENTITY_WEIGHTS), "global_only"}
+    weights = {f"identity_weight={w}" for w in IDENTITY_WEIGHTS}
+    assert set(report) == {*weights, "global_only", "open_set"}
     chosen = report[f"identity_weight={fitted.identity_weight}"]
-    assert all(chosen["R@1"] + chosen["mAP"] >= r["R@1"] + r["mAP"] for r in report.values())
+    assert all(chosen["R@1"] + chosen["mAP"] >= report[w]["R@1"] + report[w]["mAP"] for w in weights)
     back = GalleryFusion.load(fitted.save(tmp_path).parent)
     assert back.identity_weight == fitted.identity_weight and back.fusion == fitted.fusion
+    assert back.decision_threshold == fitted.decision_threshold
+
+
+def test_fit_calibrates_a_match_probability_threshold_for_new_individuals(catalogue):
+    """Each pseudo-query's best wrong turtle plays an unknown one: at most 5% of them may pass the threshold."""
+    records, embeddings = catalogue
+    fitted = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=40, target_far=0.05)
+    open_set = fitted.fit_report["open_set"]
+    assert 0.0 < fitted.decision_threshold <= 1.0
+    assert open_set["threshold"] == fitted.decision_threshold
+    assert open_set["FAR"] <= 0.05 and open_set["num_unknown"] > 0
+    stricter = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=40, target_far=0.0)
+    assert stricter.decision_threshold >= fitted.decision_threshold
+    assert stricter.fit_report["open_set"]["FAR"] == 0.0
 
 
 def test_only_turtles_seen_in_two_encounters_become_pseudo_queries(catalogue):

@@ -43,9 +43,25 @@ def test_reranked_matches_carry_their_local_evidence(reranked_server, synth_data
         assert served["inliers"] == searched["inliers"] >= 0
         assert served["match_probability"] == pytest.approx(searched["match_probability"])
         assert 0.0 <= served["match_probability"] <= 1.0
-    # The probability is the fusion's: more inliers at the same cosine can only raise it.
     top = matches[0]
     assert top["identity"] == "t004" and top["inliers"] > 0
+
+
+def test_reranked_predictions_decide_on_the_match_probability(reranked_server, synth_data):
+    """The verdict's score is the first match's calibrated probability, against the threshold fitted with the
+    fusion on the catalogue (fusion.json), not the cosine threshold of a global index."""
+    from wildtrack.match.rerank import GalleryFusion
+
+    server, index = reranked_server
+    fitted = GalleryFusion.load(index)
+    photo = synth_data / "t004" / "t004_007.jpg"
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        body = client.post("/predict", files={"file": ("q.jpg", photo.read_bytes())}).json()
+    assert body["score_kind"] == "match_probability"
+    assert body["threshold"] == pytest.approx(fitted.decision_threshold)
+    first = next(m for m in body["matches"] if m["identity"] == body["candidates"][0]["identity"])
+    assert body["score"] == pytest.approx(first["match_probability"])
+    assert body["is_unknown"] == (body["score"] < body["threshold"])
 
 
 def test_a_global_only_index_reports_no_local_evidence(reranked_server, synth_data, tiny_artifacts):

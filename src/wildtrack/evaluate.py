@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "MetricsReport",
     "RetrievalResult",
+    "calibrate_open_set",
     "calibrate_threshold",
     "cosine_similarity",
     "genuine_impostor_scores",
@@ -261,6 +262,28 @@ def calibrate_threshold(
         return float(np.concatenate([genuine, impostor]).min())
     ranked = np.sort(impostor)[::-1]
     return float(np.nextafter(ranked[allowed], np.inf))
+
+
+def calibrate_open_set(
+    scores: np.ndarray, query_ids: Sequence[Any] | np.ndarray, gallery_ids: Sequence[Any] | np.ndarray,
+    target_far: float = 0.05,
+) -> tuple[float | None, dict[str, Any]]:
+    """The "new individual" threshold for a (Q, G) score matrix, and its true/false-accept rates on these
+    queries; ``(None, note)`` when there are not enough queries or identities to calibrate.
+
+    Each query's best wrong identity stands in for what an unknown turtle would score (see
+    :func:`genuine_impostor_scores`). Masked (non-finite) scores are left out.
+    """
+    genuine, impostor = genuine_impostor_scores(scores, query_ids, gallery_ids)
+    genuine = genuine[np.isfinite(genuine)]
+    impostor = impostor[np.isfinite(impostor)]
+    if len(genuine) == 0 or len(impostor) == 0:
+        return None, {"note": "not enough queries to calibrate an unknown threshold"}
+    threshold = calibrate_threshold(genuine, impostor, target_far)
+    both = np.concatenate([genuine, impostor])
+    known = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
+    return threshold, {**open_set_metrics(both, known, threshold), "target_far": target_far,
+                       "method": "genuine = best score to own identity; impostor = best score to any other identity"}
 
 
 # ----------------------------------------------------------------------------------------- metrics.json

@@ -96,8 +96,13 @@ def print_metrics(m: dict) -> None:
         def rate(v):
             return "n/a" if v is None else f"{v:.1%}"
 
-        console.print(f"new-individual threshold {o['threshold']:.3f}: true-accept {rate(o.get('TAR'))}, "
-                      f"false-accept {rate(o.get('FAR'))} (target {rate(o.get('target_far'))})")
+        kind = "match probability" if o.get("score") == "match_probability" else "cosine"
+        console.print(f"new-individual threshold on the {kind} {o['threshold']:.3f}: true-accept "
+                      f"{rate(o.get('TAR'))}, false-accept {rate(o.get('FAR'))} (target {rate(o.get('target_far'))})")
+        if "catalogue_threshold" in o:
+            c = o["catalogue_threshold"]
+            console.print(f"  the index's threshold {c['threshold']:.3f} (fitted on the catalogue): true-accept "
+                          f"{rate(c.get('TAR'))}, false-accept {rate(c.get('FAR'))} on these queries")
 
 
 def demo(
@@ -128,8 +133,9 @@ def index_build(
     artifacts: Path = typer.Option(..., "--artifacts"),
     out: Path = typer.Option(..., "--out", help="Index folder: index.faiss, meta.csv, embeddings.npy, manifest."),
     kind: str = typer.Option("flat", help="flat (exact, default) | hnsw | ivf (large catalogues)."),
-    threshold: float = typer.Option(None, help="Score below which a photo is a new individual "
-                                    "(see the open_set threshold in metrics.json)."),
+    threshold: float = typer.Option(None, help="Score below which a photo is a new individual: the match "
+                                    "probability when re-ranking (default: calibrated on the catalogue), else the "
+                                    "cosine (see the open_set threshold in metrics.json)."),
     backend: str = typer.Option("auto"),
     rerank: str = typer.Option(EVAL_DEFAULTS.rerank, help="local | none: fit a local-matching fusion on the catalogue "
                                "so that search re-orders its top-K by RootSIFT + RANSAC (better on new encounters, "
@@ -182,7 +188,8 @@ def search(
         return
     d = answer["decision"]
     verdict = "[bold yellow]new individual[/]" if d["is_unknown"] else f"[bold green]{d['identity']}[/]"
-    console.print(f"{image}: {verdict} (score {d['score']:.3f}"
+    kind = "match probability" if d["score_kind"] == "match_probability" else "cosine"
+    console.print(f"{image}: {verdict} ({kind} {d['score']:.3f}"
                   + (f", threshold {d['threshold']:.3f})" if d["threshold"] is not None else ")"))
     local = answer["reranked"]
     table = Table("rank", "identity", "cosine", *(("inliers", "P(same)") if local else ()), "image", "date")

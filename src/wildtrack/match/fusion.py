@@ -23,7 +23,8 @@ import numpy as np
 
 from wildtrack.evaluate import rank_gallery
 
-__all__ = ["ScoreFusion", "fused_similarity", "shortlist_pairs", "shortlist_scores", "with_identity_support"]
+__all__ = ["ScoreFusion", "fused_similarity", "match_probabilities", "shortlist_pairs", "shortlist_scores",
+           "with_identity_support"]
 
 FORMAT = "wildtrack-score-fusion-v1"
 
@@ -220,3 +221,17 @@ def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k:
         out -= np.where(np.isfinite(shift), shift, 0.0)  # a row with nothing finite outside (masked) keeps it
     out[rows, top] = fused
     return out
+
+
+def match_probabilities(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k: int) -> np.ndarray:
+    """(Q, G) calibrated "same individual" probabilities of each query's global top-``k``; 0 elsewhere.
+
+    The score the "new individual" decision reads after re-ranking: unlike the cosine it counts the geometric
+    evidence, so a turtle confirmed by 30 inliers is accepted even when the scene made its cosine low.
+    """
+    sim = np.asarray(sim, dtype=np.float64)
+    top = _shortlist(sim, k)
+    rows = np.arange(len(sim))[:, None]
+    out = np.zeros(sim.shape)
+    out[rows, top] = fusion.score(sim[rows, top], np.asarray(local)[rows, top])
+    return np.where(np.isfinite(sim), out, 0.0)  # masked images (own encounter) are never a match

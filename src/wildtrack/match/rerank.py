@@ -15,9 +15,15 @@ from typing import Any
 import numpy as np
 
 from wildtrack.data import Record
-from wildtrack.evaluate import cosine_similarity, retrieval_metrics
+from wildtrack.evaluate import calibrate_open_set, cosine_similarity, retrieval_metrics
 from wildtrack.index import Hit
-from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs, shortlist_scores
+from wildtrack.match.fusion import (
+    ScoreFusion,
+    fused_similarity,
+    match_probabilities,
+    shortlist_pairs,
+    shortlist_scores,
+)
 from wildtrack.match.identity import Decision, aggregate_identities
 from wildtrack.match.local import FeatureCache, Focus, LocalReranker, SiftExtractor, local_scores_for_shortlist
 
@@ -33,8 +39,9 @@ class RerankFitError(ValueError):
 @dataclass
 class GalleryFusion:
     """A fitted fusion, the shortlist length it was fitted for, how much an identity's other shortlisted
-    photos support each of its images (:func:`~wildtrack.match.fusion.with_identity_support`), and the local
-    features whose inlier counts it was fitted on (searches must extract the same)."""
+    photos support each of its images (:func:`~wildtrack.match.fusion.with_identity_support`), the local
+    features whose inlier counts it was fitted on (searches must extract the same), and the match-probability
+    threshold of the "new individual" decision, calibrated on the same pseudo-queries."""
 
     fusion: ScoreFusion
     k: int
@@ -42,6 +49,7 @@ class GalleryFusion:
     identity_weight: float = 0.0
     fit_report: dict[str, Any] | None = None
     extractor: SiftExtractor = field(default_factory=SiftExtractor)
+    decision_threshold: float | None = None  # match probability below which a photo is a new individual
 
     def reranker(self, cache_dir: str | Path | None = None) -> LocalReranker:
         """A re-ranker that matches exactly as the fit did."""
@@ -49,14 +57,17 @@ class GalleryFusion:
 
     def to_dict(self) -> dict[str, Any]:
         return {"k": self.k, "pseudo_queries": self.pseudo_queries, "identity_weight": self.identity_weight,
-                "fusion": self.fusion.to_dict(), "fit_report": self.fit_report, "extractor": asdict(self.extractor)}
+                "fusion": self.fusion.to_dict(), "fit_report": self.fit_report, "extractor": asdict(self.extractor),
+                "decision_threshold": self.decision_threshold}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GalleryFusion:
         # Fusions saved before the extractor was recorded were fitted on whole-frame features.
         extractor = SiftExtractor(**data.get("extractor", {"focus": "frame"}))
+        threshold = data.get("decision_threshold")
         return cls(ScoreFusion.from_dict(data["fusion"]), int(data["k"]), int(data.get("pseudo_queries", 0)),
-                   float(data.get("identity_weight", 0.0)), data.get("fit_report"), extractor)
+                   float(data.get("identity_weight", 0.0)), data.get("fit_report"), extractor,
+                   None if threshold is None else float(threshold))
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / FUSION_FILE
@@ -100,13 +111,17 @@ def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: 
 
 
 def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
-                       seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES) -> GalleryFusion:
-    """Fit the cosine + inlier fusion, and the identity-support weight, on the catalogue alone.
+                       seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES,
+                       target_far: float = 0.05) -> GalleryFusion:
+    """Fit the cosine + inlier fusion, the identity-support weight and the new-individual threshold on the
+    catalogue alone.
 
     Each pseudo-query is a catalogue photo searched against the catalogue minus its own encounter (same turtle,
     same day; without dates, or with no turtle met on two days, minus the photo itself). Its top-``k`` are
     matched locally; the logistic fusion is fitted on those labelled pairs, then the identity weight that ranks
-    the pseudo-queries best (Recall@1 + mAP) is kept from :data:`IDENTITY_WEIGHTS`.
+    the pseudo-queries best (Recall@1 + mAP) is kept from :data:`IDENTITY_WEIGHTS`. The decision threshold is
+    the match probability at which ``target_far`` of the pseudo-queries' best *wrong* turtles would be accepted
+    (each stands in for a turtle the catalogue does not hold); None when the catalogue has a single turtle.
     """
     reranker = reranker or LocalReranker(k=k)
     groups = _own_groups(gallery)
@@ -138,7 +153,9 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
             best_weight, best_score = weight, result.recall_at_k[1] + result.mAP
     global_only = retrieval_metrics(np.nan_to_num(sim, neginf=floor), q_ids, ids, ks=(1,))
     report["global_only"] = {"R@1": round(global_only.recall_at_k[1], 4), "mAP": round(global_only.mAP, 4)}
-    return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor)
+    threshold, report["open_set"] = calibrate_open_set(match_probabilities(sim, local, fusion, fit_k), q_ids, ids,
+                                                       target_far)
+    return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor, threshold)
 
 
 def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fitted: GalleryFusion,
@@ -163,13 +180,21 @@ def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fit
 
 
 def decide_reranked(hits: list[Hit], threshold: float | None) -> Decision:
-    """The identity whose image the re-ranked list puts first; the threshold still reads its best cosine."""
-    first: dict[str, int] = {}
+    """The identity whose image the re-ranked list puts first, scored by that image's match probability (the
+    fusion's, which counts the local evidence); a new individual when it is below ``threshold``.
+
+    Candidates keep their cosine scores (best image per identity), in re-ranked order.
+    """
+    if threshold is not None and not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    first: dict[str, Hit] = {}
     for h in hits:
-        first.setdefault(h.identity, h.rank)
-    candidates = tuple(sorted(aggregate_identities(hits), key=lambda s: first.get(s.identity, len(hits) + 1)))
+        first.setdefault(h.identity, h)
+    candidates = tuple(sorted(aggregate_identities(hits), key=lambda s: first[s.identity].rank))
     if not candidates:
         return Decision(None, None, True, candidates)
     best = candidates[0]
-    unknown = threshold is not None and best.score < threshold
-    return Decision(None if unknown else best.identity, best.score, unknown, candidates)
+    probability = first[best.identity].match_probability
+    score = float(probability) if probability is not None else best.score
+    unknown = threshold is not None and not score >= threshold  # NaN is never a confident match
+    return Decision(None if unknown else best.identity, score, unknown, candidates)

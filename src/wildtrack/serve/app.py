@@ -142,7 +142,7 @@ async def predict(
     result = await run_in_threadpool(lambda: cat.predict(cat.embed(upload), k, upload.data))
     d = result.decision
     return PredictResponse(
-        identity=d.identity, score=d.score, is_unknown=d.is_unknown, threshold=cat.threshold,
+        identity=d.identity, score=d.score, score_kind=cat.score_kind, is_unknown=d.is_unknown, threshold=cat.threshold,
         candidates=[
             Candidate(identity=c.identity, score=c.score, best_image_id=c.best_image_id, support=c.support,
                       thumbnail_url=_thumb_url(request, c.best_image_id))

@@ -48,6 +48,9 @@ class PredictResponse(_Schema):
 
     identity: str | None
     score: float | None = Field(description="best candidate's score, also when unknown; null for an empty gallery")
+    score_kind: Literal["cosine", "match_probability"] = Field(
+        "cosine", description="what score and threshold measure: the calibrated match probability when the index "
+        "re-ranks by local matching, else the best image's cosine similarity")
     is_unknown: bool
     threshold: float | None = Field(description="unknown threshold in use; null = always name the best candidate")
     candidates: list[Candidate]

@@ -82,15 +82,15 @@ class Catalogue:
     """The loaded model plus the loaded gallery index: one per server process."""
 
     def __init__(self, embedder: Embedder, index: GalleryIndex, index_dir: Path, threshold: float | None,
-                 max_pixels: int) -> None:
+                 max_pixels: int, fusion: GalleryFusion | None = None) -> None:
         self.embedder = embedder
         self.index = index
         self.index_dir = Path(index_dir).resolve()
-        self.threshold = threshold
+        self.threshold = threshold  # on the match probability when re-ranking, else on the cosine
         self.max_pixels = max_pixels
         root = index.data_root
         self.data_root = Path(root).resolve() if root is not None else self.index_dir
-        self.fusion = GalleryFusion.load(self.index_dir)  # local re-ranking, when the index was built with it
+        self.fusion = fusion  # local re-ranking, when the index was built with it
         # One reranker for the service's life: its in-memory feature cache then keeps the catalogue's hot features.
         self.reranker = self.fusion.reranker() if self.fusion is not None else None
         self.write_lock = threading.Lock()
@@ -102,17 +102,32 @@ class Catalogue:
     @classmethod
     def open(cls, index_dir: str | os.PathLike[str], artifacts: str | os.PathLike[str],
              threshold: float | None = None, max_pixels: int = 60_000_000) -> Catalogue:
-        """Load the model, then the index it must match (IndexMismatchError otherwise), then warm up."""
+        """Load the model, then the index it must match (IndexMismatchError otherwise), then warm up.
+
+        Without a ``threshold`` override, a re-ranking index decides on its fitted match-probability threshold
+        and a global one on the cosine threshold stored with it.
+        """
         embedder = load_embedder(artifacts)
         index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint,
                                   expected_dim=embedder.dim)
+        fusion = GalleryFusion.load(index_dir)
         if threshold is None:
-            threshold = stored_threshold(index, Path(index_dir))
+            threshold = fusion.decision_threshold if fusion is not None else stored_threshold(index, Path(index_dir))
         if threshold is not None and not math.isfinite(threshold):
             raise ValueError(f"unknown threshold must be a finite number, got {threshold!r}")
         w, h = embedder.image_size
         embedder.embed_pixels(np.zeros((1, h, w, 3), np.uint8))  # first call traces the graph: pay it now
-        return cls(embedder, index, Path(index_dir), threshold, max_pixels)
+        catalogue = cls(embedder, index, Path(index_dir), threshold, max_pixels, fusion)
+        if catalogue.reranker is not None:  # and build the local extractor's turtle locator, not on the first photo
+            blank = io.BytesIO()
+            Image.new("RGB", (64, 64)).save(blank, format="JPEG")
+            catalogue.reranker.cache.extractor(blank.getvalue())
+        return catalogue
+
+    @property
+    def score_kind(self) -> str:
+        """What the decision's score and threshold measure."""
+        return "match_probability" if self.fusion is not None else "cosine"
 
     @property
     def backend(self) -> str:

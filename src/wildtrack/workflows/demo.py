@@ -49,10 +49,12 @@ def run_demo(out: str | Path, log: Log = print, train_cfg: TrainConfig = DEMO_TR
 
 def _build_index(data: Path, artifacts: Path, index_dir: Path, evaluation: EvaluationOutput, cfg: EvalConfig,
                  log: Log) -> Path | None:
-    """The index the demo's `serve` hint points at: the evaluated threshold, and re-ranking as evaluated."""
+    """The index the demo's `serve` hint points at: re-ranking as evaluated; a global index gets the evaluated
+    cosine threshold, a re-ranking one the match-probability threshold its own fit calibrates on the catalogue."""
     from wildtrack.workflows.indexing import build_index
 
-    threshold = (evaluation.report.open_set or {}).get("threshold")
+    open_set = evaluation.report.open_set or {}
+    threshold = open_set.get("threshold") if open_set.get("score") == "cosine" and cfg.rerank != "local" else None
     report = build_index(data, artifacts, index_dir, threshold=threshold,
                          rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus)
     log(f"    {report.rerank}")

@@ -15,7 +15,7 @@ from wildtrack.embed import Embedder, embed_files_cached, load_embedder
 from wildtrack.evaluate import (
     MetricsReport,
     RetrievalResult,
-    calibrate_threshold,
+    calibrate_open_set,
     cosine_similarity,
     genuine_impostor_scores,
     open_set_metrics,
@@ -47,21 +47,6 @@ def _embed_records(
     if result.cached:
         log(f"{result.cached} embeddings reused from the cache")
     return [records[i] for i in result.ok], result.embeddings
-
-
-def _open_set(sim: np.ndarray, q_ids: list[str], g_ids: list[str], target_far: float) -> dict:
-    """Calibrate the "new individual" threshold on this split: the best wrong identity of each query stands in
-    for what an unknown turtle would score."""
-    genuine, impostor = genuine_impostor_scores(sim, q_ids, g_ids)
-    genuine = genuine[np.isfinite(genuine)]
-    impostor = impostor[np.isfinite(impostor)]
-    if len(genuine) == 0 or len(impostor) == 0:
-        return {"note": "not enough queries to calibrate an unknown threshold"}
-    threshold = calibrate_threshold(genuine, impostor, target_far)
-    scores = np.concatenate([genuine, impostor])
-    known = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
-    return {**open_set_metrics(scores, known, threshold), "target_far": target_far,
-            "method": "genuine = best score to own identity; impostor = best score to any other identity"}
 
 
 def _panels(
@@ -116,13 +101,14 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
 
 def _local_rerank(
     sim: np.ndarray, query: list[Record], gallery: list[Record], g_emb: np.ndarray, cfg: EvalConfig, log: Log
-) -> tuple[np.ndarray, dict]:
-    """Re-order each query's global top-K by RootSIFT + RANSAC inliers fused with the cosine.
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Re-order each query's global top-K by RootSIFT + RANSAC inliers fused with the cosine; returns the fused
+    ranking scores, the match probabilities (what the new-individual decision reads) and the fit's summary.
 
-    The fusion (and its identity-support weight) is fitted on the gallery alone (its photos against its other
-    encounters), never on the evaluation queries, and saved with the results.
+    The fusion (and its identity-support weight and decision threshold) is fitted on the gallery alone (its
+    photos against its other encounters), never on the evaluation queries, and saved with the results.
     """
-    from wildtrack.match.fusion import fused_similarity
+    from wildtrack.match.fusion import fused_similarity, match_probabilities
     from wildtrack.match.local import local_scores_for_shortlist
     from wildtrack.match.rerank import fit_gallery_fusion, local_reranker
 
@@ -137,8 +123,9 @@ def _local_rerank(
     log(f"local re-ranking of the top {cfg.rerank_k}: fusion fitted on {fitted.pseudo_queries} gallery "
         f"pseudo-queries ({fit_s:.0f} s, identity weight {fitted.identity_weight}), {per_query:.2f} s per query")
     info = {**fitted.to_dict(), "seconds_per_query_local": round(per_query, 3)}
-    return fused_similarity(sim, local, fitted.fusion, cfg.rerank_k, [r.identity for r in gallery],
-                            fitted.identity_weight), info
+    fused = fused_similarity(sim, local, fitted.fusion, cfg.rerank_k, [r.identity for r in gallery],
+                             fitted.identity_weight)
+    return fused, match_probabilities(sim, local, fitted.fusion, cfg.rerank_k), info
 
 
 def run_evaluation(
@@ -173,7 +160,7 @@ def run_evaluation(
     q_ids, g_ids = [r.identity for r in query], [r.identity for r in gallery]
     sim = cosine = cosine_similarity(q_emb, g_emb)
     result = retrieval_metrics(sim, q_ids, g_ids, ks=(1, 5, 10))
-    open_set = _open_set(sim, q_ids, g_ids, cfg.target_far)
+    open_set = {**calibrate_open_set(sim, q_ids, g_ids, cfg.target_far)[1], "score": "cosine"}
     timings["metrics"] = time.perf_counter() - t0
     extra: dict = {"backend": getattr(embedder, "backend", "keras"), "topk": cfg.topk}
     reranked = False
@@ -182,7 +169,7 @@ def run_evaluation(
 
         t0 = time.perf_counter()
         try:
-            fused, info = _local_rerank(sim, query, gallery, g_emb, cfg, log)
+            fused, probabilities, info = _local_rerank(sim, query, gallery, g_emb, cfg, log)
         except RerankFitError as exc:
             log(f"local re-ranking skipped, global figures only: {exc}")
             extra["rerank_skipped"] = str(exc)
@@ -192,9 +179,18 @@ def run_evaluation(
             result = retrieval_metrics(fused, q_ids, g_ids, ks=(1, 5, 10))
             extra["rerank"] = {**info, "global_only": {**global_only.headline(), "R@10": global_only.recall_at_k[10]},
                                "fused": {**result.headline(), "R@10": result.recall_at_k[10]}}
-            kept = ("k", "pseudo_queries", "identity_weight", "fusion")
+            kept = ("k", "pseudo_queries", "identity_weight", "fusion", "decision_threshold")
             (out / "fusion.json").write_text(json.dumps({k: info[k] for k in kept}, indent=2))
             sim, reranked = fused, True
+            extra["open_set_cosine"] = open_set
+            open_set = {**calibrate_open_set(probabilities, q_ids, g_ids, cfg.target_far)[1],
+                        "score": "match_probability"}
+            if info["decision_threshold"] is not None and "note" not in open_set:  # what `index build` stores
+                genuine, impostor = genuine_impostor_scores(probabilities, q_ids, g_ids)
+                open_set["catalogue_threshold"] = open_set_metrics(
+                    np.concatenate([genuine, impostor]),
+                    np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)]),
+                    info["decision_threshold"])
 
     t0 = time.perf_counter()
     pictures = _panels(result, sim, query, gallery, cfg, out, cosine=cosine, reranked=reranked)

@@ -42,29 +42,39 @@ def build_index(
 
     With ``rerank_k``, a cosine + local-matching fusion is fitted on the catalogue itself (local features from
     ``local_focus``: the located turtle or the whole frame) and saved as ``fusion.json``, so that ``search``
-    re-orders each query's top ``rerank_k`` by local matching. A catalogue
-    that cannot be fitted (no turtle with two photos) gets a global-only index, and the report says why.
+    re-orders each query's top ``rerank_k`` by local matching and decides "new individual" on the match
+    probability. A catalogue that cannot be fitted (no turtle with two photos) gets a global-only index, and the
+    report says why.
+
+    ``threshold`` is the new-individual threshold of whichever score decides: the match probability when
+    re-ranking is fitted (default: calibrated by the fit at a 5% false-accept rate), else the cosine (default:
+    none, every photo gets its closest turtle).
     """
+    from wildtrack.match.rerank import FUSION_FILE, RerankFitError, fit_gallery_fusion, local_reranker
+
     dataset = load_dataset(data)
     embedder = load_embedder(artifacts, backend=backend)
     rows, vectors, skipped, records = _rows_and_vectors(embedder, dataset.records, dataset.root, advance)
-    index = GalleryIndex.build(vectors, rows, embedder.fingerprint, kind=kind, data_root=dataset.root)
-    if threshold is not None:
-        index.set_decision_threshold(threshold)
-    index.save(index_dir, overwrite=overwrite)
-    from wildtrack.match.rerank import FUSION_FILE, RerankFitError, fit_gallery_fusion, local_reranker
-
-    (Path(index_dir) / FUSION_FILE).unlink(missing_ok=True)  # a fusion belongs to the build that fitted it
-    note = "global search only"
+    fitted, note = None, "global search only"
     if rerank_k:
         try:
             fitted = fit_gallery_fusion(records, vectors, rerank_k, local_reranker(rerank_k, local_focus))
         except RerankFitError as exc:
             note = f"global search only: local re-ranking not fitted ({exc})"
-        else:
-            fitted.save(index_dir)
-            note = (f"search re-ranks its top {fitted.k} by local matching (fitted on {fitted.pseudo_queries} "
-                    f"catalogue photos, identity weight {fitted.identity_weight})")
+    index = GalleryIndex.build(vectors, rows, embedder.fingerprint, kind=kind, data_root=dataset.root)
+    if threshold is not None and fitted is None:
+        index.set_decision_threshold(threshold)
+    index.save(index_dir, overwrite=overwrite)
+    (Path(index_dir) / FUSION_FILE).unlink(missing_ok=True)  # a fusion belongs to the build that fitted it
+    if fitted is not None:
+        if threshold is not None:
+            fitted.decision_threshold = threshold
+        fitted.save(index_dir)
+        decision = ("always names the closest turtle" if fitted.decision_threshold is None else
+                    f"new individual below match probability {fitted.decision_threshold:.3f}"
+                    + (" (given)" if threshold is not None else " (fitted)"))
+        note = (f"search re-ranks its top {fitted.k} by local matching (fitted on {fitted.pseudo_queries} "
+                f"catalogue photos, identity weight {fitted.identity_weight}); {decision}")
     return IndexReport(Path(index_dir), len(rows), skipped, len(index), note)
 
 

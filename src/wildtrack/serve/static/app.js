@@ -140,13 +140,16 @@
     const icon = node("div", "icon", known ? "✓" : "?");
     const text = node("div", "text");
     const best = result.candidates[0];
+    // Re-ranking indexes decide on the calibrated match probability, global ones on the cosine similarity.
+    const measure = result.score_kind === "match_probability" ? "match probability" : "similarity";
     if (known) {
       text.append(node("div", "label", "Identified as"), node("div", "name", result.identity),
-                  node("div", "detail", `similarity ${fmt(result.score)}` +
+                  node("div", "detail", `${measure} ${fmt(result.score)}` +
                        (result.threshold != null ? ` (threshold ${fmt(result.threshold)})` : "")));
     } else {
       const detail = best
-        ? `Closest is ${best.identity} at ${fmt(best.score)}, below the threshold ${fmt(result.threshold)}.`
+        ? `Closest is ${best.identity} at ${measure} ${fmt(result.score)}, below the threshold ` +
+          `${fmt(result.threshold)}.`
         : "The catalogue is empty.";
       text.append(node("div", "label", "No confident match"), node("div", "name", "New individual?"),
                   node("div", "detail", detail));
