@@ -10,7 +10,12 @@ mAP and seconds per query for
   trained embedder of ``--artifacts``);
 * ``global+local@K``: the global top-K re-ranked as the product does it: a :class:`ScoreFusion` of cosine and
   inliers plus identity support (an identity's best two shortlisted photos back each of its images), and the
-  same without identity support; ``global+inliers@K``: the shortlist ordered by inliers (cosine breaking ties).
+  same without identity support; ``global+inliers@K``: the shortlist ordered by inliers (cosine breaking ties);
+* ``open_set``: new-individual figures at a 5% false-accept target on the cosine and on the fusion's match
+  probability (each query's best wrong turtle plays an unknown one), calibrated on these queries, and for the
+  probability also the threshold the fit calibrated on the gallery (what ``wildtrack index build`` stores).
+
+``--focus`` picks where keypoints come from: the located turtle (default) or the whole frame.
 
 The fusion is fitted on the *gallery* only (:func:`wildtrack.match.rerank.fit_gallery_fusion`: gallery photos as
 pseudo-queries against the gallery's other encounters), never on the evaluation queries. With ``--artifacts`` the
@@ -52,12 +57,19 @@ import numpy as np
 
 from wildtrack.data import load_dataset, official_split
 from wildtrack.embed import embed_files_cached, embed_image, load_embedder, unit_rows
-from wildtrack.evaluate import cosine_similarity, rank_gallery, retrieval_metrics
-from wildtrack.match.fusion import ScoreFusion, fused_similarity
+from wildtrack.evaluate import (
+    calibrate_open_set,
+    cosine_similarity,
+    open_set_rates,
+    rank_gallery,
+    retrieval_metrics,
+)
+from wildtrack.match.fusion import ScoreFusion, fused_similarity, match_probabilities
 from wildtrack.match.local import FeatureCache, LocalReranker, SiftExtractor, local_scores_for_shortlist
 from wildtrack.match.rerank import fit_gallery_fusion
 
 KS = (1, 5, 10)
+OPEN_SET_FAR = 0.05  # EvalConfig's default target
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,6 +125,16 @@ def summarise(name: str, sim: np.ndarray, q_ids: list[str], g_ids: list[str], se
     row = {"method": name, **{f"R@{k}": round(v, 4) for k, v in res.recall_at_k.items()},
            "mAP": round(res.mAP, 4), "s_per_query": round(seconds, 3), "num_queries": res.num_queries}
     return {**row, **(extra or {})}
+
+
+def open_set(scores: np.ndarray, q_ids: list[str], g_ids: list[str], fixed: float | None = None
+             ) -> dict[str, Any]:
+    """New-individual figures at a 5% false-accept target, calibrated on these queries (what `evaluate`
+    reports); with ``fixed``, also that threshold's rates on these queries (e.g. the one fitted on the gallery)."""
+    row = calibrate_open_set(scores, q_ids, g_ids, OPEN_SET_FAR)[1]
+    if fixed is not None:
+        row["gallery_fitted"] = open_set_rates(scores, q_ids, g_ids, fixed)
+    return row
 
 
 def cold_costs(paths: list[Path], embedder: Any, extractor: SiftExtractor) -> dict[str, float]:
@@ -188,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(summarise("local-all+cos-ties", local_all + 0.5 * (sim + 1) / 2, q_ids, g_ids, anchor_s))
         log(f"local-all: {wall:.1f} s for {local_all.size} pairs")
     rows.append(summarise("global", sim, q_ids, g_ids, cold["global"]))
+    open_sets = {"cosine": open_set(sim, q_ids, g_ids)}
 
     for k in sorted(args.ks):
         reranker.k = k
@@ -207,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         inliers_first = ScoreFusion(w_global=1e-6, w_local=1.0)  # inliers decide, the cosine only breaks ties
         rows.append(summarise(f"global+inliers@{k}", fused_similarity(sim, local, inliers_first, k), q_ids, g_ids,
                               per_query))
+        open_sets[f"match_probability@{k}"] = open_set(match_probabilities(sim, local, fitted.fusion, k), q_ids,
+                                                       g_ids, fitted.decision_threshold)
         log(f"K={k}: fusion {info['fusion']}, identity weight {fitted.identity_weight}, fit {info['fit_report']}")
 
     print(f"\n{'method':<22} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6} {'s/query':>8}")
@@ -217,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data), "split": split.summary(), "global_model": embedder.fingerprint,
         "local_features": extractor.key(),
         "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold},
-        "results": rows, "timing_breakdown_s": timing,
+        "results": rows, "timing_breakdown_s": timing, "open_set": open_sets,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ __all__ = [
     "genuine_impostor_scores",
     "metrics_json_schema",
     "open_set_metrics",
+    "open_set_rates",
     "rank_gallery",
     "retrieval_metrics",
     "write_metrics_json",
@@ -274,16 +275,27 @@ def calibrate_open_set(
     Each query's best wrong identity stands in for what an unknown turtle would score (see
     :func:`genuine_impostor_scores`). Masked (non-finite) scores are left out.
     """
-    genuine, impostor = genuine_impostor_scores(scores, query_ids, gallery_ids)
-    genuine = genuine[np.isfinite(genuine)]
-    impostor = impostor[np.isfinite(impostor)]
+    genuine, impostor = _finite_genuine_impostor(scores, query_ids, gallery_ids)
     if len(genuine) == 0 or len(impostor) == 0:
         return None, {"note": "not enough queries to calibrate an unknown threshold"}
     threshold = calibrate_threshold(genuine, impostor, target_far)
-    both = np.concatenate([genuine, impostor])
-    known = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
-    return threshold, {**open_set_metrics(both, known, threshold), "target_far": target_far,
+    return threshold, {**open_set_rates(scores, query_ids, gallery_ids, threshold), "target_far": target_far,
                        "method": "genuine = best score to own identity; impostor = best score to any other identity"}
+
+
+def open_set_rates(
+    scores: np.ndarray, query_ids: Sequence[Any] | np.ndarray, gallery_ids: Sequence[Any] | np.ndarray,
+    threshold: float,
+) -> dict[str, Any]:
+    """True/false-accept rates of a given threshold on these queries (e.g. one calibrated elsewhere)."""
+    genuine, impostor = _finite_genuine_impostor(scores, query_ids, gallery_ids)
+    known = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
+    return open_set_metrics(np.concatenate([genuine, impostor]), known, threshold)
+
+
+def _finite_genuine_impostor(scores: np.ndarray, query_ids: Any, gallery_ids: Any) -> tuple[np.ndarray, np.ndarray]:
+    genuine, impostor = genuine_impostor_scores(scores, query_ids, gallery_ids)
+    return genuine[np.isfinite(genuine)], impostor[np.isfinite(impostor)]
 
 
 # ----------------------------------------------------------------------------------------- metrics.json

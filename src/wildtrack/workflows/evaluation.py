@@ -17,8 +17,7 @@ from wildtrack.evaluate import (
     RetrievalResult,
     calibrate_open_set,
     cosine_similarity,
-    genuine_impostor_scores,
-    open_set_metrics,
+    open_set_rates,
     rank_gallery,
     retrieval_metrics,
     write_metrics_json,
@@ -186,11 +185,8 @@ def run_evaluation(
             open_set = {**calibrate_open_set(probabilities, q_ids, g_ids, cfg.target_far)[1],
                         "score": "match_probability"}
             if info["decision_threshold"] is not None and "note" not in open_set:  # what `index build` stores
-                genuine, impostor = genuine_impostor_scores(probabilities, q_ids, g_ids)
-                open_set["catalogue_threshold"] = open_set_metrics(
-                    np.concatenate([genuine, impostor]),
-                    np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)]),
-                    info["decision_threshold"])
+                open_set["catalogue_threshold"] = open_set_rates(probabilities, q_ids, g_ids,
+                                                                 info["decision_threshold"])
 
     t0 = time.perf_counter()
     pictures = _panels(result, sim, query, gallery, cfg, out, cosine=cosine, reranked=reranked)
