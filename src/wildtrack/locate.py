@@ -89,23 +89,23 @@ class TurtleLocator:
     def key(self) -> str:
         return f"turtle-cam-v1[size={self.image_size},threshold={self.threshold},min_prob={self.min_turtle_prob}]"
 
-    def _predict(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """Last feature map and logits; ``predict_on_batch`` runs a compiled graph (4× faster than eager)."""
-        model, _ = _cam_model(self.image_size)
+    def _activation(self, image: Image.Image) -> tuple[np.ndarray, float]:
+        """The turtle-class activation map and the softmax mass on the turtle classes; ``predict_on_batch`` runs
+        a compiled graph (4× faster than eager)."""
+        model, turtle_weights = _cam_model(self.image_size)
         small = image.convert("RGB").resize((self.image_size, self.image_size), Image.Resampling.BILINEAR,
                                             reducing_gap=2.0)
         with _MODEL_LOCK:
             features, logits = model.predict_on_batch(np.asarray(small, dtype=np.float32)[None])
-        return np.asarray(features)[0], np.asarray(logits)[0]
+        logits = np.asarray(logits)[0]
+        probs = np.exp(logits - logits.max())
+        turtle_prob = float(probs[list(TURTLE_CLASSES)].sum() / probs.sum())
+        return np.maximum(np.asarray(features)[0] @ turtle_weights, 0.0), turtle_prob
 
     def locate(self, image: Image.Image) -> TurtleBox | None:
-        features, logits = self._predict(image)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        turtle_prob = float(probs[list(TURTLE_CLASSES)].sum())
+        cam, turtle_prob = self._activation(image)
         if turtle_prob < self.min_turtle_prob:
             return None
-        cam = np.maximum(features @ _cam_model(self.image_size)[1], 0.0)
         if cam.max() <= 0:
             return None
         ys, xs = np.nonzero(cam >= self.threshold * cam.max())

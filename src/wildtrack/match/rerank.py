@@ -183,7 +183,8 @@ def decide_reranked(hits: list[Hit], threshold: float | None) -> Decision:
     """The identity whose image the re-ranked list puts first, scored by that image's match probability (the
     fusion's, which counts the local evidence); a new individual when it is below ``threshold``.
 
-    Candidates keep their cosine scores (best image per identity), in re-ranked order.
+    Candidates keep their cosine scores (best image per identity), in re-ranked order. ``hits`` must come from
+    :func:`rerank_hits`: the first one carries its match probability.
     """
     if threshold is not None and not np.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold}")
@@ -195,6 +196,8 @@ def decide_reranked(hits: list[Hit], threshold: float | None) -> Decision:
         return Decision(None, None, True, candidates)
     best = candidates[0]
     probability = first[best.identity].match_probability
-    score = float(probability) if probability is not None else best.score
+    if probability is None:
+        raise ValueError("decide_reranked needs hits from rerank_hits (the first one has no match probability)")
+    score = float(probability)
     unknown = threshold is not None and not score >= threshold  # NaN is never a confident match
     return Decision(None if unknown else best.identity, score, unknown, candidates)
