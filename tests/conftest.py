@@ -47,3 +47,13 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real SeaTurtleID2022 sample not present at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def reranked_index(synth_data, tiny_artifacts, tmp_path_factory) -> Path:
+    """An index of `synth_data` built with local re-ranking (fusion.json, K=10). Read-only: copy it to mutate."""
+    from wildtrack.workflows.indexing import build_index
+
+    index = tmp_path_factory.mktemp("reranked") / "index"
+    build_index(synth_data, tiny_artifacts, index, rerank_k=10)
+    return index

@@ -338,7 +338,7 @@ def test_unexpected_errors_are_json_500():
 def test_threshold_stored_with_the_index_is_used(tmp_path):
     import json
 
-    from wildtrack.serve.service import stored_threshold
+    from wildtrack.search import stored_threshold
 
     class _Index:  # stored_threshold only probes attributes
         pass

@@ -6,17 +6,13 @@ import httpx
 import pytest
 from _serve_helpers import Server
 
-from wildtrack.workflows.indexing import build_index
 from wildtrack.workflows.searching import search_image
 
 
 @pytest.fixture(scope="module")
-def reranked_server(synth_data, tiny_artifacts, tmp_path_factory):
-    base = tmp_path_factory.mktemp("rerank")
-    index = base / "index"
-    build_index(synth_data, tiny_artifacts, index, rerank_k=10)
-    srv = Server(index, tiny_artifacts, base / "server.log").start()
-    yield srv, index
+def reranked_server(reranked_index, tiny_artifacts, tmp_path_factory):
+    srv = Server(reranked_index, tiny_artifacts, tmp_path_factory.mktemp("rerank") / "server.log").start()
+    yield srv, reranked_index
     srv.stop()
 
 

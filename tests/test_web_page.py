@@ -125,15 +125,11 @@ def test_phone_layout(browser, server, synth_data, tmp_path):
     page.close()
 
 
-def test_a_reranked_index_shows_the_local_evidence_on_each_card(browser, synth_data, tiny_artifacts,
-                                                                tmp_path_factory, tmp_path):
+def test_a_reranked_index_shows_the_local_evidence_on_each_card(browser, synth_data, tiny_artifacts, reranked_index,
+                                                                tmp_path):
     from playwright.sync_api import expect
 
-    from wildtrack.workflows.indexing import build_index
-
-    base = tmp_path_factory.mktemp("web_rerank")
-    build_index(synth_data, tiny_artifacts, base / "index", rerank_k=10)
-    srv = Server(base / "index", tiny_artifacts, base / "server.log").start()
+    srv = Server(reranked_index, tiny_artifacts, tmp_path / "server.log").start()
     try:
         expect.set_options(timeout=TIMEOUT_MS)
         page = browser.new_page(viewport={"width": 1280, "height": 860})

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from wildtrack import __version__
 from wildtrack.config import ServeConfig
 from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
+from wildtrack.search import MAX_SEARCH_K
 from wildtrack.serve.schemas import (
     Candidate,
     EnrollResponse,
@@ -43,7 +44,7 @@ from wildtrack.serve.schemas import (
     PredictResponse,
     SearchResponse,
 )
-from wildtrack.serve.service import MAX_SEARCH_K, Catalogue, Timer, Upload
+from wildtrack.serve.service import Catalogue, Timer, Upload
 from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,7 @@ only if the resolved file lies inside the data root or the index directory.
 from __future__ import annotations
 
 import io
-import json
 import logging
-import math
 import os
 import re
 import threading
@@ -32,7 +30,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date as _date
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -40,8 +37,7 @@ from PIL import Image
 from wildtrack.embed import Embedder, load_embedder
 from wildtrack.images import ImageError, image_date, load_image, open_image
 from wildtrack.index import GalleryIndex, Hit, IndexLockedError
-from wildtrack.match.identity import Decision, aggregate_identities, decide
-from wildtrack.match.rerank import GalleryFusion, decide_reranked, rerank_hits
+from wildtrack.search import CatalogueSearch, Identification
 from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, inspect_image
 
 log = logging.getLogger(__name__)
@@ -50,11 +46,7 @@ ENROLLED_DIR = "enrolled"
 THUMBNAIL_PX = 256
 THUMBNAIL_CACHE = 512  # ~10 kB each: a few MB keeps a whole results page and the identity pages hot
 MAX_IDENTITY_LENGTH = 100
-SEARCH_DEPTH = 5  # predict searches topk × this many images, so an identity's several photos can all count
-MAX_SEARCH_K = 250
 ENROL_LOCK_TIMEOUT = 10.0  # seconds to wait for another writer (e.g. a CLI `index add`) before a 503
-THRESHOLD_KEYS = ("decision_threshold", "unknown_threshold", "threshold")
-THRESHOLD_FILES = ("calibration.json", "threshold.json")
 
 
 @dataclass(frozen=True)
@@ -66,12 +58,6 @@ class Upload:
 
 
 @dataclass(frozen=True)
-class Prediction:
-    decision: Decision
-    hits: list[Hit]
-
-
-@dataclass(frozen=True)
 class Enrolment:
     identity: str
     new_identity: bool
@@ -79,20 +65,19 @@ class Enrolment:
 
 
 class Catalogue:
-    """The loaded model plus the loaded gallery index: one per server process."""
+    """The loaded model plus the loaded gallery index: one per server process.
 
-    def __init__(self, embedder: Embedder, index: GalleryIndex, index_dir: Path, threshold: float | None,
-                 max_pixels: int, fusion: GalleryFusion | None = None) -> None:
+    Searching and deciding is :class:`~wildtrack.search.CatalogueSearch`'s, the same as ``wildtrack search``;
+    this adds decoding uploads, enrolment and thumbnails.
+    """
+
+    def __init__(self, embedder: Embedder, searcher: CatalogueSearch, max_pixels: int) -> None:
         self.embedder = embedder
-        self.index = index
-        self.index_dir = Path(index_dir).resolve()
-        self.threshold = threshold  # on the match probability when re-ranking, else on the cosine
+        self.searcher = searcher
+        self.index = searcher.index
+        self.index_dir = searcher.index_dir
+        self.data_root = searcher.data_root
         self.max_pixels = max_pixels
-        root = index.data_root
-        self.data_root = Path(root).resolve() if root is not None else self.index_dir
-        self.fusion = fusion  # local re-ranking, when the index was built with it
-        # One reranker for the service's life: its in-memory feature cache then keeps the catalogue's hot features.
-        self.reranker = self.fusion.reranker() if self.fusion is not None else None
         self.write_lock = threading.Lock()
         self._thumbs: OrderedDict[str, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
@@ -110,24 +95,21 @@ class Catalogue:
         embedder = load_embedder(artifacts)
         index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint,
                                   expected_dim=embedder.dim)
-        fusion = GalleryFusion.load(index_dir)
-        if threshold is None:
-            threshold = fusion.decision_threshold if fusion is not None else stored_threshold(index, Path(index_dir))
-        if threshold is not None and not math.isfinite(threshold):
-            raise ValueError(f"unknown threshold must be a finite number, got {threshold!r}")
+        searcher = CatalogueSearch(index, Path(index_dir), threshold)
         w, h = embedder.image_size
         embedder.embed_pixels(np.zeros((1, h, w, 3), np.uint8))  # first call traces the graph: pay it now
-        catalogue = cls(embedder, index, Path(index_dir), threshold, max_pixels, fusion)
-        if catalogue.reranker is not None:  # and build the local extractor's turtle locator, not on the first photo
-            blank = io.BytesIO()
-            Image.new("RGB", (64, 64)).save(blank, format="JPEG")
-            catalogue.reranker.cache.extractor(blank.getvalue())
-        return catalogue
+        searcher.warm_up()
+        return cls(embedder, searcher, max_pixels)
+
+    @property
+    def threshold(self) -> float | None:
+        """On the match probability when re-ranking, else on the cosine."""
+        return self.searcher.threshold
 
     @property
     def score_kind(self) -> str:
         """What the decision's score and threshold measure."""
-        return "match_probability" if self.fusion is not None else "cosine"
+        return self.searcher.score_kind
 
     @property
     def backend(self) -> str:
@@ -150,21 +132,13 @@ class Catalogue:
         except ImageError as exc:
             raise UploadError(400, f"{upload.name}: cannot decode the image, is the file complete? ({exc})") from exc
 
-    def search(self, query: np.ndarray, k: int, image: bytes | None = None) -> list[Hit]:
-        """Top-``k`` gallery images; re-ordered by local matching when the index carries a fitted fusion and
-        the photo itself is given."""
-        if self.fusion is None or image is None:
-            return self.index.search(query, min(k, MAX_SEARCH_K))[0]
-        hits = self.index.search(query, min(max(k, self.fusion.k), MAX_SEARCH_K))[0]
-        return rerank_hits(image, hits, self.data_root, self.fusion, self.reranker)[:k]
+    def search(self, query: np.ndarray, k: int, image: bytes) -> list[Hit]:
+        """Top-``k`` gallery images, re-ordered by local matching when the index carries a fitted fusion."""
+        return self.searcher.search(query, k, image)
 
-    def predict(self, query: np.ndarray, topk: int, image: bytes | None = None) -> Prediction:
-        """Which individual: search deeper than ``topk`` images, group hits by identity, apply the threshold."""
-        depth = max(topk * SEARCH_DEPTH, topk)
-        hits = self.search(query, depth, image)
-        if self.fusion is not None and image is not None:
-            return Prediction(decide_reranked(hits, self.threshold), hits)
-        return Prediction(decide(aggregate_identities(hits), self.threshold), hits)
+    def predict(self, query: np.ndarray, topk: int, image: bytes) -> Identification:
+        """Which individual: the catalogue search's verdict on the uploaded photo."""
+        return self.searcher.identify(query, image, topk)
 
     # ------------------------------------------------------------------------------------- enrolment
 
@@ -257,38 +231,6 @@ class Catalogue:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def stored_threshold(index: GalleryIndex, index_dir: Path) -> float | None:
-    """The calibrated unknown threshold saved with the index, if any.
-
-    Looked up, in order: an index attribute (or method) ``decision_threshold`` / ``unknown_threshold`` /
-    ``threshold`` (what ``GalleryIndex.set_decision_threshold`` stores), the same keys at the top of
-    ``manifest.json``, then ``calibration.json`` / ``threshold.json`` in the index dir.
-    """
-    for key in THRESHOLD_KEYS:
-        value = getattr(index, key, None)
-        if callable(value):
-            try:
-                value = value()
-            except TypeError:
-                continue
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    docs: list[Any] = []
-    for name in ("manifest.json", *THRESHOLD_FILES):
-        try:
-            docs.append(json.loads((index_dir / name).read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    for doc in docs:
-        if not isinstance(doc, dict):
-            continue
-        for key in THRESHOLD_KEYS:
-            value = doc.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                return float(value)
-    return None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -1,0 +1,141 @@
+"""One photo against a loaded catalogue: global search, local re-ranking when the index was fitted for it, and
+the "which turtle, or a new one?" decision.
+
+``wildtrack search`` and the web service both answer through :class:`CatalogueSearch`, so a photo gets the same
+hits, evidence and verdict from either: the rules below (which score decides, which threshold applies, where
+the catalogue's photos are) exist once.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from wildtrack.index import GalleryIndex, Hit
+from wildtrack.match.identity import Decision, aggregate_identities, decide
+from wildtrack.match.local import Source
+from wildtrack.match.rerank import GalleryFusion, decide_reranked, rerank_hits
+
+__all__ = ["CatalogueSearch", "Identification", "ScoreKind", "stored_threshold"]
+
+ScoreKind = Literal["match_probability", "cosine"]
+SEARCH_DEPTH = 5  # identify() looks at topk × this many images, so an identity's several photos can all count
+MIN_DEPTH = 20
+MAX_SEARCH_K = 250
+THRESHOLD_KEYS = ("decision_threshold", "unknown_threshold", "threshold")
+THRESHOLD_FILES = ("calibration.json", "threshold.json")
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The verdict on one photo and the ranked images behind it."""
+
+    decision: Decision
+    hits: list[Hit]
+    reranked: bool  # hits carry inliers and match probabilities; the decision read the probability
+    threshold: float | None
+    score_kind: ScoreKind
+
+
+class CatalogueSearch:
+    """Search → (re-rank) → decide for one loaded index.
+
+    When ``fusion.json`` lies beside the index (built with ``--rerank local``) and ``rerank`` is true, the global
+    shortlist is re-ordered by local matching against the catalogue's photos (under the index's data root, or
+    the index directory for an index without one, where enrolled photos live), and the new-individual decision
+    reads the first turtle's calibrated match probability; otherwise it reads the cosine. ``threshold``
+    overrides the threshold of whichever score decides; without it the one fitted with the fusion, or the
+    cosine threshold stored with the index, applies (``None``: always name the best turtle).
+    """
+
+    def __init__(self, index: GalleryIndex, index_dir: str | Path, threshold: float | None = None,
+                 rerank: bool = True, fusion: GalleryFusion | None = None) -> None:
+        self.index = index
+        self.index_dir = Path(index_dir).resolve()
+        root = index.data_root
+        self.data_root = Path(root).resolve() if root is not None else self.index_dir
+        self.fusion = (fusion or GalleryFusion.load(self.index_dir)) if rerank else None
+        # One re-ranker for the searcher's life: its in-memory feature cache keeps the catalogue's hot features.
+        self.reranker = self.fusion.reranker() if self.fusion is not None else None
+        if threshold is None:
+            threshold = (self.fusion.decision_threshold if self.fusion is not None
+                         else stored_threshold(index, self.index_dir))
+        if threshold is not None and not math.isfinite(threshold):
+            raise ValueError(f"the unknown threshold must be a finite number, got {threshold!r}")
+        self.threshold = threshold
+
+    @property
+    def reranks(self) -> bool:
+        return self.fusion is not None
+
+    @property
+    def score_kind(self) -> ScoreKind:
+        """What the decision's score and threshold measure."""
+        return "match_probability" if self.reranks else "cosine"
+
+    def warm_up(self) -> None:
+        """Build the local extractor's turtle locator now (seconds), not on the first photo."""
+        if self.reranker is not None:
+            blank = io.BytesIO()
+            Image.new("RGB", (64, 64)).save(blank, format="JPEG")
+            self.reranker.cache.extractor(blank.getvalue())
+
+    def search(self, vector: np.ndarray, k: int, image: Source | None = None) -> list[Hit]:
+        """Top-``k`` catalogue images for one unit vector, re-ordered by local matching when this search
+        re-ranks and the photo itself (a path or its bytes) is given."""
+        k = max(1, min(k, MAX_SEARCH_K))
+        if self.fusion is None or image is None:
+            return self.index.search(vector, k)[0]
+        hits = self.index.search(vector, min(max(k, self.fusion.k), MAX_SEARCH_K))[0]
+        return rerank_hits(image, hits, self.data_root, self.fusion, self.reranker)[:k]
+
+    def identify(self, vector: np.ndarray, image: Source | None, topk: int = 5) -> Identification:
+        """Which individual: search deeper than ``topk`` images, then decide on the re-ranked first turtle's match
+        probability, or on the identities' best cosines. A re-ranking catalogue needs the photo: its threshold is
+        a probability, which the cosine cannot be compared with."""
+        if self.fusion is not None and image is None:
+            raise ValueError("this catalogue re-ranks by local matching: identify() needs the photo, not only its "
+                             "embedding")
+        hits = self.search(vector, max(topk * SEARCH_DEPTH, MIN_DEPTH), image)
+        decision = (decide_reranked(hits, self.threshold) if self.reranks
+                    else decide(aggregate_identities(hits), self.threshold))
+        return Identification(decision, hits, self.reranks, self.threshold, self.score_kind)
+
+
+def stored_threshold(index: GalleryIndex, index_dir: Path) -> float | None:
+    """The calibrated cosine threshold saved with the index, if any.
+
+    Looked up, in order: an index attribute (or method) ``decision_threshold`` / ``unknown_threshold`` /
+    ``threshold`` (what ``GalleryIndex.set_decision_threshold`` stores), the same keys at the top of
+    ``manifest.json``, then ``calibration.json`` / ``threshold.json`` in the index dir.
+    """
+    for key in THRESHOLD_KEYS:
+        value = getattr(index, key, None)
+        if callable(value):
+            try:
+                value = value()
+            except TypeError:
+                continue
+        if _finite_number(value):
+            return float(value)
+    for name in ("manifest.json", *THRESHOLD_FILES):
+        try:
+            doc: Any = json.loads((index_dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict):
+            for key in THRESHOLD_KEYS:
+                if _finite_number(doc.get(key)):
+                    return float(doc[key])
+    return None
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
