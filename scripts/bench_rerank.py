@@ -15,7 +15,9 @@ mAP and seconds per query for
   probability (each query's best wrong turtle plays an unknown one), calibrated on these queries, and for the
   probability also the threshold the fit calibrated on the gallery (what ``wildtrack index build`` stores).
 
-``--focus`` picks where keypoints come from: the located turtle (default) or the whole frame.
+``--focus`` picks where keypoints come from: the located turtle (default) or the whole frame. ``--local-dims``
+is the product's RootSIFT projection for the re-ranked rows (principal components fitted on the gallery; 0: all
+128); the whole-gallery anchor always matches plain 128-d RootSIFT.
 
 The fusion is fitted on the *gallery* only (:func:`wildtrack.match.rerank.fit_gallery_fusion`: gallery photos as
 pseudo-queries against the gallery's other encounters), never on the evaluation queries. With ``--artifacts`` the
@@ -55,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from wildtrack.config import EvalConfig
 from wildtrack.data import load_dataset, official_split
 from wildtrack.embed import embed_files_cached, embed_image, load_embedder, unit_rows
 from wildtrack.evaluate import (
@@ -84,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clahe", action="store_true", help="equalise local contrast before SIFT")
     p.add_argument("--focus", default=SiftExtractor.focus, choices=["frame", "turtle"],
                    help="extract keypoints from the whole photo or from the located turtle")
+    p.add_argument("--local-dims", type=int, default=EvalConfig().local_dims,
+                   help="RootSIFT dimensions kept for the re-ranked rows (0: all 128)")
     p.add_argument("--model", default="affine", choices=["homography", "affine", "fundamental"])
     p.add_argument("--threshold", type=float, default=8.0, help="reprojection threshold, px in the max-side frame")
     p.add_argument("--ratio", type=float, default=0.8)
@@ -214,12 +219,14 @@ def main(argv: list[str] | None = None) -> int:
 
     for k in sorted(args.ks):
         reranker.k = k
-        fitted = fit_gallery_fusion(split.gallery, emb_g, k, reranker)  # the product's fit, on the gallery only
-        info = fitted.to_dict()
+        # the product's fit, on the gallery only; queries then match through the projection it fitted
+        fitted = fit_gallery_fusion(split.gallery, emb_g, k, reranker, projection_dims=args.local_dims)
+        projected = reranker.with_cache(features.with_projection(fitted.projection))
+        info = {**fitted.to_dict(), "projection": fitted.projection and {"dims": fitted.projection.dims}}
         t0 = time.perf_counter()
-        local = local_scores_for_shortlist(q_paths, g_paths, sim, k, reranker)
+        local = local_scores_for_shortlist(q_paths, g_paths, sim, k, projected)
         wall = time.perf_counter() - t0
-        match_s = match_cost(q_paths[:n_time], rank_gallery(sim)[:n_time, :k], g_paths, reranker)
+        match_s = match_cost(q_paths[:n_time], rank_gallery(sim)[:n_time, :k], g_paths, projected)
         per_query = cold["global"] + cold["extract"] + match_s
         timing[f"K={k}"] = {"match": round(match_s, 3), "batch_match_s_per_query": round(wall / len(q_paths), 3)}
         rows.append(summarise(f"global+local@{k}", sim=fused_similarity(sim, local, fitted.fusion, k, g_ids,

@@ -13,7 +13,9 @@ import pytest
 from wildtrack.evaluate import rank_gallery, retrieval_metrics
 from wildtrack.match.fusion import ScoreFusion, fused_similarity, shortlist_pairs, with_identity_support
 from wildtrack.match.local import (
+    DescriptorProjection,
     FeatureCache,
+    LocalFeatures,
     LocalReranker,
     SiftExtractor,
     _two_nn,
@@ -90,6 +92,46 @@ def test_same_pattern_under_a_warp_gets_many_more_inliers(images, cache):
     assert same.inliers <= same.matches
     for model in ("affine", "fundamental"):
         assert match_pair(base, warped, model=model).inliers > match_pair(base, other, model=model).inliers
+
+
+def test_a_projection_keeps_unit_rows_in_fewer_dimensions_and_round_trips():
+    rng = np.random.default_rng(0)
+    desc = root_sift(rng.integers(0, 256, (500, 128)).astype(np.float32))
+    projection = DescriptorProjection.fit(desc, 16)
+    assert projection.dims == 16
+    assert np.allclose(projection.basis.T @ projection.basis, np.eye(16), atol=1e-5)
+    feats = LocalFeatures(rng.random((50, 2), dtype=np.float32), desc[:50], 400, 2.0, (3.0, 4.0))
+    out = projection(feats)
+    assert out.descriptors.shape == (50, 16) and out.descriptors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out.descriptors, axis=1), 1.0, atol=1e-5)
+    assert out.xy is feats.xy and (out.scale, out.offset) == (2.0, (3.0, 4.0))
+    back = DescriptorProjection.from_dict(json.loads(json.dumps(projection.to_dict())))
+    assert np.allclose(back(feats).descriptors, out.descriptors, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 32 descriptors"):
+        DescriptorProjection.fit(desc[:20], 16)
+    with pytest.raises(ValueError, match="128"):
+        DescriptorProjection(np.zeros(64), np.zeros((64, 8)))
+
+
+def test_a_projecting_cache_reads_the_same_raw_features_from_disk(images, cache):
+    raw = cache.get(images["base"])
+    projection = DescriptorProjection.fit(np.concatenate([cache.get(images[n]).descriptors
+                                                          for n in ("other", "other2")]), 32)
+    projecting = cache.with_projection(projection)
+    got = projecting.get(images["base"])
+    assert projecting.misses == 0 and projecting.hits == 1  # the file the plain cache wrote
+    assert np.allclose(got.descriptors, projection(raw).descriptors, atol=1e-6)
+    assert projecting.get(images["base"].read_bytes()).descriptors.shape == (len(raw), 32)  # uploads too
+
+
+def test_matching_in_64_projected_dimensions_still_tells_the_pattern_from_others(images, cache):
+    projection = DescriptorProjection.fit(np.concatenate([cache.get(images[n]).descriptors
+                                                          for n in ("other", "other2")]), 64)
+    projecting = cache.with_projection(projection)
+    base, warped, other = (projecting.get(images[n]) for n in ("base", "warped", "other"))
+    same, different = match_pair(base, warped), match_pair(base, other)
+    assert same.inliers >= 40, same
+    assert same.inliers > 5 * max(different.inliers, 1), (same, different)
 
 
 def test_cache_hit_returns_identical_features_without_extracting(images, cache, monkeypatch):

@@ -33,6 +33,22 @@ def test_fit_chooses_an_identity_weight_and_round_trips(catalogue, tmp_path):
     back = GalleryFusion.load(fitted.save(tmp_path).parent)
     assert back.identity_weight == fitted.identity_weight and back.fusion == fitted.fusion
     assert back.decision_threshold == fitted.decision_threshold
+    assert back.projection.dims == fitted.projection.dims == 64
+    assert np.allclose(back.projection.basis, fitted.projection.basis, atol=1e-6)
+
+
+def test_fit_matches_through_a_projection_of_the_catalogues_descriptors_and_searches_reuse_it(catalogue):
+    records, embeddings = catalogue
+    fitted = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=20, projection_dims=32)
+    assert fitted.projection.dims == 32
+    features = fitted.reranker().cache.get(records[0].path)
+    assert features.descriptors.shape[1] == 32
+    assert np.allclose(np.linalg.norm(features.descriptors, axis=1), 1.0, atol=1e-5)
+    full = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=20, projection_dims=0)
+    assert full.projection is None and full.reranker().cache.get(records[0].path).descriptors.shape[1] == 128
+    legacy = fitted.to_dict()
+    del legacy["projection"]  # fusion.json written before projections: full RootSIFT, as it was fitted
+    assert GalleryFusion.from_dict(legacy).projection is None
 
 
 def test_fit_calibrates_a_match_probability_threshold_for_new_individuals(catalogue):

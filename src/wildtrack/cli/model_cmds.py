@@ -17,6 +17,8 @@ SPLIT_HELP = ("per-identity (original design: optimistic), time-aware (new encou
               "for field use) or official (the dataset's split_closed column)")
 FOCUS_HELP = ("turtle | frame: local keypoints from the turtle found in each photo (default, better on real photos) "
               "or from the whole photo.")
+DIMS_HELP = ("RootSIFT dimensions kept for matching (principal components fitted on the catalogue; 0 keeps all "
+             "128).")
 
 
 def train(
@@ -68,13 +70,14 @@ def evaluate(
                                "RANSAC, fused with the cosine (reports both), or global only (faster)."),
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: str = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
+    local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
     from wildtrack.workflows.evaluation import run_evaluation
 
     with user_errors():
         cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k,
-                         local_focus=local_focus)
+                         local_focus=local_focus, local_dims=local_dims)
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(data, artifacts, out, cfg, log=say, advance=advance, backend=backend)
     print_metrics(result.report.model_dump(by_alias=True, mode="json"))
@@ -142,14 +145,16 @@ def index_build(
                                "about 0.6 s per photo on 2 cores), or global search only."),
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: str = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
+    local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
 ) -> None:
     """Embed every catalogue photo and write the index (atomically)."""
     from wildtrack.workflows.indexing import build_index
 
     with user_errors(), progress_bar("embedding", None) as advance:
-        cfg = EvalConfig(rerank=rerank, rerank_k=rerank_k, local_focus=local_focus)  # validates all three
+        cfg = EvalConfig(rerank=rerank, rerank_k=rerank_k, local_focus=local_focus, local_dims=local_dims)  # validates
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
-                             rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus)
+                             rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
+                             local_dims=cfg.local_dims)
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
 

@@ -25,11 +25,21 @@ from wildtrack.match.fusion import (
     shortlist_scores,
 )
 from wildtrack.match.identity import Decision, aggregate_identities
-from wildtrack.match.local import FeatureCache, Focus, LocalReranker, SiftExtractor, local_scores_for_shortlist
+from wildtrack.match.local import (
+    DescriptorProjection,
+    FeatureCache,
+    Focus,
+    LocalReranker,
+    SiftExtractor,
+    local_scores_for_shortlist,
+)
 
 FUSION_FILE = "fusion.json"
 IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight, chosen on the pseudo-queries
 MAX_PSEUDO_QUERIES = 150  # bounds the fitting cost: pseudo-queries × k local matches
+PROJECTION_DIMS = 64  # RootSIFT dimensions kept for matching (DescriptorProjection); 0 keeps all 128
+PROJECTION_IMAGES = 100  # catalogue photos whose descriptors fit the projection
+PROJECTION_DESCRIPTORS = 50_000
 
 
 class RerankFitError(ValueError):
@@ -40,8 +50,8 @@ class RerankFitError(ValueError):
 class GalleryFusion:
     """A fitted fusion, the shortlist length it was fitted for, how much an identity's other shortlisted
     photos support each of its images (:func:`~wildtrack.match.fusion.with_identity_support`), the local
-    features whose inlier counts it was fitted on (searches must extract the same), and the match-probability
-    threshold of the "new individual" decision, calibrated on the same pseudo-queries."""
+    features whose inlier counts it was fitted on (searches must extract and project the same), and the
+    match-probability threshold of the "new individual" decision, calibrated on the same pseudo-queries."""
 
     fusion: ScoreFusion
     k: int
@@ -50,24 +60,30 @@ class GalleryFusion:
     fit_report: dict[str, Any] | None = None
     extractor: SiftExtractor = field(default_factory=SiftExtractor)
     decision_threshold: float | None = None  # match probability below which a photo is a new individual
+    projection: DescriptorProjection | None = None  # None: full 128-d RootSIFT
 
     def reranker(self, cache_dir: str | Path | None = None) -> LocalReranker:
         """A re-ranker that matches exactly as the fit did."""
-        return LocalReranker(k=self.k, cache=FeatureCache(self.extractor, cache_dir=cache_dir))
+        return LocalReranker(k=self.k, cache=FeatureCache(self.extractor, cache_dir=cache_dir,
+                                                          projection=self.projection))
 
     def to_dict(self) -> dict[str, Any]:
         return {"k": self.k, "pseudo_queries": self.pseudo_queries, "identity_weight": self.identity_weight,
                 "fusion": self.fusion.to_dict(), "fit_report": self.fit_report, "extractor": asdict(self.extractor),
-                "decision_threshold": self.decision_threshold}
+                "decision_threshold": self.decision_threshold,
+                "projection": None if self.projection is None else self.projection.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GalleryFusion:
-        # Fusions saved before the extractor was recorded were fitted on whole-frame features.
+        # Fusions saved before the extractor was recorded were fitted on whole-frame features, and before the
+        # projection was, on full RootSIFT.
         extractor = SiftExtractor(**data.get("extractor", {"focus": "frame"}))
         threshold = data.get("decision_threshold")
+        projection = data.get("projection")
         return cls(ScoreFusion.from_dict(data["fusion"]), int(data["k"]), int(data.get("pseudo_queries", 0)),
                    float(data.get("identity_weight", 0.0)), data.get("fit_report"), extractor,
-                   None if threshold is None else float(threshold))
+                   None if threshold is None else float(threshold),
+                   None if projection is None else DescriptorProjection.from_dict(projection))
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / FUSION_FILE
@@ -80,6 +96,22 @@ class GalleryFusion:
     def load(cls, directory: str | Path) -> GalleryFusion | None:
         path = Path(directory) / FUSION_FILE
         return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def fit_projection(cache: FeatureCache, paths: list[str | Path], dims: int = PROJECTION_DIMS, seed: int = 0,
+                   max_images: int = PROJECTION_IMAGES, max_descriptors: int = PROJECTION_DESCRIPTORS
+                   ) -> DescriptorProjection | None:
+    """A RootSIFT projection fitted on (a seeded sample of) the catalogue's own photos; None when they hold
+    too few keypoints to estimate ``dims`` components."""
+    rng = np.random.default_rng(seed)
+    sample = [paths[i] for i in sorted(rng.choice(len(paths), min(max_images, len(paths)), replace=False))]
+    raw = cache.with_projection(None).get_many(sample)
+    descriptors = np.concatenate([f.descriptors for f in raw]) if raw else np.zeros((0, 128), np.float32)
+    if len(descriptors) > max_descriptors:
+        descriptors = descriptors[rng.choice(len(descriptors), max_descriptors, replace=False)]
+    if len(descriptors) < 2 * dims:
+        return None
+    return DescriptorProjection.fit(descriptors, dims)
 
 
 def local_reranker(k: int, focus: Focus = "turtle", cache_dir: str | Path | None = None) -> LocalReranker:
@@ -112,9 +144,13 @@ def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: 
 
 def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
                        seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES,
-                       target_far: float = 0.05) -> GalleryFusion:
-    """Fit the cosine + inlier fusion, the identity-support weight and the new-individual threshold on the
-    catalogue alone.
+                       target_far: float = 0.05, projection_dims: int = PROJECTION_DIMS) -> GalleryFusion:
+    """Fit the RootSIFT projection, the cosine + inlier fusion, the identity-support weight and the
+    new-individual threshold on the catalogue alone.
+
+    Unless ``reranker`` already projects, its descriptors are first reduced to ``projection_dims`` principal
+    components of the catalogue's (0: keep all 128); the fit then matches, and searches must match, through
+    that projection (``GalleryFusion.reranker()``).
 
     Each pseudo-query is a catalogue photo searched against the catalogue minus its own encounter (same turtle,
     same day; without dates, or with no turtle met on two days, minus the photo itself). Its top-``k`` are
@@ -129,6 +165,9 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     if not queries:
         raise RerankFitError("fitting the re-ranking needs at least one turtle with two photos; the catalogue has "
                              "none")
+    if reranker.cache.projection is None and projection_dims:
+        projection = fit_projection(reranker.cache, [r.path for r in gallery], projection_dims, seed)
+        reranker = reranker.with_cache(reranker.cache.with_projection(projection))
     ids = [r.identity for r in gallery]
     sim = cosine_similarity(embeddings[queries], embeddings)
     group_of = np.asarray([str(g) for g in groups], dtype=object)
@@ -155,7 +194,8 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     report["global_only"] = {"R@1": round(global_only.recall_at_k[1], 4), "mAP": round(global_only.mAP, 4)}
     threshold, report["open_set"] = calibrate_open_set(match_probabilities(sim, local, fusion, fit_k), q_ids, ids,
                                                        target_far)
-    return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor, threshold)
+    return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor, threshold,
+                         reranker.cache.projection)
 
 
 def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fitted: GalleryFusion,

@@ -56,6 +56,7 @@ def _build_index(data: Path, artifacts: Path, index_dir: Path, evaluation: Evalu
     open_set = evaluation.report.open_set or {}
     threshold = open_set.get("threshold") if open_set.get("score") == "cosine" and cfg.rerank != "local" else None
     report = build_index(data, artifacts, index_dir, threshold=threshold,
-                         rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus)
+                         rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
+                         local_dims=cfg.local_dims)
     log(f"    {report.rerank}")
     return index_dir

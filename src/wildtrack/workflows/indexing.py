@@ -36,12 +36,13 @@ def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, adv
 def build_index(
     data: str | Path, artifacts: str | Path, index_dir: str | Path, kind: str = "flat",
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
-    backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = "turtle",
+    backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = "turtle", local_dims: int = 64,
 ) -> IndexReport:
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
     With ``rerank_k``, a cosine + local-matching fusion is fitted on the catalogue itself (local features from
-    ``local_focus``: the located turtle or the whole frame) and saved as ``fusion.json``, so that ``search``
+    ``local_focus``: the located turtle or the whole frame; RootSIFT reduced to ``local_dims`` principal
+    components of the catalogue's, 0 for all 128) and saved as ``fusion.json``, so that ``search``
     re-orders each query's top ``rerank_k`` by local matching and decides "new individual" on the match
     probability. A catalogue that cannot be fitted (no turtle with two photos) gets a global-only index, and the
     report says why.
@@ -58,7 +59,8 @@ def build_index(
     fitted, note = None, "global search only"
     if rerank_k:
         try:
-            fitted = fit_gallery_fusion(records, vectors, rerank_k, local_reranker(rerank_k, local_focus))
+            fitted = fit_gallery_fusion(records, vectors, rerank_k, local_reranker(rerank_k, local_focus),
+                                        projection_dims=local_dims)
         except RerankFitError as exc:
             note = f"global search only: local re-ranking not fitted ({exc})"
     index = GalleryIndex.build(vectors, rows, embedder.fingerprint, kind=kind, data_root=dataset.root)
