@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         "* Turtle focus: keypoints are extracted from a square around the turtle, found by the class-activation "
         "map of ImageNet's turtle classes in MobileNetV2 (`wildtrack.locate`), at up to 800 px of its own; whole "
         "frame: from the full photo at 800 px.",
+        "* Matching: the re-ranked rows compare RootSIFT projected on its 64 principal components, fitted on the "
+        "gallery (`--local-dims`, a pair costs about 2/3 of a full one); the whole-gallery rows and the 'full "
+        "128-d' row match plain 128-d RootSIFT.",
         "* training: wall minutes of `wildtrack train` with the official split's `train` rows (its own time-aware "
         "hold-out picks the epoch), default settings except the loss.",
         "* Re-ranking: a logistic fusion of cosine and inlier count, plus identity support (each shortlisted image "
