@@ -130,6 +130,7 @@ def test_index_with_local_reranking_reorders_search_by_inliers(synth_data, tiny_
     result = runner.invoke(app, ["index", "build", "--data", str(synth_data), "--artifacts", str(tiny_artifacts),
                                  "--out", str(index), "--rerank", "local", "--rerank-k", "10"])
     assert result.exit_code == 0, result.output
+    assert "fitting local re-ranking" in result.output  # its own progress bar, after the embedding's
     assert json.loads((index / "fusion.json").read_text())["k"] == 10
     photo = synth_data / "t005" / "t005_009.jpg"
     args = ["search", str(photo), "--index", str(index), "--artifacts", str(tiny_artifacts), "--json", "--topk", "10"]

@@ -186,6 +186,29 @@ def test_local_scores_are_zero_outside_each_shortlist(images, cache):
     assert local[1, 0] == 0 and local[1, 1] >= 40
 
 
+class _Recorder:
+    """A progress display: records the announced total and every advance."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.done = 0
+
+    def __call__(self, n: int = 1) -> None:
+        self.done += n
+
+    def set_total(self, n: int) -> None:
+        self.total = n
+
+
+def test_local_scores_report_every_photo_read_and_every_query_matched(images, cache):
+    gallery = [images["other"], images["warped"], images["other2"]]
+    sim = np.array([[0.9, 0.1, 0.5], [0.1, 0.9, 0.5]])
+    progress = _Recorder()
+    local_scores_for_shortlist([images["base"], images["warped"]], gallery, sim, k=2,
+                               reranker=LocalReranker(k=2, cache=cache), progress=progress)
+    assert progress.total == progress.done == 2 + 3 + 2  # 2 queries read, 3 shortlisted photos read, 2 matched
+
+
 def test_fused_similarity_never_leaves_the_shortlist():
     rng = np.random.default_rng(0)
     sim = rng.uniform(-1, 1, (30, 40))

@@ -24,17 +24,23 @@ def say(message: str) -> None:
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
     """A rich progress bar; yields ``advance(n)``, whose ``set_total(n)`` lets a job announce its size once it
-    knows it (after reading the dataset)."""
+    knows it (after reading the dataset) and whose ``stage(description)`` adds the bar of the job's next stage
+    (see :mod:`wildtrack.progress`)."""
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task(description, total=total)
 
-        def advance(n: int = 1) -> None:
-            bar.advance(task, n)
+        def task_advance(task_description: str, task_total: int | None) -> Callable[..., None]:
+            task = bar.add_task(task_description, total=task_total)
 
-        advance.set_total = lambda n: bar.update(task, total=n)  # type: ignore[attr-defined]
-        yield advance
+            def advance(n: int = 1) -> None:
+                bar.advance(task, n)
+
+            advance.set_total = lambda n: bar.update(task, total=n)  # type: ignore[attr-defined]
+            advance.stage = lambda d: task_advance(d, None)  # type: ignore[attr-defined]
+            return advance
+
+        yield task_advance(description, total)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

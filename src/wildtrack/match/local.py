@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 from wildtrack.evaluate import rank_gallery
 from wildtrack.images import DEFAULT_MAX_PIXELS, ImageError, open_image
 from wildtrack.locate import TurtleLocator
+from wildtrack.progress import announce_total
 
 if TYPE_CHECKING:
     from wildtrack.match.fusion import ScoreFusion
@@ -500,7 +501,9 @@ def local_scores_for_shortlist(
     """(Q, G) inlier counts for each query's top-``k`` gallery images by ``sim``; 0 outside the shortlist.
 
     For evaluation: features of every image involved are extracted (or read from the cache) once, then all
-    pairs are matched in a thread pool. ``k >= G`` matches every pair (local matching alone).
+    pairs are matched in a thread pool. ``k >= G`` matches every pair (local matching alone). ``progress`` is
+    advanced once per photo whose features are read and once per query matched, after announcing that total
+    (:mod:`wildtrack.progress`): on a cold cache the extraction is most of the time.
     """
     sim = np.asarray(sim)
     if sim.shape != (len(query_paths), len(gallery_paths)):
@@ -509,9 +512,17 @@ def local_scores_for_shortlist(
     k = min(k, len(gallery_paths))
     top = rank_gallery(sim)[:, :k]
     needed_g = sorted(set(top.ravel().tolist()))
-    feats_q = reranker.cache.get_many(list(query_paths), reranker.workers)
-    feats_g = dict(zip(needed_g, reranker.cache.get_many([gallery_paths[j] for j in needed_g], reranker.workers),
-                       strict=True))
+    announce_total(progress, 2 * len(query_paths) + len(needed_g))
+
+    def features(path: str | Path) -> LocalFeatures:
+        feats = reranker.cache.get(path)
+        if progress:
+            progress(1)
+        return feats
+
+    with ThreadPoolExecutor(reranker.workers) as pool:
+        feats_q = list(pool.map(features, query_paths))
+        feats_g = dict(zip(needed_g, pool.map(features, [gallery_paths[j] for j in needed_g]), strict=True))
     out = np.zeros(sim.shape, dtype=np.int64)
 
     def row(i: int) -> None:

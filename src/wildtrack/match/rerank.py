@@ -33,6 +33,7 @@ from wildtrack.match.local import (
     SiftExtractor,
     local_scores_for_shortlist,
 )
+from wildtrack.progress import Advance
 
 FUSION_FILE = "fusion.json"
 IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight, chosen on the pseudo-queries
@@ -144,13 +145,15 @@ def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: 
 
 def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
                        seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES,
-                       target_far: float = 0.05, projection_dims: int = PROJECTION_DIMS) -> GalleryFusion:
+                       target_far: float = 0.05, projection_dims: int = PROJECTION_DIMS,
+                       progress: Advance | None = None) -> GalleryFusion:
     """Fit the RootSIFT projection, the cosine + inlier fusion, the identity-support weight and the
     new-individual threshold on the catalogue alone.
 
     Unless ``reranker`` already projects, its descriptors are first reduced to ``projection_dims`` principal
     components of the catalogue's (0: keep all 128); the fit then matches, and searches must match, through
-    that projection (``GalleryFusion.reranker()``).
+    that projection (``GalleryFusion.reranker()``). ``progress`` follows the pseudo-queries' local matching
+    (:func:`~wildtrack.match.local.local_scores_for_shortlist`), the long part.
 
     Each pseudo-query is a catalogue photo searched against the catalogue minus its own encounter (same turtle,
     same day; without dates, or with no turtle met on two days, minus the photo itself). Its top-``k`` are
@@ -176,7 +179,7 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     q_ids = [ids[i] for i in queries]
     fit_k = int(min(k, np.isfinite(sim).sum(axis=1).min()))  # small catalogue: never shortlist the own encounter
     local = local_scores_for_shortlist([gallery[i].path for i in queries], [r.path for r in gallery], sim, fit_k,
-                                       reranker)
+                                       reranker, progress)
     try:
         fusion = ScoreFusion().fit(*shortlist_pairs(sim, local, q_ids, ids, fit_k))
     except ValueError as exc:  # e.g. a single turtle: every shortlisted pair is a true match

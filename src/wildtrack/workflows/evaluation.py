@@ -26,7 +26,7 @@ from wildtrack.images import load_image
 from wildtrack.visualize.panels import PanelItem, choose_examples, retrieval_panel
 from wildtrack.visualize.report import write_report
 from wildtrack.visualize.tsne import plot_tsne
-from wildtrack.workflows import Advance, Log, announce_total
+from wildtrack.workflows import Advance, Log, announce_total, next_stage
 
 
 @dataclass
@@ -99,7 +99,8 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
 
 
 def _local_rerank(
-    sim: np.ndarray, query: list[Record], gallery: list[Record], g_emb: np.ndarray, cfg: EvalConfig, log: Log
+    sim: np.ndarray, query: list[Record], gallery: list[Record], g_emb: np.ndarray, cfg: EvalConfig, log: Log,
+    advance: Advance | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Re-order each query's global top-K by RootSIFT + RANSAC inliers fused with the cosine; returns the fused
     ranking scores, the match probabilities (what the new-individual decision reads) and the fit's summary.
@@ -114,12 +115,13 @@ def _local_rerank(
     reranker = local_reranker(cfg.rerank_k, cfg.local_focus)
     t0 = time.perf_counter()
     fitted = fit_gallery_fusion(gallery, g_emb, cfg.rerank_k, reranker, seed=cfg.seed,
-                                projection_dims=cfg.local_dims)
+                                projection_dims=cfg.local_dims,
+                                progress=next_stage(advance, "fitting local re-ranking on the gallery"))
     fit_s = time.perf_counter() - t0
     reranker = reranker.with_cache(reranker.cache.with_projection(fitted.projection))  # match as the fit did
     t0 = time.perf_counter()
     local = local_scores_for_shortlist([r.path for r in query], [r.path for r in gallery], sim, cfg.rerank_k,
-                                       reranker)
+                                       reranker, next_stage(advance, "re-ranking the queries"))
     per_query = (time.perf_counter() - t0) / max(len(query), 1)
     log(f"local re-ranking of the top {cfg.rerank_k}: fusion fitted on {fitted.pseudo_queries} gallery "
         f"pseudo-queries ({fit_s:.0f} s, identity weight {fitted.identity_weight}), {per_query:.2f} s per query")
@@ -171,7 +173,7 @@ def run_evaluation(
 
         t0 = time.perf_counter()
         try:
-            fused, probabilities, info = _local_rerank(sim, query, gallery, g_emb, cfg, log)
+            fused, probabilities, info = _local_rerank(sim, query, gallery, g_emb, cfg, log, advance)
         except RerankFitError as exc:
             log(f"local re-ranking skipped, global figures only: {exc}")
             extra["rerank_skipped"] = str(exc)

@@ -9,7 +9,7 @@ from wildtrack.data import Record, load_dataset
 from wildtrack.embed import Embedder, embed_files_cached, load_embedder
 from wildtrack.index import GalleryIndex, MetaRow, image_id_for
 from wildtrack.match.local import Focus
-from wildtrack.workflows import Advance, announce_total
+from wildtrack.workflows import Advance, announce_total, next_stage
 
 
 @dataclass
@@ -60,7 +60,8 @@ def build_index(
     if rerank_k:
         try:
             fitted = fit_gallery_fusion(records, vectors, rerank_k, local_reranker(rerank_k, local_focus),
-                                        projection_dims=local_dims)
+                                        projection_dims=local_dims,
+                                        progress=next_stage(advance, "fitting local re-ranking"))
         except RerankFitError as exc:
             note = f"global search only: local re-ranking not fitted ({exc})"
     index = GalleryIndex.build(vectors, rows, embedder.fingerprint, kind=kind, data_root=dataset.root)
