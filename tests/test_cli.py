@@ -123,6 +123,23 @@ def test_index_add_picks_up_a_new_identity_without_rebuilding(synth_data, tiny_a
     assert "added 0 images" in again.output
 
 
+def test_index_build_local_dims_0_matches_full_rootsift(synth_data, tiny_artifacts, tmp_path):
+    import json
+
+    index = tmp_path / "index"
+    result = runner.invoke(app, ["index", "build", "--data", str(synth_data), "--artifacts", str(tiny_artifacts),
+                                 "--out", str(index), "--rerank-k", "5", "--local-dims", "0"])
+    assert result.exit_code == 0, result.output
+    assert "full 128-d RootSIFT" in result.output
+    assert json.loads((index / "fusion.json").read_text())["projection"] is None
+
+
+def test_search_refuses_a_topk_beyond_what_one_search_returns(synth_data, tiny_artifacts, tmp_path):
+    result = runner.invoke(app, ["search", str(synth_data / "t004" / "t004_007.jpg"), "--index", str(tmp_path),
+                                 "--artifacts", str(tiny_artifacts), "--topk", "251"])
+    assert result.exit_code == 2 and "less than or equal to 250" in result.output
+
+
 def test_index_with_local_reranking_reorders_search_by_inliers(synth_data, tiny_artifacts, tmp_path):
     import json
 
@@ -131,6 +148,7 @@ def test_index_with_local_reranking_reorders_search_by_inliers(synth_data, tiny_
                                  "--out", str(index), "--rerank", "local", "--rerank-k", "10"])
     assert result.exit_code == 0, result.output
     assert "fitting local re-ranking" in result.output  # its own progress bar, after the embedding's
+    assert "RootSIFT in 64 dims" in result.output
     assert json.loads((index / "fusion.json").read_text())["k"] == 10
     photo = synth_data / "t005" / "t005_009.jpg"
     args = ["search", str(photo), "--index", str(index), "--artifacts", str(tiny_artifacts), "--json", "--topk", "10"]

@@ -102,7 +102,11 @@ def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny
     cfg = EvalConfig(split="time-aware", examples=1, gradcam=0, rerank="local", rerank_k=10)
     result = run_evaluation(synth_data, tiny_artifacts, tmp_path, cfg, **QUIET)
     rerank = result.report.extra["rerank"]
-    assert rerank["k"] == 10 and (tmp_path / "fusion.json").is_file()
+    assert rerank["k"] == 10 and rerank["projection"] == {"dims": 64}
+    from wildtrack.match.rerank import GalleryFusion
+
+    saved = GalleryFusion.load(tmp_path)  # the complete fit, as `index build` would store it
+    assert saved.k == 10 and saved.projection.dims == 64 and saved.extractor.focus == "turtle"
     assert rerank["fused"]["R@1"] == result.report.r_at_1
     # The scale pattern survives pose changes: geometric verification must not make retrieval worse.
     assert rerank["fused"]["mAP"] >= rerank["global_only"]["mAP"] - 1e-9

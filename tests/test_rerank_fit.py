@@ -46,9 +46,35 @@ def test_fit_matches_through_a_projection_of_the_catalogues_descriptors_and_sear
     assert np.allclose(np.linalg.norm(features.descriptors, axis=1), 1.0, atol=1e-5)
     full = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=20, projection_dims=0)
     assert full.projection is None and full.reranker().cache.get(records[0].path).descriptors.shape[1] == 128
-    legacy = fitted.to_dict()
+    legacy = full.to_dict()
     del legacy["projection"]  # fusion.json written before projections: full RootSIFT, as it was fitted
     assert GalleryFusion.from_dict(legacy).projection is None
+
+
+def test_a_projected_fusion_cannot_be_read_as_a_full_rootsift_one(catalogue):
+    """Its weights are for projected inlier counts: a reader that ignores the projection must refuse it (the
+    fusion's format names the projection), and the projection cannot silently go missing."""
+    from wildtrack.match.fusion import ScoreFusion
+
+    records, embeddings = catalogue
+    data = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=20).to_dict()
+    with pytest.raises(ValueError, match="not a score fusion"):
+        ScoreFusion.from_dict(data["fusion"])  # what a wildtrack from before projections does
+    del data["projection"]
+    with pytest.raises(ValueError, match="projection is missing"):
+        GalleryFusion.from_dict(data)
+
+
+def test_a_catalogue_too_sparse_for_a_projection_keeps_full_rootsift(tmp_path):
+    from PIL import Image
+
+    from wildtrack.match.local import FeatureCache, SiftExtractor
+    from wildtrack.match.rerank import fit_projection
+
+    flat = tmp_path / "flat.jpg"
+    Image.new("L", (200, 200), 128).save(flat)  # no corners, no keypoints
+    cache = FeatureCache(SiftExtractor(focus="frame"), cache_dir=tmp_path / "cache")
+    assert fit_projection(cache, [flat], dims=64) is None
 
 
 def test_fit_calibrates_a_match_probability_threshold_for_new_individuals(catalogue):

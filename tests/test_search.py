@@ -40,8 +40,8 @@ def test_a_reranking_catalogue_decides_on_the_first_turtles_match_probability(re
 def test_a_threshold_override_applies_to_the_deciding_score(reranked_index, synth_data, embedder):
     photo = _photo(synth_data)
     vector = embed_image(embedder, photo)
-    strict = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index, threshold=1.0).identify(vector, photo)
-    assert strict.decision.is_unknown and strict.decision.identity is None and strict.threshold == 1.0
+    strict = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index, threshold=1.5).identify(vector, photo)
+    assert strict.decision.is_unknown and strict.decision.identity is None and strict.threshold == 1.5
     lenient = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index, threshold=0.0).identify(vector, photo)
     assert lenient.decision.identity == "t004"
     with pytest.raises(ValueError, match="finite"):

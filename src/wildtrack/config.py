@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 LossName = Literal["softmax", "arcface", "triplet", "arcface+triplet"]
 
 
+MAX_SEARCH_K = 250  # most gallery images one search returns (and re-ranks): bounds the work per request
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 

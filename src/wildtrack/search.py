@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from wildtrack.config import MAX_SEARCH_K
 from wildtrack.index import GalleryIndex, Hit
 from wildtrack.match.identity import Decision, aggregate_identities, decide
 from wildtrack.match.local import Source
@@ -28,7 +29,6 @@ __all__ = ["CatalogueSearch", "Identification", "ScoreKind", "stored_threshold"]
 ScoreKind = Literal["match_probability", "cosine"]
 SEARCH_DEPTH = 5  # identify() looks at topk × this many images, so an identity's several photos can all count
 MIN_DEPTH = 20
-MAX_SEARCH_K = 250
 THRESHOLD_KEYS = ("decision_threshold", "unknown_threshold", "threshold")
 THRESHOLD_FILES = ("calibration.json", "threshold.json")
 

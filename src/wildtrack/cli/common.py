@@ -10,7 +10,15 @@ from collections.abc import Callable, Iterator
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -30,17 +38,24 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., 
                TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as bar:
 
-        def task_advance(task_description: str, task_total: int | None) -> Callable[..., None]:
-            task = bar.add_task(task_description, total=task_total)
+        def task_advance(task_description: str, task_total: int | None, lazy: bool) -> Callable[..., None]:
+            """A bar's advance; a stage's bar appears on its first report, so a stage that fails before doing
+            any work (e.g. a catalogue that cannot be fitted) leaves no empty bar behind."""
+            tasks: list[TaskID] = [] if lazy else [bar.add_task(task_description, total=task_total)]
+
+            def task() -> TaskID:
+                if not tasks:
+                    tasks.append(bar.add_task(task_description, total=task_total))
+                return tasks[0]
 
             def advance(n: int = 1) -> None:
-                bar.advance(task, n)
+                bar.advance(task(), n)
 
-            advance.set_total = lambda n: bar.update(task, total=n)  # type: ignore[attr-defined]
-            advance.stage = lambda d: task_advance(d, None)  # type: ignore[attr-defined]
+            advance.set_total = lambda n: bar.update(task(), total=n)  # type: ignore[attr-defined]
+            advance.stage = lambda d: task_advance(d, None, lazy=True)  # type: ignore[attr-defined]
             return advance
 
-        yield task_advance(description, total)
+        yield task_advance(description, total, lazy=False)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from wildtrack.cli.common import console, err_console, fail, progress_bar, say, user_errors
-from wildtrack.config import EvalConfig, TrainConfig
+from wildtrack.config import MAX_SEARCH_K, EvalConfig, TrainConfig
 
 EVAL_DEFAULTS, TRAIN_DEFAULTS = EvalConfig(), TrainConfig()
 
@@ -178,7 +178,7 @@ def search(
     image: Path = typer.Argument(..., help="Photo to identify."),
     index: Path = typer.Option(..., "--index"),
     artifacts: Path = typer.Option(..., "--artifacts", help="The model the index was built with."),
-    topk: int = typer.Option(5, help="Gallery images to list."),
+    topk: int = typer.Option(5, min=1, max=MAX_SEARCH_K, help="Gallery images to list."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     backend: str = typer.Option("auto"),
     rerank: bool = typer.Option(True, help="Use local re-ranking when the index was built with --rerank local."),

@@ -11,6 +11,7 @@ OpenCV releases the GIL in SIFT, the matcher and RANSAC, so plain threads use ev
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import threading
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -129,14 +130,22 @@ class DescriptorProjection:
         y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-7)
         return replace(features, descriptors=y.astype(np.float32, copy=False))
 
-    def to_dict(self) -> dict[str, list]:
-        """Plain lists (7 significant digits, more than float32 holds) for ``fusion.json``."""
-        return {"mean": [float(f"{v:.7g}") for v in self.mean],
-                "basis": [[float(f"{v:.7g}") for v in row] for row in self.basis.T]}
+    def to_dict(self) -> dict[str, Any]:
+        """For ``fusion.json``: the exact float32 values, little-endian and base64-encoded (as JSON lists the
+        basis alone would take 8,000 lines)."""
+        return {"dims": self.dims, "dtype": "<f4",
+                "mean": base64.b64encode(self.mean.astype("<f4").tobytes()).decode("ascii"),
+                "basis": base64.b64encode(self.basis.astype("<f4").tobytes()).decode("ascii")}
 
     @classmethod
-    def from_dict(cls, data: dict[str, list]) -> DescriptorProjection:
-        return cls(np.asarray(data["mean"]), np.asarray(data["basis"]).T)
+    def from_dict(cls, data: dict[str, Any]) -> DescriptorProjection:
+        try:
+            dims = int(data["dims"])
+            mean = np.frombuffer(base64.b64decode(data["mean"]), dtype="<f4")
+            basis = np.frombuffer(base64.b64decode(data["basis"]), dtype="<f4")
+            return cls(mean, basis.reshape(128, dims))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a RootSIFT projection document ({exc})") from exc
 
 
 def _shrink(img: Image.Image, max_side: int) -> Image.Image:
@@ -262,7 +271,7 @@ class FeatureCache:
         self.extractor = extractor or SiftExtractor()
         self.root = _cache_root(cache_dir)
         self.memory_items = memory_items
-        self.projection = projection
+        self._projection = projection
         self._memory: OrderedDict[str, LocalFeatures] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -292,6 +301,11 @@ class FeatureCache:
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             return None  # missing or half-written by a crashed run: extract again
         return self._features(xy, desc, scale, offset)
+
+    @property
+    def projection(self) -> DescriptorProjection | None:
+        """Fixed for the cache's life (its memory holds projected features): use :meth:`with_projection`."""
+        return self._projection
 
     def _features(self, xy: np.ndarray, desc: np.ndarray, scale: float, offset: tuple[float, float]
                   ) -> LocalFeatures:

@@ -17,6 +17,7 @@ import numpy as np
 from wildtrack.data import Record
 from wildtrack.evaluate import calibrate_open_set, cosine_similarity, retrieval_metrics
 from wildtrack.index import Hit
+from wildtrack.match.fusion import FORMAT as SCORE_FUSION_FORMAT
 from wildtrack.match.fusion import (
     ScoreFusion,
     fused_similarity,
@@ -38,6 +39,9 @@ from wildtrack.progress import Advance
 FUSION_FILE = "fusion.json"
 IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight, chosen on the pseudo-queries
 MAX_PSEUDO_QUERIES = 150  # bounds the fitting cost: pseudo-queries × k local matches
+# The fusion's weights are for inlier counts of projected descriptors: a new format name, so that a wildtrack
+# from before projections refuses such a fusion.json instead of matching full RootSIFT against them.
+PROJECTED_FUSION_FORMAT = "wildtrack-score-fusion-v1+projected-rootsift"
 PROJECTION_DIMS = 64  # RootSIFT dimensions kept for matching (DescriptorProjection); 0 keeps all 128
 PROJECTION_IMAGES = 100  # catalogue photos whose descriptors fit the projection
 PROJECTION_DESCRIPTORS = 50_000
@@ -69,8 +73,11 @@ class GalleryFusion:
                                                           projection=self.projection))
 
     def to_dict(self) -> dict[str, Any]:
+        fusion = self.fusion.to_dict()
+        if self.projection is not None:  # weights of projected inliers: a reader without projections must refuse
+            fusion["format"] = PROJECTED_FUSION_FORMAT
         return {"k": self.k, "pseudo_queries": self.pseudo_queries, "identity_weight": self.identity_weight,
-                "fusion": self.fusion.to_dict(), "fit_report": self.fit_report, "extractor": asdict(self.extractor),
+                "fusion": fusion, "fit_report": self.fit_report, "extractor": asdict(self.extractor),
                 "decision_threshold": self.decision_threshold,
                 "projection": None if self.projection is None else self.projection.to_dict()}
 
@@ -81,7 +88,12 @@ class GalleryFusion:
         extractor = SiftExtractor(**data.get("extractor", {"focus": "frame"}))
         threshold = data.get("decision_threshold")
         projection = data.get("projection")
-        return cls(ScoreFusion.from_dict(data["fusion"]), int(data["k"]), int(data.get("pseudo_queries", 0)),
+        fusion = dict(data["fusion"])
+        if fusion.get("format") == PROJECTED_FUSION_FORMAT:
+            if projection is None:
+                raise ValueError("this fusion was fitted on projected RootSIFT but its projection is missing")
+            fusion["format"] = SCORE_FUSION_FORMAT
+        return cls(ScoreFusion.from_dict(fusion), int(data["k"]), int(data.get("pseudo_queries", 0)),
                    float(data.get("identity_weight", 0.0)), data.get("fit_report"), extractor,
                    None if threshold is None else float(threshold),
                    None if projection is None else DescriptorProjection.from_dict(projection))
@@ -169,7 +181,8 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
         raise RerankFitError("fitting the re-ranking needs at least one turtle with two photos; the catalogue has "
                              "none")
     if reranker.cache.projection is None and projection_dims:
-        projection = fit_projection(reranker.cache, [r.path for r in gallery], projection_dims, seed)
+        # sampled from the pseudo-queries, whose features the fit reads anyway
+        projection = fit_projection(reranker.cache, [gallery[i].path for i in queries], projection_dims, seed)
         reranker = reranker.with_cache(reranker.cache.with_projection(projection))
     ids = [r.identity for r in gallery]
     sim = cosine_similarity(embeddings[queries], embeddings)

@@ -28,9 +28,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from wildtrack import __version__
-from wildtrack.config import ServeConfig
+from wildtrack.config import MAX_SEARCH_K, ServeConfig
 from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
-from wildtrack.search import MAX_SEARCH_K
 from wildtrack.serve.schemas import (
     Candidate,
     EnrollResponse,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from wildtrack.visualize.panels import PanelItem, choose_examples, retrieval_pan
 from wildtrack.visualize.report import write_report
 from wildtrack.visualize.tsne import plot_tsne
 from wildtrack.workflows import Advance, Log, announce_total, next_stage
+
+if TYPE_CHECKING:
+    from wildtrack.match.rerank import GalleryFusion
 
 
 @dataclass
@@ -101,9 +104,10 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
 def _local_rerank(
     sim: np.ndarray, query: list[Record], gallery: list[Record], g_emb: np.ndarray, cfg: EvalConfig, log: Log,
     advance: Advance | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict]:
+) -> tuple[np.ndarray, np.ndarray, dict, GalleryFusion]:
     """Re-order each query's global top-K by RootSIFT + RANSAC inliers fused with the cosine; returns the fused
-    ranking scores, the match probabilities (what the new-individual decision reads) and the fit's summary.
+    ranking scores, the match probabilities (what the new-individual decision reads), the fit's summary and
+    the fit itself.
 
     The fusion (and its identity-support weight and decision threshold) is fitted on the gallery alone (its
     photos against its other encounters), never on the evaluation queries, and saved with the results.
@@ -129,7 +133,7 @@ def _local_rerank(
             "projection": None if fitted.projection is None else {"dims": fitted.projection.dims}}
     fused = fused_similarity(sim, local, fitted.fusion, cfg.rerank_k, [r.identity for r in gallery],
                              fitted.identity_weight)
-    return fused, match_probabilities(sim, local, fitted.fusion, cfg.rerank_k), info
+    return fused, match_probabilities(sim, local, fitted.fusion, cfg.rerank_k), info, fitted
 
 
 def run_evaluation(
@@ -173,7 +177,7 @@ def run_evaluation(
 
         t0 = time.perf_counter()
         try:
-            fused, probabilities, info = _local_rerank(sim, query, gallery, g_emb, cfg, log, advance)
+            fused, probabilities, info, fitted = _local_rerank(sim, query, gallery, g_emb, cfg, log, advance)
         except RerankFitError as exc:
             log(f"local re-ranking skipped, global figures only: {exc}")
             extra["rerank_skipped"] = str(exc)
@@ -183,8 +187,7 @@ def run_evaluation(
             result = retrieval_metrics(fused, q_ids, g_ids, ks=(1, 5, 10))
             extra["rerank"] = {**info, "global_only": {**global_only.headline(), "R@10": global_only.recall_at_k[10]},
                                "fused": {**result.headline(), "R@10": result.recall_at_k[10]}}
-            kept = ("k", "pseudo_queries", "identity_weight", "fusion", "decision_threshold")
-            (out / "fusion.json").write_text(json.dumps({k: info[k] for k in kept}, indent=2))
+            fitted.save(out)  # complete (features, projection): GalleryFusion.load(out) re-ranks as evaluated
             sim, reranked = fused, True
             extra["open_set_cosine"] = open_set
             open_set = {**calibrate_open_set(probabilities, q_ids, g_ids, cfg.target_far)[1],

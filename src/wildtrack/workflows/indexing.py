@@ -76,8 +76,10 @@ def build_index(
         decision = ("always names the closest turtle" if fitted.decision_threshold is None else
                     f"new individual below match probability {fitted.decision_threshold:.3f}"
                     + (" (given)" if threshold is not None else " (fitted)"))
-        note = (f"search re-ranks its top {fitted.k} by local matching (fitted on {fitted.pseudo_queries} "
-                f"catalogue photos, identity weight {fitted.identity_weight}); {decision}")
+        features = ("full 128-d RootSIFT" + (" (too few keypoints to fit a projection)" if local_dims else "")
+                    if fitted.projection is None else f"RootSIFT in {fitted.projection.dims} dims")
+        note = (f"search re-ranks its top {fitted.k} by local matching ({features}; fitted on "
+                f"{fitted.pseudo_queries} catalogue photos, identity weight {fitted.identity_weight}); {decision}")
     return IndexReport(Path(index_dir), len(rows), skipped, len(index), note)
 
 
