@@ -142,7 +142,7 @@ def index_build(
     backend: str = typer.Option("auto"),
     rerank: str = typer.Option(EVAL_DEFAULTS.rerank, help="local | none: fit a local-matching fusion on the catalogue "
                                "so that search re-orders its top-K by RootSIFT + RANSAC (better on new encounters, "
-                               "about 0.8 s per photo on 2 cores), or global search only."),
+                               "about 0.7 s per photo on 2 cores), or global search only."),
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: str = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
