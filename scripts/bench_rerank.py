@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         reranker.k = k
         # the product's fit, on the gallery only; queries then match through the projection it fitted
         fitted = fit_gallery_fusion(split.gallery, emb_g, k, reranker, projection_dims=args.local_dims)
-        projected = reranker.with_cache(features.with_projection(fitted.projection))
-        info = {**fitted.to_dict(), "projection": fitted.projection and {"dims": fitted.projection.dims}}
+        projected = reranker.with_projection(fitted.projection)
+        info = fitted.summary()
         t0 = time.perf_counter()
         local = local_scores_for_shortlist(q_paths, g_paths, sim, k, projected)
         wall = time.perf_counter() - t0

@@ -41,7 +41,11 @@ class Identification:
     hits: list[Hit]
     reranked: bool  # hits carry inliers and match probabilities; the decision read the probability
     threshold: float | None
-    score_kind: ScoreKind
+
+    @property
+    def score_kind(self) -> ScoreKind:
+        """What the decision's score and threshold measure."""
+        return _score_kind(self.reranked)
 
 
 class CatalogueSearch:
@@ -78,7 +82,7 @@ class CatalogueSearch:
     @property
     def score_kind(self) -> ScoreKind:
         """What the decision's score and threshold measure."""
-        return "match_probability" if self.reranks else "cosine"
+        return _score_kind(self.reranks)
 
     def warm_up(self) -> None:
         """Build the local extractor's turtle locator now (seconds), not on the first photo."""
@@ -106,7 +110,11 @@ class CatalogueSearch:
         hits = self.search(vector, max(topk * SEARCH_DEPTH, MIN_DEPTH), image)
         decision = (decide_reranked(hits, self.threshold) if self.reranks
                     else decide(aggregate_identities(hits), self.threshold))
-        return Identification(decision, hits, self.reranks, self.threshold, self.score_kind)
+        return Identification(decision, hits, self.reranks, self.threshold)
+
+
+def _score_kind(reranked: bool) -> ScoreKind:
+    return "match_probability" if reranked else "cosine"
 
 
 def stored_threshold(index: GalleryIndex, index_dir: Path) -> float | None:

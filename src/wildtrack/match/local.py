@@ -472,9 +472,10 @@ class LocalReranker:
         self.ratio, self.model, self.threshold = ratio, model, threshold
         self.fusion = fusion
 
-    def with_cache(self, cache: FeatureCache) -> LocalReranker:
-        """The same matching settings over another feature cache (e.g. one that projects descriptors)."""
-        return LocalReranker(self.k, cache, self.workers, self.ratio, self.model, self.threshold, self.fusion)
+    def with_projection(self, projection: DescriptorProjection | None) -> LocalReranker:
+        """The same matching settings and disk cache, comparing descriptors through ``projection``."""
+        return LocalReranker(self.k, self.cache.with_projection(projection), self.workers, self.ratio, self.model,
+                             self.threshold, self.fusion)
 
     def match(self, a: LocalFeatures, b: LocalFeatures) -> MatchResult:
         return match_pair(a, b, self.ratio, self.model, self.threshold)

@@ -81,6 +81,10 @@ class GalleryFusion:
                 "decision_threshold": self.decision_threshold,
                 "projection": None if self.projection is None else self.projection.to_dict()}
 
+    def summary(self) -> dict[str, Any]:
+        """:meth:`to_dict` for reports (metrics.json, benchmarks): the projection by its size, not its basis."""
+        return {**self.to_dict(), "projection": None if self.projection is None else {"dims": self.projection.dims}}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GalleryFusion:
         # Fusions saved before the extractor was recorded were fitted on whole-frame features, and before the
@@ -183,7 +187,7 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     if reranker.cache.projection is None and projection_dims:
         # sampled from the pseudo-queries, whose features the fit reads anyway
         projection = fit_projection(reranker.cache, [gallery[i].path for i in queries], projection_dims, seed)
-        reranker = reranker.with_cache(reranker.cache.with_projection(projection))
+        reranker = reranker.with_projection(projection)
     ids = [r.identity for r in gallery]
     sim = cosine_similarity(embeddings[queries], embeddings)
     group_of = np.asarray([str(g) for g in groups], dtype=object)

@@ -122,15 +122,14 @@ def _local_rerank(
                                 projection_dims=cfg.local_dims,
                                 progress=next_stage(advance, "fitting local re-ranking on the gallery"))
     fit_s = time.perf_counter() - t0
-    reranker = reranker.with_cache(reranker.cache.with_projection(fitted.projection))  # match as the fit did
+    reranker = reranker.with_projection(fitted.projection)  # match as the fit did
     t0 = time.perf_counter()
     local = local_scores_for_shortlist([r.path for r in query], [r.path for r in gallery], sim, cfg.rerank_k,
                                        reranker, next_stage(advance, "re-ranking the queries"))
     per_query = (time.perf_counter() - t0) / max(len(query), 1)
     log(f"local re-ranking of the top {cfg.rerank_k}: fusion fitted on {fitted.pseudo_queries} gallery "
         f"pseudo-queries ({fit_s:.0f} s, identity weight {fitted.identity_weight}), {per_query:.2f} s per query")
-    info = {**fitted.to_dict(), "seconds_per_query_local": round(per_query, 3),
-            "projection": None if fitted.projection is None else {"dims": fitted.projection.dims}}
+    info = {**fitted.summary(), "seconds_per_query_local": round(per_query, 3)}
     fused = fused_similarity(sim, local, fitted.fusion, cfg.rerank_k, [r.identity for r in gallery],
                              fitted.identity_weight)
     return fused, match_probabilities(sim, local, fitted.fusion, cfg.rerank_k), info, fitted
