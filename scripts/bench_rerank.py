@@ -13,7 +13,11 @@ mAP and seconds per query for
   same without identity support; ``global+inliers@K``: the shortlist ordered by inliers (cosine breaking ties);
 * ``open_set``: new-individual figures at a 5% false-accept target on the cosine and on the fusion's match
   probability (each query's best wrong turtle plays an unknown one), calibrated on these queries, and for the
-  probability also the threshold the fit calibrated on the gallery (what ``wildtrack index build`` stores).
+  probability also the threshold the fit calibrated on the gallery (what ``wildtrack index build`` stores);
+* ``evidence`` (with the anchor): which queries local matching can answer at all (their own turtle reaches
+  ``EVIDENCE_INLIERS`` inliers somewhere in the gallery, above the chance level between different turtles), how
+  often those are then right, and how often the global cosine is right on the rest: the Recall@1 that a perfect
+  switch between the two signals would reach, i.e. what limits the default pipeline.
 
 ``--focus`` picks where keypoints come from: the located turtle (default) or the whole frame. ``--local-dims``
 is the product's RootSIFT projection for the re-ranked rows (principal components fitted on the gallery; 0: all
@@ -72,6 +76,7 @@ from wildtrack.match.local import FeatureCache, LocalReranker, SiftExtractor, lo
 from wildtrack.match.rerank import fit_gallery_fusion
 
 KS = (1, 5, 10)
+EVIDENCE_INLIERS = 6  # whole-gallery inliers that count as local evidence (wrong pairs: <= 4 in 99 %)
 OPEN_SET_FAR = 0.05  # EvalConfig's default target
 
 
@@ -140,6 +145,38 @@ def open_set(scores: np.ndarray, q_ids: list[str], g_ids: list[str], fixed: floa
     if fixed is not None:
         row["gallery_fitted"] = open_set_rates(scores, q_ids, g_ids, fixed)
     return row
+
+
+def local_evidence(sim: np.ndarray, inliers: np.ndarray, q_ids: list[str], g_ids: list[str],
+                   min_inliers: int = EVIDENCE_INLIERS) -> dict[str, Any]:
+    """Split the queries whose turtle is in the gallery by whether local matching has anything to say.
+
+    With evidence (the own turtle's best photo reaches ``min_inliers``), "local right" is the share whose own
+    turtle also out-matches every other turtle; without, "global right" is the global cosine's Recall@1 on them.
+    ``switch_ceiling`` is the Recall@1 of trusting inliers exactly where they are evidence and the cosine
+    elsewhere; ``either_right`` the share where the whole-gallery local top-1 (cosine breaking ties) or the
+    global top-1 is right, i.e. a per-query oracle choosing between the two. A fusion of the two scores can only
+    beat that oracle on queries where both top-1s are wrong, so it shows what these signals allow.
+    """
+    q, g = np.asarray(q_ids), np.asarray(g_ids)
+    known = np.flatnonzero(np.isin(q, g))
+    same = q[known, None] == g[None, :]
+    own = np.where(same, inliers[known], -1).max(axis=1)
+    other = np.where(same, -1, inliers[known]).max(axis=1)
+    global_right = g[sim[known].argmax(axis=1)] == q[known]
+    local_top1_right = g[(inliers[known] + 0.5 * (sim[known] + 1) / 2).argmax(axis=1)] == q[known]
+    with_evidence = own >= min_inliers
+    local_right = with_evidence & (own > other)
+    n, n_ev = len(known), int(with_evidence.sum())
+    return {
+        "min_inliers": min_inliers, "num_queries": n,
+        "wrong_pair_inliers_p99": float(np.percentile(inliers[known][~same], 99)),
+        "with_evidence": round(n_ev / n, 4),
+        "local_right_with_evidence": round(float(local_right[with_evidence].mean()) if n_ev else 0.0, 4),
+        "global_right_without_evidence": round(float(global_right[~with_evidence].mean()) if n_ev < n else 0.0, 4),
+        "switch_ceiling": round(float((local_right | (~with_evidence & global_right)).mean()), 4),
+        "either_right": round(float((local_top1_right | global_right).mean()), 4),
+    }
 
 
 def cold_costs(paths: list[Path], embedder: Any, extractor: SiftExtractor) -> dict[str, float]:
@@ -214,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         # The same with ties broken by the global cosine (scaled to stay below one inlier).
         rows.append(summarise("local-all+cos-ties", local_all + 0.5 * (sim + 1) / 2, q_ids, g_ids, anchor_s))
         log(f"local-all: {wall:.1f} s for {local_all.size} pairs")
+        evidence = local_evidence(sim, local_all, q_ids, g_ids)
+        log(f"local evidence: {evidence}")
     rows.append(summarise("global", sim, q_ids, g_ids, cold["global"]))
     open_sets = {"cosine": open_set(sim, q_ids, g_ids)}
 
@@ -250,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "local_features": extractor.key(),
         "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold},
         "results": rows, "timing_breakdown_s": timing, "open_set": open_sets,
+        **({} if args.skip_anchor else {"evidence": evidence}),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

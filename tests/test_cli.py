@@ -148,6 +148,7 @@ def test_index_with_local_reranking_reorders_search_by_inliers(synth_data, tiny_
                                  "--out", str(index), "--rerank", "local", "--rerank-k", "10"])
     assert result.exit_code == 0, result.output
     assert "fitting local re-ranking" in result.output  # its own progress bar, after the embedding's
+    assert "reading features for the matching projection" in result.output  # ... and the projection's sample
     assert "RootSIFT in 64 dims" in result.output
     assert json.loads((index / "fusion.json").read_text())["k"] == 10
     photo = synth_data / "t005" / "t005_009.jpg"

@@ -51,6 +51,29 @@ def test_fit_matches_through_a_projection_of_the_catalogues_descriptors_and_sear
     assert GalleryFusion.from_dict(legacy).projection is None
 
 
+def test_fit_shows_the_projection_sample_and_the_matching_as_two_complete_stages(catalogue):
+    """On a cold cache the projection's sample is extracted first: it has its own bar, so the fit's bar does not
+    sit at 0 meanwhile, and each bar ends at the total it announced."""
+    records, embeddings = catalogue
+    bars: dict[str, dict[str, int]] = {}
+
+    def bar(description: str):
+        bars[description] = {"total": -1, "done": 0}
+
+        def advance(n: int = 1) -> None:
+            bars[description]["done"] += n
+
+        advance.set_total = lambda n: bars[description].update(total=n)
+        advance.stage = bar
+        return advance
+
+    fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=20, progress=bar("fitting"))
+    sample = bars.pop("reading features for the matching projection")
+    assert sample["done"] == sample["total"] == 20  # every pseudo-query (at most PROJECTION_IMAGES of them)
+    fit = bars.pop("fitting")
+    assert fit["done"] == fit["total"] > 20 and not bars
+
+
 def test_a_projected_fusion_cannot_be_read_as_a_full_rootsift_one(catalogue):
     """Its weights are for projected inlier counts: a reader that ignores the projection must refuse it (the
     fusion's format names the projection), and the projection cannot silently go missing."""

@@ -351,10 +351,19 @@ class FeatureCache:
         self._remember(key, feats)
         return feats
 
-    def get_many(self, sources: Sequence[Source], workers: int | None = None) -> list[LocalFeatures]:
-        """Features of many images, extracted in parallel threads; order follows ``sources``."""
+    def get_many(self, sources: Sequence[Source], workers: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> list[LocalFeatures]:
+        """Features of many images, extracted in parallel threads; order follows ``sources``. ``progress`` is
+        advanced once per image as it is read or extracted."""
+
+        def get(source: Source) -> LocalFeatures:
+            feats = self.get(source)
+            if progress:
+                progress(1)
+            return feats
+
         with ThreadPoolExecutor(_workers(workers)) as pool:
-            return list(pool.map(self.get, sources))
+            return list(pool.map(get, sources))
 
 
 # ----------------------------------------------------------------------------------------------- matching
@@ -528,16 +537,9 @@ def local_scores_for_shortlist(
     top = rank_gallery(sim)[:, :k]
     needed_g = sorted(set(top.ravel().tolist()))
     announce_total(progress, 2 * len(query_paths) + len(needed_g))
-
-    def features(path: str | Path) -> LocalFeatures:
-        feats = reranker.cache.get(path)
-        if progress:
-            progress(1)
-        return feats
-
-    with ThreadPoolExecutor(reranker.workers) as pool:
-        feats_q = list(pool.map(features, query_paths))
-        feats_g = dict(zip(needed_g, pool.map(features, [gallery_paths[j] for j in needed_g]), strict=True))
+    feats_q = reranker.cache.get_many(query_paths, reranker.workers, progress)
+    feats_g = dict(zip(needed_g, reranker.cache.get_many([gallery_paths[j] for j in needed_g], reranker.workers,
+                                                         progress), strict=True))
     out = np.zeros(sim.shape, dtype=np.int64)
 
     def row(i: int) -> None:

@@ -34,7 +34,7 @@ from wildtrack.match.local import (
     SiftExtractor,
     local_scores_for_shortlist,
 )
-from wildtrack.progress import Advance
+from wildtrack.progress import Advance, announce_total, next_stage
 
 FUSION_FILE = "fusion.json"
 IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight, chosen on the pseudo-queries
@@ -116,13 +116,15 @@ class GalleryFusion:
 
 
 def fit_projection(cache: FeatureCache, paths: list[str | Path], dims: int = PROJECTION_DIMS, seed: int = 0,
-                   max_images: int = PROJECTION_IMAGES, max_descriptors: int = PROJECTION_DESCRIPTORS
-                   ) -> DescriptorProjection | None:
+                   max_images: int = PROJECTION_IMAGES, max_descriptors: int = PROJECTION_DESCRIPTORS,
+                   progress: Advance | None = None) -> DescriptorProjection | None:
     """A RootSIFT projection fitted on (a seeded sample of) the catalogue's own photos; None when they hold
-    too few keypoints to estimate ``dims`` components."""
+    too few keypoints to estimate ``dims`` components. ``progress`` counts the sample's photos as their features
+    are read (on a cold cache, extracted: most of the time)."""
     rng = np.random.default_rng(seed)
     sample = [paths[i] for i in sorted(rng.choice(len(paths), min(max_images, len(paths)), replace=False))]
-    raw = cache.with_projection(None).get_many(sample)
+    announce_total(progress, len(sample))
+    raw = cache.with_projection(None).get_many(sample, progress=progress)
     descriptors = np.concatenate([f.descriptors for f in raw]) if raw else np.zeros((0, 128), np.float32)
     if len(descriptors) > max_descriptors:
         descriptors = descriptors[rng.choice(len(descriptors), max_descriptors, replace=False)]
@@ -185,8 +187,10 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
         raise RerankFitError("fitting the re-ranking needs at least one turtle with two photos; the catalogue has "
                              "none")
     if reranker.cache.projection is None and projection_dims:
-        # sampled from the pseudo-queries, whose features the fit reads anyway
-        projection = fit_projection(reranker.cache, [gallery[i].path for i in queries], projection_dims, seed)
+        # sampled from the pseudo-queries, whose features the fit reads anyway; its own bar, so that a cold
+        # cache does not leave the fit's bar at 0 while the sample is extracted
+        projection = fit_projection(reranker.cache, [gallery[i].path for i in queries], projection_dims, seed,
+                                    progress=next_stage(progress, "reading features for the matching projection"))
         reranker = reranker.with_projection(projection)
     ids = [r.identity for r in gallery]
     sim = cosine_similarity(embeddings[queries], embeddings)
