@@ -96,6 +96,10 @@ def test_time_aware_split_is_evaluated_too(synth_data, tiny_artifacts, tmp_path)
     result = run_evaluation(synth_data, tiny_artifacts, tmp_path, EvalConfig(split="time-aware", examples=1,
                                                                               gradcam=0), **QUIET)
     assert result.report.split == "time-aware" and result.report.num_queries > 0
+    # the latest encounter of each of the 12 turtles, its photos identified together
+    encounters = result.report.extra["encounters"]
+    assert encounters["num_encounters"] == 12 and encounters["photos_per_encounter"] > 1
+    assert encounters["open_set"]["score"] == result.report.open_set["score"] and 0 <= encounters["accuracy"] <= 1
 
 
 def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny_artifacts, tmp_path):
@@ -117,6 +121,9 @@ def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny
     assert open_set["score"] == "match_probability" and 0.0 <= open_set["threshold"] <= 1.0
     assert result.report.extra["open_set_cosine"]["score"] == "cosine"
     assert open_set["catalogue_threshold"]["threshold"] == rerank["decision_threshold"]
+    encounters = result.report.extra["encounters"]
+    assert encounters["open_set"]["score"] == "match_probability"
+    assert encounters["open_set"]["catalogue_threshold"]["threshold"] == rerank["encounter_threshold"]
 
 
 def test_a_gallery_of_single_photos_is_evaluated_without_reranking(tiny_artifacts, tmp_path):

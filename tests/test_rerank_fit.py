@@ -27,7 +27,7 @@ def test_fit_chooses_an_identity_weight_and_round_trips(catalogue, tmp_path):
     assert fitted.fusion.num_pairs == 40 * 8
     report = fitted.fit_report
     weights = {f"identity_weight={w}" for w in IDENTITY_WEIGHTS}
-    assert set(report) == {*weights, "global_only", "open_set"}
+    assert set(report) == {*weights, "global_only", "open_set", "encounter_open_set"}
     chosen = report[f"identity_weight={fitted.identity_weight}"]
     assert all(chosen["R@1"] + chosen["mAP"] >= report[w]["R@1"] + report[w]["mAP"] for w in weights)
     back = GalleryFusion.load(fitted.save(tmp_path).parent)
@@ -165,3 +165,19 @@ def test_index_build_falls_back_to_global_search_and_drops_a_stale_fusion(synth_
     report = build_index(singles, tiny_artifacts, index, rerank_k=5)
     assert report.total == 4 and "global search only" in report.rerank and "two photos" in report.rerank
     assert not (index / FUSION_FILE).exists()  # the old catalogue's fusion must not re-rank the new one
+
+
+def test_fit_calibrates_a_stricter_threshold_for_the_best_photo_of_an_encounter(catalogue, tmp_path):
+    """The pseudo-queries pooled by encounter: their best wrong turtle over several photos scores higher than
+    over one, so the same false-accept target needs at least the photo threshold."""
+    records, embeddings = catalogue
+    fitted = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=60)
+    assert fitted.encounter_threshold is not None
+    assert fitted.encounter_threshold >= fitted.decision_threshold
+    pooled = fitted.fit_report["encounter_open_set"]
+    assert pooled["num_known"] < fitted.pseudo_queries and pooled["FAR"] <= 0.05 + 1e-9
+    back = GalleryFusion.load(fitted.save(tmp_path).parent)
+    assert back.encounter_threshold == fitted.encounter_threshold
+    legacy = fitted.to_dict()
+    del legacy["encounter_threshold"]  # fusion.json from before encounters
+    assert GalleryFusion.from_dict(legacy).encounter_threshold is None

@@ -91,3 +91,31 @@ def test_an_index_without_a_data_root_finds_its_photos_under_the_index_dir(tmp_p
     assert searcher.data_root == (tmp_path / "index").resolve()
     assert not searcher.reranks and searcher.threshold is None
     assert searcher.identify(x[2], None).decision.identity == "t2"
+
+
+def test_an_encounters_photos_are_identified_together(reranked_index, synth_data, embedder):
+    """Each photo is identified as on its own; the encounter takes the most confident photo's verdict, decided
+    against the encounter threshold the fit calibrated (stricter than a single photo's)."""
+    searcher = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index)
+    fitted = GalleryFusion.load(reranked_index)
+    assert fitted.encounter_threshold is not None and searcher.encounter_threshold == fitted.encounter_threshold
+    photos = [synth_data / "t004" / f"t004_00{n}.jpg" for n in (7, 8, 9)]
+    vectors = np.stack([embed_image(embedder, p) for p in photos])
+    answer = searcher.identify_encounter(vectors, photos, topk=3)
+    alone = [searcher.identify(v, p, topk=3) for v, p in zip(vectors, photos, strict=True)]
+    assert [a.decision.score for a in answer.photos] == pytest.approx([a.decision.score for a in alone])
+    assert answer.decision.score == pytest.approx(max(a.decision.score for a in alone))
+    assert answer.decision.candidates[0].identity == "t004"
+    assert answer.threshold == fitted.encounter_threshold and answer.score_kind == "match_probability"
+    single = searcher.identify_encounter(vectors[:1], photos[:1], topk=3)
+    assert single.decision.candidates[0].identity == alone[0].decision.best.identity
+
+
+def test_an_explicit_threshold_decides_encounters_too(reranked_index, synth_data, embedder):
+    photos = [synth_data / "t004" / "t004_007.jpg", synth_data / "t004" / "t004_008.jpg"]
+    vectors = np.stack([embed_image(embedder, p) for p in photos])
+    strict = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index, threshold=1.5)
+    answer = strict.identify_encounter(vectors, photos)
+    assert answer.decision.is_unknown and answer.threshold == 1.5
+    with pytest.raises(ValueError, match="2 embeddings but 1 photos"):
+        strict.identify_encounter(vectors, photos[:1])

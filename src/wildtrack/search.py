@@ -20,11 +20,12 @@ from PIL import Image
 
 from wildtrack.config import MAX_SEARCH_K
 from wildtrack.index import GalleryIndex, Hit
+from wildtrack.match.encounter import pool_encounter
 from wildtrack.match.identity import Decision, aggregate_identities, decide
 from wildtrack.match.local import Source
 from wildtrack.match.rerank import GalleryFusion, decide_reranked, rerank_hits
 
-__all__ = ["CatalogueSearch", "Identification", "ScoreKind", "stored_threshold"]
+__all__ = ["CatalogueSearch", "EncounterIdentification", "Identification", "ScoreKind", "stored_threshold"]
 
 ScoreKind = Literal["match_probability", "cosine"]
 SEARCH_DEPTH = 5  # identify() looks at topk × this many images, so an identity's several photos can all count
@@ -48,6 +49,20 @@ class Identification:
         return _score_kind(self.reranked)
 
 
+@dataclass(frozen=True)
+class EncounterIdentification:
+    """The verdict on several photos of one encounter, pooled, and each photo's own identification."""
+
+    decision: Decision  # the most confident photo's verdict; candidates pooled over the photos
+    photos: list[Identification]
+    reranked: bool
+    threshold: float | None  # the encounter's: what decision.score was compared with
+
+    @property
+    def score_kind(self) -> ScoreKind:
+        return _score_kind(self.reranked)
+
+
 class CatalogueSearch:
     """Search → (re-rank) → decide for one loaded index.
 
@@ -68,12 +83,17 @@ class CatalogueSearch:
         self.fusion = (fusion or GalleryFusion.load(self.index_dir)) if rerank else None
         # One re-ranker for the searcher's life: its in-memory feature cache keeps the catalogue's hot features.
         self.reranker = self.fusion.reranker() if self.fusion is not None else None
+        explicit = threshold is not None
         if threshold is None:
             threshold = (self.fusion.decision_threshold if self.fusion is not None
                          else stored_threshold(index, self.index_dir))
         if threshold is not None and not math.isfinite(threshold):
             raise ValueError(f"the unknown threshold must be a finite number, got {threshold!r}")
         self.threshold = threshold
+        # An explicit threshold applies to encounters too; else the one fitted for them (stricter: the best of
+        # several photos passes more often by chance), or, without one, the photo threshold.
+        fitted_encounter = self.fusion.encounter_threshold if self.fusion is not None and not explicit else None
+        self.encounter_threshold = fitted_encounter if fitted_encounter is not None else threshold
 
     @property
     def reranks(self) -> bool:
@@ -111,6 +131,23 @@ class CatalogueSearch:
         decision = (decide_reranked(hits, self.threshold) if self.reranks
                     else decide(aggregate_identities(hits), self.threshold))
         return Identification(decision, hits, self.reranks, self.threshold)
+
+
+    def identify_encounter(self, vectors: np.ndarray, images: list[Source] | None, topk: int = 5
+                           ) -> EncounterIdentification:
+        """Which individual, from several photos of one encounter (one turtle, one sighting): each photo is
+        identified as by :meth:`identify`, and the encounter takes the verdict of the most confident one
+        (:func:`~wildtrack.match.encounter.pool_encounter`), so one photo that matches the catalogue well names
+        the turtle even when the others show a side it has never seen."""
+        vectors = np.atleast_2d(np.asarray(vectors))
+        if len(vectors) == 0:
+            raise ValueError("an encounter needs at least one photo")
+        if images is not None and len(images) != len(vectors):
+            raise ValueError(f"{len(vectors)} embeddings but {len(images)} photos")
+        photos = [self.identify(v, None if images is None else images[n], topk) for n, v in enumerate(vectors)]
+        decision = pool_encounter([p.hits for p in photos], [p.decision for p in photos], self.reranks,
+                                  self.encounter_threshold)
+        return EncounterIdentification(decision, photos, self.reranks, self.encounter_threshold)
 
 
 def _score_kind(reranked: bool) -> ScoreKind:

@@ -17,6 +17,7 @@ import numpy as np
 from wildtrack.data import Record
 from wildtrack.evaluate import calibrate_open_set, cosine_similarity, retrieval_metrics
 from wildtrack.index import Hit
+from wildtrack.match.encounter import pool_encounter_rows
 from wildtrack.match.fusion import FORMAT as SCORE_FUSION_FORMAT
 from wildtrack.match.fusion import (
     ScoreFusion,
@@ -66,6 +67,8 @@ class GalleryFusion:
     extractor: SiftExtractor = field(default_factory=SiftExtractor)
     decision_threshold: float | None = None  # match probability below which a photo is a new individual
     projection: DescriptorProjection | None = None  # None: full 128-d RootSIFT
+    # the same decision for several photos of one encounter (the best of them passes more often by chance)
+    encounter_threshold: float | None = None
 
     def reranker(self, cache_dir: str | Path | None = None) -> LocalReranker:
         """A re-ranker that matches exactly as the fit did."""
@@ -78,7 +81,7 @@ class GalleryFusion:
             fusion["format"] = PROJECTED_FUSION_FORMAT
         return {"k": self.k, "pseudo_queries": self.pseudo_queries, "identity_weight": self.identity_weight,
                 "fusion": fusion, "fit_report": self.fit_report, "extractor": asdict(self.extractor),
-                "decision_threshold": self.decision_threshold,
+                "decision_threshold": self.decision_threshold, "encounter_threshold": self.encounter_threshold,
                 "projection": None if self.projection is None else self.projection.to_dict()}
 
     def summary(self) -> dict[str, Any]:
@@ -91,6 +94,7 @@ class GalleryFusion:
         # projection was, on full RootSIFT.
         extractor = SiftExtractor(**data.get("extractor", {"focus": "frame"}))
         threshold = data.get("decision_threshold")
+        encounter_threshold = data.get("encounter_threshold")  # None in files from before encounters
         projection = data.get("projection")
         fusion = dict(data["fusion"])
         if fusion.get("format") == PROJECTED_FUSION_FORMAT:
@@ -100,7 +104,8 @@ class GalleryFusion:
         return cls(ScoreFusion.from_dict(fusion), int(data["k"]), int(data.get("pseudo_queries", 0)),
                    float(data.get("identity_weight", 0.0)), data.get("fit_report"), extractor,
                    None if threshold is None else float(threshold),
-                   None if projection is None else DescriptorProjection.from_dict(projection))
+                   None if projection is None else DescriptorProjection.from_dict(projection),
+                   None if encounter_threshold is None else float(encounter_threshold))
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / FUSION_FILE
@@ -178,7 +183,9 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     matched locally; the logistic fusion is fitted on those labelled pairs, then the identity weight that ranks
     the pseudo-queries best (Recall@1 + mAP) is kept from :data:`IDENTITY_WEIGHTS`. The decision threshold is
     the match probability at which ``target_far`` of the pseudo-queries' best *wrong* turtles would be accepted
-    (each stands in for a turtle the catalogue does not hold); None when the catalogue has a single turtle.
+    (each stands in for a turtle the catalogue does not hold); None when the catalogue has a single turtle. The
+    encounter threshold is calibrated the same way on the pseudo-queries pooled by encounter (each encounter's
+    best probability per catalogue photo), for :meth:`~wildtrack.search.CatalogueSearch.identify_encounter`.
     """
     reranker = reranker or LocalReranker(k=k)
     groups = _own_groups(gallery)
@@ -216,10 +223,13 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
             best_weight, best_score = weight, result.recall_at_k[1] + result.mAP
     global_only = retrieval_metrics(np.nan_to_num(sim, neginf=floor), q_ids, ids, ks=(1,))
     report["global_only"] = {"R@1": round(global_only.recall_at_k[1], 4), "mAP": round(global_only.mAP, 4)}
-    threshold, report["open_set"] = calibrate_open_set(match_probabilities(sim, local, fusion, fit_k), q_ids, ids,
-                                                       target_far)
+    probabilities = match_probabilities(sim, local, fusion, fit_k)
+    threshold, report["open_set"] = calibrate_open_set(probabilities, q_ids, ids, target_far)
+    # pseudo-queries of one encounter pooled: the threshold for the best of several photos
+    pooled, encounter_ids, _ = pool_encounter_rows(probabilities, q_ids, [group_of[i] for i in queries])
+    encounter_threshold, report["encounter_open_set"] = calibrate_open_set(pooled, encounter_ids, ids, target_far)
     return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor, threshold,
-                         reranker.cache.projection)
+                         reranker.cache.projection, encounter_threshold)
 
 
 def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fitted: GalleryFusion,

@@ -135,6 +135,26 @@ def _local_rerank(
     return fused, match_probabilities(sim, local, fitted.fusion, cfg.rerank_k), info, fitted
 
 
+def _encounter_figures(ranking: np.ndarray, scores: np.ndarray, query: list[Record], g_ids: list[str],
+                       cfg: EvalConfig, score: str, catalogue_threshold: float | None = None) -> dict | None:
+    """The field's unit: several photos of one encounter (one turtle, one day) identified together, the verdict
+    of the most confident photo (:mod:`wildtrack.match.encounter`); None without dated queries (no encounters to
+    group). The new-individual threshold is calibrated on the pooled encounters, and for a re-ranked
+    evaluation the catalogue's fitted encounter threshold is measured as well."""
+    from wildtrack.match.encounter import encounter_retrieval, pool_encounter_rows
+
+    if all(r.date is None for r in query):
+        return None
+    encounters = [r.encounter for r in query]
+    q_ids = [r.identity for r in query]
+    figures = encounter_retrieval(ranking, scores, q_ids, g_ids, encounters)
+    pooled, ids, _ = pool_encounter_rows(scores, q_ids, encounters)
+    figures["open_set"] = {**calibrate_open_set(pooled, ids, g_ids, cfg.target_far)[1], "score": score}
+    if catalogue_threshold is not None and "note" not in figures["open_set"]:
+        figures["open_set"]["catalogue_threshold"] = open_set_rates(pooled, ids, g_ids, catalogue_threshold)
+    return figures
+
+
 def run_evaluation(
     data: str | Path | Dataset,
     artifacts: str | Path,
@@ -194,6 +214,16 @@ def run_evaluation(
             if info["decision_threshold"] is not None and "note" not in open_set:  # what `index build` stores
                 open_set["catalogue_threshold"] = open_set_rates(probabilities, q_ids, g_ids,
                                                                  info["decision_threshold"])
+
+    if reranked:
+        encounters = _encounter_figures(sim, probabilities, query, g_ids, cfg, "match_probability",
+                                        fitted.encounter_threshold)
+    else:
+        encounters = _encounter_figures(cosine, cosine, query, g_ids, cfg, "cosine")
+    if encounters is not None:
+        extra["encounters"] = encounters
+        log(f"encounters (their photos identified together): {encounters['accuracy']:.3f} of "
+            f"{encounters['num_encounters']} named right, against Recall@1 {result.recall_at_k[1]:.3f} per photo")
 
     t0 = time.perf_counter()
     pictures = _panels(result, sim, query, gallery, cfg, out, cosine=cosine, reranked=reranked)

@@ -70,12 +70,14 @@ def build_index(
     index.save(index_dir, overwrite=overwrite)
     (Path(index_dir) / FUSION_FILE).unlink(missing_ok=True)  # a fusion belongs to the build that fitted it
     if fitted is not None:
-        if threshold is not None:
-            fitted.decision_threshold = threshold
+        if threshold is not None:  # the user's threshold decides for single photos and encounters alike
+            fitted.decision_threshold = fitted.encounter_threshold = threshold
         fitted.save(index_dir)
         decision = ("always names the closest turtle" if fitted.decision_threshold is None else
                     f"new individual below match probability {fitted.decision_threshold:.3f}"
                     + (" (given)" if threshold is not None else " (fitted)"))
+        if threshold is None and fitted.encounter_threshold not in (None, fitted.decision_threshold):
+            decision += f", {fitted.encounter_threshold:.3f} for the best photo of an encounter"
         features = ("full 128-d RootSIFT" + (" (too few keypoints to fit a projection)" if local_dims else "")
                     if fitted.projection is None else f"RootSIFT in {fitted.projection.dims} dims")
         note = (f"search re-ranks its top {fitted.k} by local matching ({features}; fitted on "
