@@ -161,3 +161,23 @@ def test_index_with_local_reranking_reorders_search_by_inliers(synth_data, tiny_
     plain = json.loads(runner.invoke(app, [*args, "--no-rerank"]).output)
     assert not plain["reranked"]
     assert {h["image_id"] for h in plain["hits"]} == {h["image_id"] for h in hits}  # same shortlist, re-ordered
+
+
+def test_search_identifies_several_photos_one_by_one_or_as_one_encounter(synth_data, tiny_artifacts, reranked_index):
+    import json
+
+    photos = [str(synth_data / "t005" / f"t005_00{n}.jpg") for n in (7, 8, 9)]
+    base = ["search", *photos, "--index", str(reranked_index), "--artifacts", str(tiny_artifacts), "--topk", "3"]
+    each = json.loads(runner.invoke(app, [*base, "--json"]).output)
+    assert [a["image"] for a in each] == photos and all(a["reranked"] for a in each)
+    together = runner.invoke(app, [*base, "--json", "--encounter"])
+    assert together.exit_code == 0, together.output
+    encounter = json.loads(together.output)
+    assert encounter["decision"]["identity"] == "t005" and encounter["images"] == photos
+    assert encounter["decision"]["score"] == max(a["decision"]["score"] for a in each)  # the most confident photo
+    from wildtrack.match.rerank import GalleryFusion
+
+    assert encounter["decision"]["threshold"] == GalleryFusion.load(reranked_index).encounter_threshold
+    assert [p["decision"] for p in encounter["photos"]] == [a["decision"] for a in each]
+    table = runner.invoke(app, [*base, "--encounter"])
+    assert table.exit_code == 0 and "encounter of 3 photos" in table.output and "photos naming it" in table.output

@@ -65,3 +65,25 @@ def test_a_global_only_index_reports_no_local_evidence(reranked_server, synth_da
     answer = search_image(synth_data / "t004" / "t004_007.jpg", index, tiny_artifacts, topk=3, rerank=False)
     assert not answer["reranked"]
     assert all(h["inliers"] is None and h["match_probability"] is None for h in answer["hits"])
+
+
+def test_an_encounters_photos_are_identified_together_as_the_cli_does(reranked_server, synth_data, tiny_artifacts):
+    from wildtrack.workflows.searching import search_encounter
+
+    server, index = reranked_server
+    photos = [synth_data / "t004" / f"t004_00{n}.jpg" for n in (7, 8, 9)]
+    expected = search_encounter(photos, index, tiny_artifacts, topk=3)
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        response = client.post("/identify-encounter", files=files, data={"topk": "3"})
+        too_many = client.post("/identify-encounter", files=files * 7)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["identity"] == expected["decision"]["identity"] == "t004"
+    assert body["score"] == pytest.approx(expected["decision"]["score"])
+    assert body["score"] == pytest.approx(max(p["score"] for p in body["photos"]))  # the most confident photo
+    assert body["threshold"] == pytest.approx(expected["decision"]["threshold"])
+    assert body["score_kind"] == "match_probability" and body["candidates"][0]["identity"] == "t004"
+    assert [p["filename"] for p in body["photos"]] == [p.name for p in photos]
+    assert all(p["matches"][0]["inliers"] is not None for p in body["photos"])
+    assert too_many.status_code == 400 and "at most 20 photos" in too_many.json()["detail"]

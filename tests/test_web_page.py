@@ -140,6 +140,16 @@ def test_a_reranked_index_shows_the_local_evidence_on_each_card(browser, synth_d
         expect(first.get_by_test_id("evidence")).to_have_text(re.compile(r"^[1-9]\d* matching keypoints? · "
                                                                           r"P\(same\) [01]\.\d\d$"))
         _shot(page, tmp_path, "page_evidence.png")
+        # Several photos of one sighting are identified together: the most confident photo decides.
+        photos = [str(synth_data / "t004" / f"t004_00{n}.jpg") for n in (7, 8, 9)]
+        page.get_by_test_id("file-input").set_input_files(photos)
+        expect(page.get_by_test_id("status")).to_contain_text("3 photos of one encounter")
+        expect(page.get_by_test_id("verdict-name")).to_have_text("t004")
+        first = page.get_by_test_id("result-card").first
+        expect(first).to_have_attribute("data-identity", "t004")
+        expect(first).to_contain_text(re.compile(r"named by [1-3] of 3 photos"))
+        expect(first.get_by_test_id("evidence")).to_have_text(re.compile(r"^[1-9]\d* matching keypoints? · "))
+        _shot(page, tmp_path, "page_encounter.png")
         page.close()
     finally:
         srv.stop()

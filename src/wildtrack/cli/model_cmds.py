@@ -175,27 +175,56 @@ def index_add(
 
 
 def search(
-    image: Path = typer.Argument(..., help="Photo to identify."),
+    images: list[Path] = typer.Argument(..., help="Photo(s) to identify."),
     index: Path = typer.Option(..., "--index"),
     artifacts: Path = typer.Option(..., "--artifacts", help="The model the index was built with."),
-    topk: int = typer.Option(5, min=1, max=MAX_SEARCH_K, help="Gallery images to list."),
+    topk: int = typer.Option(5, min=1, max=MAX_SEARCH_K, help="Gallery images (and turtles) to list."),
+    encounter: bool = typer.Option(
+        False, "--encounter",
+        help="The photos show one turtle during one sighting: identify them together (the most confident "
+             "photo's verdict, against the encounter threshold) instead of one by one."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     backend: str = typer.Option("auto"),
     rerank: bool = typer.Option(True, help="Use local re-ranking when the index was built with --rerank local."),
 ) -> None:
-    """Rank the catalogue's identities and images for one photo."""
-    from wildtrack.workflows.searching import search_image
+    """Rank the catalogue's identities and images for each photo, or for several photos of one encounter."""
+    from wildtrack.workflows.searching import search_encounter, search_images
 
     with user_errors():
-        answer = search_image(image, index, artifacts, topk=topk, backend=backend, rerank=rerank)
+        if encounter:
+            answer = search_encounter(images, index, artifacts, topk=topk, backend=backend, rerank=rerank)
+        else:
+            answers = search_images(images, index, artifacts, topk=topk, backend=backend, rerank=rerank)
     if as_json:
-        typer.echo(json.dumps(answer, indent=2))
+        payload = answer if encounter else (answers[0] if len(answers) == 1 else answers)
+        typer.echo(json.dumps(payload, indent=2))
         return
-    d = answer["decision"]
-    verdict = "[bold yellow]new individual[/]" if d["is_unknown"] else f"[bold green]{d['identity']}[/]"
+    if not encounter:
+        for photo in answers:
+            _print_photo(photo)
+        return
+    console.print(f"encounter of {len(images)} photos: {_verdict(answer['decision'])}")
+    for photo in answer["photos"]:
+        console.print(f"  {photo['image']}: {_verdict(photo['decision'])}")
+    kind = "P(same)" if answer["reranked"] else "cosine"
+    table = Table("identity", f"best {kind}", "photos naming it", "best catalogue image")
+    paths = {h["image_id"]: h["path"] for photo in answer["photos"] for h in photo["hits"]}
+    for c in answer["identities"]:
+        table.add_row(c["identity"], f"{c['score']:.3f}", str(c["support"]), paths.get(c["best_image_id"], "-"))
+    console.print(table)
+
+
+def _verdict(d: dict) -> str:
+    who = "[bold yellow]new individual[/]" if d["is_unknown"] else f"[bold green]{d['identity']}[/]"
     kind = "match probability" if d["score_kind"] == "match_probability" else "cosine"
-    console.print(f"{image}: {verdict} ({kind} {d['score']:.3f}"
-                  + (f", threshold {d['threshold']:.3f})" if d["threshold"] is not None else ")"))
+    if d["score"] is None:
+        return f"{who} (empty catalogue)"
+    return f"{who} ({kind} {d['score']:.3f}" + (f", threshold {d['threshold']:.3f})" if d["threshold"] is not None
+                                                  else ")")
+
+
+def _print_photo(answer: dict) -> None:
+    console.print(f"{answer['image']}: {_verdict(answer['decision'])}")
     local = answer["reranked"]
     table = Table("rank", "identity", "cosine", *(("inliers", "P(same)") if local else ()), "image", "date")
     for h in answer["hits"]:

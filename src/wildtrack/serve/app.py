@@ -32,6 +32,9 @@ from wildtrack.config import MAX_SEARCH_K, ServeConfig
 from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
 from wildtrack.serve.schemas import (
     Candidate,
+    EncounterCandidate,
+    EncounterPhoto,
+    EncounterResponse,
     EnrollResponse,
     ErrorResponse,
     Health,
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_ENROL_FILES = 50
+MAX_ENCOUNTER_FILES = 20
 ENV_INDEX, ENV_ARTIFACTS, ENV_THRESHOLD, ENV_CONFIG = (
     "WILDTRACK_INDEX", "WILDTRACK_ARTIFACTS", "WILDTRACK_THRESHOLD", "WILDTRACK_SERVE_CONFIG",
 )
@@ -149,6 +153,40 @@ async def predict(
             for c in d.candidates[:k]
         ],
         matches=[_match(request, h) for h in result.hits[:k]],
+        elapsed_ms=timer.ms,
+    )
+
+
+@router.post("/identify-encounter", response_model=EncounterResponse, responses=ERRORS, tags=["identify"])
+async def identify_encounter(
+    cat: CatalogueDep,
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="photos of one turtle taken during one sighting")],
+    topk: Annotated[int | None, Form(ge=1, le=50, description="candidates and matches per photo to return")] = None,
+) -> EncounterResponse:
+    """Which individual, from several photos of one encounter: each photo is identified, and the most confident
+    one decides (one good view of the head settles it even when the other photos show an unseen side)."""
+    if len(files) > MAX_ENCOUNTER_FILES:
+        raise UploadError(400, f"at most {MAX_ENCOUNTER_FILES} photos per encounter, got {len(files)}")
+    timer = Timer()
+    k = topk or request.app.state.config.topk
+    uploads = [await _read(f) for f in files]
+    result = await run_in_threadpool(cat.predict_encounter, uploads, k)
+    d = result.decision
+    return EncounterResponse(
+        identity=d.identity, score=d.score, score_kind=result.score_kind, is_unknown=d.is_unknown,
+        threshold=result.threshold,
+        candidates=[
+            EncounterCandidate(identity=c.identity, score=c.score, best_image_id=c.best_image_id, support=c.support,
+                               thumbnail_url=_thumb_url(request, c.best_image_id))
+            for c in d.candidates[:k]
+        ],
+        photos=[
+            EncounterPhoto(filename=f.filename, identity=p.decision.identity, score=p.decision.score,
+                           is_unknown=p.decision.is_unknown, threshold=p.threshold,
+                           matches=[_match(request, h) for h in p.hits[:k]])
+            for f, p in zip(files, result.photos, strict=True)
+        ],
         elapsed_ms=timer.ms,
     )
 

@@ -58,6 +58,38 @@ class PredictResponse(_Schema):
     elapsed_ms: float
 
 
+class EncounterCandidate(Candidate):
+    """One individual found by the encounter's photos, scored by its best image over all of them."""
+
+    support: int = Field(description="how many of the encounter's photos name this individual as their own verdict")
+
+
+class EncounterPhoto(_Schema):
+    """One photo of the encounter, identified on its own (against the single-photo threshold)."""
+
+    filename: str | None
+    identity: str | None
+    score: float | None
+    is_unknown: bool
+    threshold: float | None
+    matches: list[Match]
+
+
+class EncounterResponse(_Schema):
+    """Which individual, from several photos of one encounter: the verdict of the most confident photo, decided
+    against the encounter threshold (stricter than a photo's: the best of several photos passes more often by
+    chance); ``identity`` is null when even that photo is below it."""
+
+    identity: str | None
+    score: float | None = Field(description="the most confident photo's score; null for an empty gallery")
+    score_kind: Literal["cosine", "match_probability"]
+    is_unknown: bool
+    threshold: float | None = Field(description="the encounter threshold in use; null = always name the best")
+    candidates: list[EncounterCandidate] = Field(description="every individual the photos found, the verdict first")
+    photos: list[EncounterPhoto]
+    elapsed_ms: float
+
+
 class SearchResponse(_Schema):
     hits: list[Match]
     elapsed_ms: float

@@ -37,7 +37,7 @@ from PIL import Image
 from wildtrack.embed import Embedder, load_embedder
 from wildtrack.images import ImageError, image_date, load_image, open_image
 from wildtrack.index import GalleryIndex, Hit, IndexLockedError
-from wildtrack.search import CatalogueSearch, Identification
+from wildtrack.search import CatalogueSearch, EncounterIdentification, Identification
 from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, inspect_image
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,10 @@ class Catalogue:
     def predict(self, query: np.ndarray, topk: int, image: bytes) -> Identification:
         """Which individual: the catalogue search's verdict on the uploaded photo."""
         return self.searcher.identify(query, image, topk)
+
+    def predict_encounter(self, uploads: list[Upload], topk: int) -> EncounterIdentification:
+        """Which individual, from several photos of one encounter identified together."""
+        return self.searcher.identify_encounter(self._embed_many(uploads), [u.data for u in uploads], topk)
 
     # ------------------------------------------------------------------------------------- enrolment
 

@@ -1,14 +1,27 @@
-"""One photo against the catalogue: ranked images, identities, and the new-individual verdict."""
+"""Photos against the catalogue: ranked images, identities, and the new-individual verdict, per photo or for
+several photos of one encounter together."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from wildtrack.embed import embed_image, load_embedder
+import numpy as np
+
+from wildtrack.embed import Embedder, embed_image, load_embedder
 from wildtrack.index import GalleryIndex
-from wildtrack.search import CatalogueSearch
+from wildtrack.match.identity import Decision
+from wildtrack.search import CatalogueSearch, Identification
+
+
+def open_search(index_dir: str | Path, artifacts: str | Path, backend: str = "auto", threshold: float | None = None,
+                rerank: bool = True) -> tuple[Embedder, CatalogueSearch]:
+    """The embedder and the catalogue search for an index built with that model (refused otherwise)."""
+    embedder = load_embedder(artifacts, backend=backend)
+    index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint)
+    return embedder, CatalogueSearch(index, index_dir, threshold, rerank=rerank)
 
 
 def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path, topk: int = 5,
@@ -17,16 +30,48 @@ def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path
     was built with ``--rerank local`` (a ``fusion.json`` beside it) the global shortlist is re-ordered by local
     matching and the new-individual decision reads the match probability, else the cosine; ``threshold``
     overrides the threshold of whichever score decides."""
-    embedder = load_embedder(artifacts, backend=backend)
-    index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint)
-    searcher = CatalogueSearch(index, index_dir, threshold, rerank=rerank)
-    answer = searcher.identify(embed_image(embedder, image), image, topk)
-    decision = answer.decision
+    return search_images([image], index_dir, artifacts, topk, backend, threshold, rerank)[0]
+
+
+def search_images(images: Sequence[str | Path], index_dir: str | Path, artifacts: str | Path, topk: int = 5,
+                  backend: str = "auto", threshold: float | None = None, rerank: bool = True) -> list[dict[str, Any]]:
+    """:func:`search_image` for each photo on its own, loading the model and the index once."""
+    embedder, searcher = open_search(index_dir, artifacts, backend, threshold, rerank)
+    return [photo_answer(image, searcher.identify(embed_image(embedder, image), image, topk), topk)
+            for image in images]
+
+
+def search_encounter(images: Sequence[str | Path], index_dir: str | Path, artifacts: str | Path, topk: int = 5,
+                     backend: str = "auto", threshold: float | None = None, rerank: bool = True) -> dict[str, Any]:
+    """Several photos of one encounter identified together
+    (:meth:`~wildtrack.search.CatalogueSearch.identify_encounter`): the verdict of the most confident photo,
+    decided against the encounter threshold, the candidate turtles pooled over the photos, and each photo's
+    own answer."""
+    if not images:
+        raise ValueError("an encounter needs at least one photo")
+    embedder, searcher = open_search(index_dir, artifacts, backend, threshold, rerank)
+    vectors = np.stack([embed_image(embedder, image) for image in images])
+    answer = searcher.identify_encounter(vectors, list(images), topk)
+    return {
+        "images": [str(image) for image in images],
+        "decision": _decision(answer.decision, answer.threshold, answer.score_kind),
+        "reranked": answer.reranked,
+        "identities": [asdict(s) for s in answer.decision.candidates[:topk]],
+        "photos": [photo_answer(image, photo, topk) for image, photo in zip(images, answer.photos, strict=True)],
+    }
+
+
+def photo_answer(image: str | Path, answer: Identification, topk: int) -> dict[str, Any]:
+    """One photo's identification as JSON-ready data (what ``wildtrack search --json`` prints)."""
     return {
         "image": str(image),
-        "decision": {"identity": decision.identity, "score": decision.score, "is_unknown": decision.is_unknown,
-                     "threshold": answer.threshold, "score_kind": answer.score_kind},
+        "decision": _decision(answer.decision, answer.threshold, answer.score_kind),
         "reranked": answer.reranked,
-        "identities": [asdict(s) for s in decision.candidates[:topk]],
+        "identities": [asdict(s) for s in answer.decision.candidates[:topk]],
         "hits": [asdict(h) for h in answer.hits[:topk]],
     }
+
+
+def _decision(decision: Decision, threshold: float | None, score_kind: str) -> dict[str, Any]:
+    return {"identity": decision.identity, "score": decision.score, "is_unknown": decision.is_unknown,
+            "threshold": threshold, "score_kind": score_kind}

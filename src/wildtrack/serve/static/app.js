@@ -1,4 +1,5 @@
-// WildTrack page: pick or drop a photo -> POST predict -> cards; enrol form -> POST enroll.
+// WildTrack page: pick or drop a photo -> POST predict -> cards (several photos of one sighting ->
+// POST identify-encounter); enrol form -> POST enroll.
 // Plain browser JavaScript, no build step and no network beyond this server (field laptops are offline).
 "use strict";
 
@@ -12,7 +13,7 @@
     enrollSubmit: $("enroll-submit"), enrollStatus: $("enroll-status"),
     identityCount: $("identity-count"), imageCount: $("image-count"), modelInfo: $("model-info"),
   };
-  let currentFile = null;
+  let currentFiles = [];
   let previewUrl = null;
 
   // ------------------------------------------------------------------------------------------ API
@@ -86,33 +87,46 @@
 
   // --------------------------------------------------------------------------------------- predict
 
-  function choose(file) {
-    if (!file) return;
+  // One photo -> /predict; several -> /identify-encounter: photos of one sighting, the most confident decides.
+  function choose(fileList) {
+    const files = Array.from(fileList || []);
+    if (!files.length) return;
     showError("");
-    if (file.type && !file.type.startsWith("image/")) {
-      showError(`“${file.name}” is not an image.`);
+    const notImage = files.find((f) => f.type && !f.type.startsWith("image/"));
+    if (notImage) {
+      showError(`“${notImage.name}” is not an image.`);
       return;
     }
-    currentFile = file;
+    currentFiles = files;
     if (previewUrl) URL.revokeObjectURL(previewUrl);
-    previewUrl = URL.createObjectURL(file);
+    previewUrl = URL.createObjectURL(files[0]);
     el.preview.src = previewUrl;
     el.preview.hidden = false;
     el.dropzone.classList.add("has-image");
     el.enrollStatus.textContent = "";
-    predict(file);
+    predict(files);
   }
 
-  async function predict(file) {
+  async function predict(files) {
+    const encounter = files.length > 1;
     const form = new FormData();
-    form.append("file", file, file.name || "photo.jpg");
-    setBusy(true, "Identifying…");
+    for (const file of files) form.append(encounter ? "files" : "file", file, file.name || "photo.jpg");
+    setBusy(true, encounter ? `Identifying ${files.length} photos of one encounter…` : "Identifying…");
     el.results.replaceChildren();
     el.verdict.hidden = true;
     try {
-      const result = await api("predict", { method: "POST", body: form });
+      const result = await api(encounter ? "identify-encounter" : "predict", { method: "POST", body: form });
+      if (encounter) {  // evidence for the cards: every photo's matches
+        result.matches = result.photos.flatMap((p) => p.matches);
+      }
       render(result);
-      setBusy(false, `Compared with the catalogue in ${Math.round(result.elapsed_ms)} ms.`);
+      let what = "the photo";
+      if (encounter) {
+        const agreeing = result.photos.filter((p) => p.identity && p.identity === result.identity).length;
+        what = `${files.length} photos of one encounter (${agreeing} name ${result.identity || "no known turtle"} ` +
+               "on their own)";
+      }
+      setBusy(false, `Compared ${what} with the catalogue in ${Math.round(result.elapsed_ms)} ms.`);
       if (window.matchMedia("(max-width: 760px)").matches) {  // phones: bring the answer on screen
         el.verdict.scrollIntoView({ behavior: "smooth", block: "start" });
       }
@@ -186,10 +200,14 @@
       mark.title = `threshold ${fmt(result.threshold)}`;
       bar.append(mark);
     }
-    const support = `${candidate.support} close photo${candidate.support === 1 ? "" : "s"}`;
+    const support = result.photos
+      ? `named by ${candidate.support} of ${result.photos.length} photos`
+      : `${candidate.support} close photo${candidate.support === 1 ? "" : "s"}`;
     body.append(who, bar, node("div", "meta", support));
     // Local re-ranking's evidence for this individual's best-placed photo: verified keypoints, P(same).
-    const top = (result.matches || []).find((m) => m.identity === candidate.identity && m.inliers != null);
+    const top = (result.matches || [])
+      .filter((m) => m.identity === candidate.identity && m.inliers != null)
+      .sort((a, b) => b.match_probability - a.match_probability)[0];
     if (top) {
       const evidence = node("div", "meta evidence",
                             `${top.inliers} matching keypoint${top.inliers === 1 ? "" : "s"} · ` +
@@ -205,7 +223,7 @@
 
   async function enroll(event) {
     event.preventDefault();
-    if (!currentFile) return;
+    if (!currentFiles.length) return;
     const identity = (el.existing.value || el.newName.value).trim();
     if (!identity) {
       el.newName.focus();
@@ -215,7 +233,7 @@
     showError("");
     const form = new FormData();
     form.append("identity", identity);
-    form.append("files", currentFile, currentFile.name || "photo.jpg");
+    for (const file of currentFiles) form.append("files", file, file.name || "photo.jpg");
     if (el.date.value) form.append("date", el.date.value);
     el.enrollSubmit.disabled = true;
     el.enrollStatus.className = "status";
@@ -252,7 +270,7 @@
   // ---------------------------------------------------------------------------------------- wiring
 
   el.input.addEventListener("change", () => {
-    choose(el.input.files[0]);
+    choose(el.input.files);
     el.input.value = "";  // so choosing the same photo again still fires "change"
   });
   el.preview.addEventListener("error", () => {  // the browser cannot show it either (e.g. not an image)
@@ -270,7 +288,7 @@
   }
   el.dropzone.addEventListener("drop", (e) => {
     e.preventDefault();
-    choose(e.dataTransfer && e.dataTransfer.files[0]);
+    choose(e.dataTransfer && e.dataTransfer.files);
   });
   // A photo dropped next to the zone should not make the browser navigate away from the page.
   window.addEventListener("dragover", (e) => e.preventDefault());
