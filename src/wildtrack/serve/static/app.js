@@ -10,7 +10,7 @@
     error: $("error"), verdict: $("verdict"), placeholder: $("placeholder"), results: $("results"),
     enrollPanel: $("enroll-panel"), enrollForm: $("enroll-form"), existing: $("enroll-existing"),
     newName: $("enroll-new-name"), newNameField: $("new-name-field"), date: $("enroll-date"),
-    enrollSubmit: $("enroll-submit"), enrollStatus: $("enroll-status"),
+    enrollSubmit: $("enroll-submit"), enrollStatus: $("enroll-status"), enrollTitle: $("enroll-title"),
     identityCount: $("identity-count"), imageCount: $("image-count"), modelInfo: $("model-info"),
   };
   let currentFiles = [];
@@ -104,6 +104,9 @@
     el.preview.hidden = false;
     el.dropzone.classList.add("has-image");
     el.enrollStatus.textContent = "";
+    const these = files.length > 1 ? `these ${files.length} photos` : "this photo";
+    el.enrollTitle.textContent = `Add ${these} to the catalogue`;
+    el.enrollSubmit.textContent = files.length > 1 ? `Enrol ${files.length} photos` : "Enrol photo";
     predict(files);
   }
 
