@@ -96,8 +96,8 @@ def encounters_section(report: dict[str, Any], k: int) -> list[str]:
         lines.append(f"| {name}, threshold calibrated on these encounters | {rows[key]['R@1']:.3f} | "
                      f"{e['accuracy']:.3f} of {e['num_encounters']} | {e['photos']:.3f} | {o['threshold']:.3f} | "
                      f"{o['TAR']:.3f} | {o['FAR']:.3f} |")
-        if "gallery_fitted" in o:
-            f = o["gallery_fitted"]
+        if "catalogue_threshold" in o:
+            f = o["catalogue_threshold"]
             lines.append(f"| same, encounter threshold fitted on the gallery (`index build` default) | | | | "
                          f"{f['threshold']:.3f} | {f['TAR']:.3f} | {f['FAR']:.3f} |")
     n = encounters[f"global+local@{k}"]["num_encounters"]
@@ -139,6 +139,10 @@ def limits_section(evidence: dict[str, Any] | None, pipeline_r1: float, aim: flo
         f"* Recall@1 {aim} would need the global descriptor to be right on {needed:.2f} of the queries without "
         "local evidence (turtles seen from another side, years apart or under strong caustics), against "
         f"{evidence['global_right_without_evidence']:.2f} now: most of the gap is in the global features.",
+        *([f"* Encounters: {evidence['encounters_with_evidence']:.3f} of the {evidence['num_encounters']} query "
+           "encounters have at least one photo with local evidence, which is why identifying an encounter's "
+           "photos together (above) names far more turtles than single photos."]
+          if "encounters_with_evidence" in evidence else []),
         "",
     ]
 

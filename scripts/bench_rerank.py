@@ -73,7 +73,7 @@ from wildtrack.evaluate import (
     rank_gallery,
     retrieval_metrics,
 )
-from wildtrack.match.encounter import encounter_retrieval, pool_encounter_rows
+from wildtrack.match.encounter import encounter_keys, encounter_report
 from wildtrack.match.fusion import ScoreFusion, fused_similarity, match_probabilities
 from wildtrack.match.local import FeatureCache, LocalReranker, SiftExtractor, local_scores_for_shortlist
 from wildtrack.match.rerank import fit_gallery_fusion
@@ -151,7 +151,7 @@ def open_set(scores: np.ndarray, q_ids: list[str], g_ids: list[str], fixed: floa
 
 
 def local_evidence(sim: np.ndarray, inliers: np.ndarray, q_ids: list[str], g_ids: list[str],
-                   min_inliers: int = EVIDENCE_INLIERS) -> dict[str, Any]:
+                   encounters: list[Any] | None = None, min_inliers: int = EVIDENCE_INLIERS) -> dict[str, Any]:
     """Split the queries whose turtle is in the gallery by whether local matching has anything to say.
 
     With evidence (the own turtle's best photo reaches ``min_inliers``), "local right" is the share whose own
@@ -159,7 +159,8 @@ def local_evidence(sim: np.ndarray, inliers: np.ndarray, q_ids: list[str], g_ids
     ``switch_ceiling`` is the Recall@1 of trusting inliers exactly where they are evidence and the cosine
     elsewhere; ``either_right`` the share where the whole-gallery local top-1 (cosine breaking ties) or the
     global top-1 is right, i.e. a per-query oracle choosing between the two. A fusion of the two scores can only
-    beat that oracle on queries where both top-1s are wrong, so it shows what these signals allow.
+    beat that oracle on queries where both top-1s are wrong, so it shows what these signals allow. With
+    ``encounters`` (one key per query), also the share of encounters with at least one photo with evidence.
     """
     q, g = np.asarray(q_ids), np.asarray(g_ids)
     known = np.flatnonzero(np.isin(q, g))
@@ -171,6 +172,10 @@ def local_evidence(sim: np.ndarray, inliers: np.ndarray, q_ids: list[str], g_ids
     with_evidence = own >= min_inliers
     local_right = with_evidence & (own > other)
     n, n_ev = len(known), int(with_evidence.sum())
+    by_encounter: dict[Any, bool] = {}
+    for row, evident in zip(known.tolist(), with_evidence.tolist(), strict=True):
+        if encounters is not None:
+            by_encounter[encounters[row]] = by_encounter.get(encounters[row], False) or evident
     return {
         "min_inliers": min_inliers, "num_queries": n,
         "wrong_pair_inliers_p99": float(np.percentile(inliers[known][~same], 99)),
@@ -179,18 +184,9 @@ def local_evidence(sim: np.ndarray, inliers: np.ndarray, q_ids: list[str], g_ids
         "global_right_without_evidence": round(float(global_right[~with_evidence].mean()) if n_ev < n else 0.0, 4),
         "switch_ceiling": round(float((local_right | (~with_evidence & global_right)).mean()), 4),
         "either_right": round(float((local_top1_right | global_right).mean()), 4),
+        **({"encounters_with_evidence": round(float(np.mean(list(by_encounter.values()))), 4),
+            "num_encounters": len(by_encounter)} if by_encounter else {}),
     }
-
-
-def encounter_figures(ranking: np.ndarray, scores: np.ndarray, q_ids: list[str], g_ids: list[str],
-                      encounters: list[Any], fitted_threshold: float | None = None) -> dict[str, Any]:
-    """Each query encounter's photos identified together (the most confident photo's verdict), with the
-    new-individual rates per encounter at a 5% target calibrated on them and, when given, at the threshold the
-    fit calibrated on the gallery's encounters (what ``wildtrack index build`` stores)."""
-    figures = encounter_retrieval(ranking, scores, q_ids, g_ids, encounters)
-    pooled, ids, _ = pool_encounter_rows(scores, q_ids, encounters)
-    figures["open_set"] = open_set(pooled, ids, g_ids, fitted_threshold)
-    return figures
 
 
 def cold_costs(paths: list[Path], embedder: Any, extractor: SiftExtractor) -> dict[str, float]:
@@ -265,12 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         # The same with ties broken by the global cosine (scaled to stay below one inlier).
         rows.append(summarise("local-all+cos-ties", local_all + 0.5 * (sim + 1) / 2, q_ids, g_ids, anchor_s))
         log(f"local-all: {wall:.1f} s for {local_all.size} pairs")
-        evidence = local_evidence(sim, local_all, q_ids, g_ids)
+        evidence = local_evidence(sim, local_all, q_ids, g_ids, encounter_keys(split.query))
         log(f"local evidence: {evidence}")
     rows.append(summarise("global", sim, q_ids, g_ids, cold["global"]))
     open_sets = {"cosine": open_set(sim, q_ids, g_ids)}
-    encounter_keys = [r.encounter for r in split.query]
-    encounters = {"global": encounter_figures(sim, sim, q_ids, g_ids, encounter_keys)}
+    query_encounters = encounter_keys(split.query)
+    encounters = {"global": encounter_report(sim, sim, q_ids, g_ids, query_encounters, OPEN_SET_FAR)}
 
     for k in sorted(args.ks):
         reranker.k = k
@@ -287,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         fused = fused_similarity(sim, local, fitted.fusion, k, g_ids, fitted.identity_weight)
         rows.append(summarise(f"global+local@{k}", fused, q_ids, g_ids, per_query, extra={"fusion_fit": info}))
         probabilities = match_probabilities(sim, local, fitted.fusion, k)
-        encounters[f"global+local@{k}"] = encounter_figures(fused, probabilities, q_ids, g_ids, encounter_keys,
-                                                            fitted.encounter_threshold)
+        encounters[f"global+local@{k}"] = encounter_report(fused, probabilities, q_ids, g_ids, query_encounters,
+                                                           OPEN_SET_FAR, fitted.encounter_threshold)
         rows.append(summarise(f"global+local@{k} no identity support", fused_similarity(sim, local, fitted.fusion, k),
                               q_ids, g_ids, per_query))
         inliers_first = ScoreFusion(w_global=1e-6, w_local=1.0)  # inliers decide, the cosine only breaks ties

@@ -107,3 +107,12 @@ def test_the_best_of_several_photos_needs_a_higher_threshold_for_the_same_false_
     pooled, ids, _ = pool_encounter_rows(scores, q_as_g, q_ids)
     encounter_threshold = calibrate_open_set(pooled, ids, g_ids, 0.05)[0]
     assert encounter_threshold > photo_threshold + 0.1
+
+
+def test_a_photo_without_a_finite_score_never_decides():
+    hits = [[_hit("t2", "a", 0.9, float("nan"))], [_hit("t1", "b", 0.8, 0.6)]]
+    decisions = [Decision("t2", float("nan"), False, (IdentityScore("t2", float("nan"), "a", 1),)),
+                 _decision("t1", 0.6)]
+    verdict = pool_encounter(hits, decisions, by_probability=True, threshold=0.5)
+    assert verdict.identity == "t1" and verdict.score == pytest.approx(0.6)
+    assert [c.identity for c in verdict.candidates] == ["t1"]  # the NaN hit is no evidence either

@@ -180,3 +180,18 @@ def test_fit_calibrates_a_threshold_for_the_best_photo_of_an_encounter(catalogue
     legacy = fitted.to_dict()
     del legacy["encounter_threshold"]  # fusion.json from before encounters
     assert GalleryFusion.from_dict(legacy).encounter_threshold is None
+
+
+def test_a_catalogue_larger_than_the_sample_is_sampled_by_whole_encounters(catalogue):
+    """So that the encounter threshold is fitted on encounters that look like the ones searches will see."""
+    from collections import Counter
+
+    from wildtrack.match.rerank import _own_groups, _pseudo_queries
+
+    records, _ = catalogue
+    groups = _own_groups(records)
+    chosen = _pseudo_queries(records, groups, limit=20, seed=0)
+    assert len(chosen) == 20 == len(set(chosen))
+    taken, whole = Counter(groups[i] for i in chosen), Counter(groups)
+    assert sum(taken[g] < whole[g] for g in taken) <= 1  # only the encounter that reached the limit is cut
+    assert _pseudo_queries(records, groups, limit=20, seed=0) == chosen  # seeded

@@ -99,6 +99,7 @@ def test_an_encounters_photos_are_identified_together(reranked_index, synth_data
     searcher = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index)
     fitted = GalleryFusion.load(reranked_index)
     assert fitted.encounter_threshold is not None and searcher.encounter_threshold == fitted.encounter_threshold
+    assert fitted.encounter_threshold != fitted.decision_threshold  # on this catalogue the two differ
     photos = [synth_data / "t004" / f"t004_00{n}.jpg" for n in (7, 8, 9)]
     vectors = np.stack([embed_image(embedder, p) for p in photos])
     answer = searcher.identify_encounter(vectors, photos, topk=3)
@@ -119,3 +120,24 @@ def test_an_explicit_threshold_decides_encounters_too(reranked_index, synth_data
     assert answer.decision.is_unknown and answer.threshold == 1.5
     with pytest.raises(ValueError, match="2 embeddings but 1 photos"):
         strict.identify_encounter(vectors, photos[:1])
+
+
+def test_without_a_fitted_encounter_threshold_encounters_use_the_photo_threshold(reranked_index, synth_data,
+                                                                                 embedder, tmp_path):
+    """A fusion.json written before encounters, or a global-only search: the photo threshold decides."""
+    import json
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(reranked_index, index_dir)
+    fusion = json.loads((index_dir / "fusion.json").read_text())
+    del fusion["encounter_threshold"]
+    (index_dir / "fusion.json").write_text(json.dumps(fusion))
+    legacy = CatalogueSearch(GalleryIndex.load(index_dir), index_dir)
+    assert legacy.encounter_threshold == legacy.threshold == fusion["decision_threshold"]
+    photos = [synth_data / "t004" / "t004_007.jpg", synth_data / "t004" / "t004_008.jpg"]
+    vectors = np.stack([embed_image(embedder, p) for p in photos])
+    plain = CatalogueSearch(GalleryIndex.load(index_dir), index_dir, rerank=False)
+    answer = plain.identify_encounter(vectors, photos)
+    assert not answer.reranked and answer.score_kind == "cosine" and answer.threshold == plain.threshold
+    assert answer.decision.candidates[0].identity == "t004"
+    assert answer.decision.score == pytest.approx(max(p.decision.score for p in answer.photos))

@@ -147,7 +147,7 @@ def test_a_reranked_index_shows_the_local_evidence_on_each_card(browser, synth_d
         expect(page.get_by_test_id("verdict-name")).to_have_text("t004")
         first = page.get_by_test_id("result-card").first
         expect(first).to_have_attribute("data-identity", "t004")
-        expect(first).to_contain_text(re.compile(r"named by [1-3] of 3 photos"))
+        expect(first).to_contain_text(re.compile(r"closest turtle in [1-3] of 3 photos"))
         expect(page.get_by_test_id("enroll-submit")).to_have_text("Enrol 3 photos")  # the encounter, not one
         expect(first.get_by_test_id("evidence")).to_have_text(re.compile(r"^[1-9]\d* matching keypoints? · "))
         _shot(page, tmp_path, "page_encounter.png")

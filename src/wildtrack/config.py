@@ -74,7 +74,7 @@ class EvalConfig(_Config):
         "local", description="local: re-order the global shortlist by RootSIFT + RANSAC inliers fused with the cosine "
         "(measured best on new encounters, docs/accuracy.md); none: global embedding only")
     rerank_k: int = Field(150, ge=1, le=200, description="global shortlist length that local matching re-orders "
-                          "(150: about 0.7 s per photo on 2 cores with the default features, docs/accuracy.md)")
+                          "(150: 0.7-0.9 s per photo on 2 cores with the default features, docs/accuracy.md)")
     local_focus: Literal["turtle", "frame"] = Field(
         "turtle", description="turtle: local keypoints from the turtle located in each photo (ImageNet turtle "
         "activation map); frame: from the whole photo")

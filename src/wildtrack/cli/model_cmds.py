@@ -138,11 +138,12 @@ def index_build(
     kind: str = typer.Option("flat", help="flat (exact, default) | hnsw | ivf (large catalogues)."),
     threshold: float = typer.Option(None, help="Score below which a photo is a new individual: the match "
                                     "probability when re-ranking (default: calibrated on the catalogue), else the "
-                                    "cosine (see the open_set threshold in metrics.json)."),
+                                    "cosine (see the open_set threshold in metrics.json). It decides encounters "
+                                    "(search --encounter) too, instead of their own fitted threshold."),
     backend: str = typer.Option("auto"),
     rerank: str = typer.Option(EVAL_DEFAULTS.rerank, help="local | none: fit a local-matching fusion on the catalogue "
                                "so that search re-orders its top-K by RootSIFT + RANSAC (better on new encounters, "
-                               "about 0.7 s per photo on 2 cores), or global search only."),
+                               "0.7-0.9 s per photo on 2 cores), or global search only."),
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: str = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
@@ -207,10 +208,9 @@ def search(
     for photo in answer["photos"]:
         console.print(f"  {photo['image']}: {_verdict(photo['decision'])}")
     kind = "P(same)" if answer["reranked"] else "cosine"
-    table = Table("identity", f"best {kind}", "photos naming it", "best catalogue image")
-    paths = {h["image_id"]: h["path"] for photo in answer["photos"] for h in photo["hits"]}
+    table = Table("identity", f"best {kind}", "closest in photos", "best catalogue image")
     for c in answer["identities"]:
-        table.add_row(c["identity"], f"{c['score']:.3f}", str(c["support"]), paths.get(c["best_image_id"], "-"))
+        table.add_row(c["identity"], f"{c['score']:.3f}", str(c["support"]), c["best_image_path"] or "-")
     console.print(table)
 
 

@@ -7,12 +7,14 @@ So each photo is identified on its own, and the encounter takes the verdict of i
 highest match probability after re-ranking, else cosine): a known turtle as soon as one photo is sure of it, a
 new individual only when none is. For a single photo that is its own verdict.
 
-On the real sample under half the photos carry local evidence, but most encounters have at least one such
-photo, so far more encounters are named right than single photos (``docs/accuracy.md``, "Encounters").
+On the real sample under half the photos carry local evidence, but most later encounters have at least one
+such photo, so far more encounters are named right than single photos (``docs/accuracy.md``: "Encounters",
+and "What limits Recall@1" for the share of encounters with evidence).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -22,7 +24,13 @@ import numpy as np
 from wildtrack.index import Hit
 from wildtrack.match.identity import Decision, IdentityScore
 
-__all__ = ["encounter_retrieval", "pool_encounter", "pool_encounter_rows"]
+__all__ = ["encounter_keys", "encounter_report", "encounter_retrieval", "pool_encounter", "pool_encounter_rows"]
+
+
+def encounter_keys(records: Sequence[Any]) -> list[Hashable]:
+    """Which photos were taken together: one turtle on one day (``Record.encounter``); an undated photo is an
+    encounter of its own, since nothing says it was taken with the turtle's other undated photos."""
+    return [r.encounter if r.date is not None else ("photo", str(r.path)) for r in records]
 
 
 def pool_encounter(photo_hits: Sequence[Sequence[Hit]], photo_decisions: Sequence[Decision],
@@ -34,7 +42,7 @@ def pool_encounter(photo_hits: Sequence[Sequence[Hit]], photo_decisions: Sequenc
     threshold more often by chance; None always names the turtle). The candidates list every
     turtle the photos found, that photo's turtle first, then by their best score over all photos: the match
     probability when ``by_probability`` (hits outside a re-ranked shortlist carry none and do not count), else
-    the cosine; ``support`` counts the photos whose own verdict names that turtle.
+    the cosine; ``support`` counts the photos whose closest turtle it is (accepted or not).
     """
     if not photo_hits or len(photo_hits) != len(photo_decisions):
         raise ValueError(f"an encounter needs one decision per photo and at least one photo, got "
@@ -51,7 +59,7 @@ def pool_encounter(photo_hits: Sequence[Sequence[Hit]], photo_decisions: Sequenc
     candidates = sorted((IdentityScore(identity, score, image_id, votes[identity])
                          for identity, (score, image_id) in best.items()),
                         key=lambda s: (-s.score, -s.support, s.identity))
-    scored = [d for d in photo_decisions if d.score is not None and d.best is not None]
+    scored = [d for d in photo_decisions if d.score is not None and math.isfinite(d.score) and d.best is not None]
     if not scored:
         return Decision(None, None, True, tuple(candidates))
     verdict = max(scored, key=lambda d: d.score)  # type: ignore[arg-type, return-value]
@@ -118,3 +126,19 @@ def encounter_retrieval(ranking: np.ndarray, scores: np.ndarray, query_ids: Sequ
         "photos": round(float(np.dot(right, photos) / np.sum(photos)), 4) if n else 0.0,
         "rule": "the verdict of the encounter's most confident photo",
     }
+
+
+def encounter_report(ranking: np.ndarray, scores: np.ndarray, query_ids: Sequence[Any], gallery_ids: Sequence[Any],
+                     encounters: Sequence[Hashable], target_far: float = 0.05,
+                     catalogue_threshold: float | None = None) -> dict[str, Any]:
+    """:func:`encounter_retrieval` plus the new-individual figures per encounter: a threshold calibrated on these
+    encounters at ``target_far`` (each encounter's best wrong turtle over its photos plays an unknown one) and,
+    when given, the rates of the catalogue's fitted encounter threshold on them."""
+    from wildtrack.evaluate import calibrate_open_set, open_set_rates
+
+    figures = encounter_retrieval(ranking, scores, query_ids, gallery_ids, encounters)
+    pooled, ids, _ = pool_encounter_rows(scores, query_ids, encounters)
+    figures["open_set"] = calibrate_open_set(pooled, ids, gallery_ids, target_far)[1]
+    if catalogue_threshold is not None and "note" not in figures["open_set"]:
+        figures["open_set"]["catalogue_threshold"] = open_set_rates(pooled, ids, gallery_ids, catalogue_threshold)
+    return figures

@@ -17,7 +17,7 @@ import numpy as np
 from wildtrack.data import Record
 from wildtrack.evaluate import calibrate_open_set, cosine_similarity, retrieval_metrics
 from wildtrack.index import Hit
-from wildtrack.match.encounter import pool_encounter_rows
+from wildtrack.match.encounter import encounter_keys, pool_encounter_rows
 from wildtrack.match.fusion import FORMAT as SCORE_FUSION_FORMAT
 from wildtrack.match.fusion import (
     ScoreFusion,
@@ -156,14 +156,23 @@ def _own_groups(gallery: list[Record]) -> list[Any]:
 
 
 def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: int) -> list[int]:
-    """Catalogue photos whose turtle has another group (a seeded sample of at most ``limit``)."""
+    """Catalogue photos whose turtle has another group: all of them, or at most ``limit`` taken group by group
+    (whole encounters, in seeded order), so that pooled encounters look like the ones searches will see."""
     per_identity: dict[str, set[Any]] = {}
     for r, g in zip(gallery, groups, strict=True):
         per_identity.setdefault(r.identity, set()).add(g)
     eligible = [i for i, r in enumerate(gallery) if len(per_identity[r.identity]) > 1]
-    if len(eligible) > limit:
-        eligible = sorted(np.random.default_rng(seed).choice(eligible, size=limit, replace=False).tolist())
-    return eligible
+    if len(eligible) <= limit:
+        return eligible
+    members: dict[str, list[int]] = {}
+    for i in eligible:
+        members.setdefault(str(groups[i]), []).append(i)
+    chosen: list[int] = []
+    for key in np.random.default_rng(seed).permutation(sorted(members)):
+        chosen += members[key][: limit - len(chosen)]
+        if len(chosen) == limit:
+            break
+    return sorted(chosen)
 
 
 def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
@@ -185,7 +194,9 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     the match probability at which ``target_far`` of the pseudo-queries' best *wrong* turtles would be accepted
     (each stands in for a turtle the catalogue does not hold); None when the catalogue has a single turtle. The
     encounter threshold is calibrated the same way on the pseudo-queries pooled by encounter (each encounter's
-    best probability per catalogue photo), for :meth:`~wildtrack.search.CatalogueSearch.identify_encounter`.
+    best probability per catalogue photo), for :meth:`~wildtrack.search.CatalogueSearch.identify_encounter`;
+    undated photos are encounters of one, so without dates it equals the photo threshold. When the catalogue
+    holds more than ``max_pseudo_queries`` eligible photos, whole encounters are sampled.
     """
     reranker = reranker or LocalReranker(k=k)
     groups = _own_groups(gallery)
@@ -226,7 +237,7 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     probabilities = match_probabilities(sim, local, fusion, fit_k)
     threshold, report["open_set"] = calibrate_open_set(probabilities, q_ids, ids, target_far)
     # pseudo-queries of one encounter pooled: the threshold for the best of several photos
-    pooled, encounter_ids, _ = pool_encounter_rows(probabilities, q_ids, [group_of[i] for i in queries])
+    pooled, encounter_ids, _ = pool_encounter_rows(probabilities, q_ids, encounter_keys([gallery[i] for i in queries]))
     encounter_threshold, report["encounter_open_set"] = calibrate_open_set(pooled, encounter_ids, ids, target_far)
     return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor, threshold,
                          reranker.cache.projection, encounter_threshold)

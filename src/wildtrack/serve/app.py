@@ -129,6 +129,7 @@ async def health(cat: CatalogueDep, request: Request) -> Health:
     return Health(version=__version__, model_fingerprint=cat.embedder.fingerprint, backend=cat.backend,
                   index_count=sum(ids.values()), identities_count=len(ids), dim=cat.index.dim,
                   index_kind=cat.index.kind, generation=cat.index.generation, threshold=cat.threshold,
+                  encounter_threshold=cat.encounter_threshold,
                   max_upload_bytes=request.app.state.config.max_upload_bytes)
 
 

@@ -61,7 +61,8 @@ class PredictResponse(_Schema):
 class EncounterCandidate(Candidate):
     """One individual found by the encounter's photos, scored by its best image over all of them."""
 
-    support: int = Field(description="how many of the encounter's photos name this individual as their own verdict")
+    support: int = Field(description="how many of the encounter's photos have this individual as their closest "
+                         "turtle (whether or not that photo alone was confident enough to name it)")
 
 
 class EncounterPhoto(_Schema):
@@ -77,8 +78,10 @@ class EncounterPhoto(_Schema):
 
 class EncounterResponse(_Schema):
     """Which individual, from several photos of one encounter: the verdict of the most confident photo, decided
-    against the encounter threshold (stricter than a photo's: the best of several photos passes more often by
-    chance); ``identity`` is null when even that photo is below it."""
+    against the encounter threshold (fitted on the catalogue's encounters, as the best of several photos passes
+    a photo's threshold more often by chance; the photo threshold when none could be fitted); ``identity`` is
+    null when even that photo is below it. Candidates are scored like the verdict (match probability after
+    re-ranking); each photo's own ``score`` is its single-photo verdict's."""
 
     identity: str | None
     score: float | None = Field(description="the most confident photo's score; null for an empty gallery")
@@ -138,4 +141,7 @@ class Health(_Schema):
     index_kind: str
     generation: int | None
     threshold: float | None
+    encounter_threshold: float | None = Field(
+        None, description="threshold for the most confident photo of an encounter (/identify-encounter): fitted on "
+        "the catalogue's encounters when the index re-ranks and photos have dates, else the photo threshold")
     max_upload_bytes: int

@@ -107,6 +107,11 @@ class Catalogue:
         return self.searcher.threshold
 
     @property
+    def encounter_threshold(self) -> float | None:
+        """The same for the most confident of several photos of one encounter."""
+        return self.searcher.encounter_threshold
+
+    @property
     def score_kind(self) -> str:
         """What the decision's score and threshold measure."""
         return self.searcher.score_kind

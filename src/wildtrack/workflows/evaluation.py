@@ -139,19 +139,14 @@ def _encounter_figures(ranking: np.ndarray, scores: np.ndarray, query: list[Reco
                        cfg: EvalConfig, score: str, catalogue_threshold: float | None = None) -> dict | None:
     """The field's unit: several photos of one encounter (one turtle, one day) identified together, the verdict
     of the most confident photo (:mod:`wildtrack.match.encounter`); None without dated queries (no encounters to
-    group). The new-individual threshold is calibrated on the pooled encounters, and for a re-ranked
-    evaluation the catalogue's fitted encounter threshold is measured as well."""
-    from wildtrack.match.encounter import encounter_retrieval, pool_encounter_rows
+    group)."""
+    from wildtrack.match.encounter import encounter_keys, encounter_report
 
     if all(r.date is None for r in query):
         return None
-    encounters = [r.encounter for r in query]
-    q_ids = [r.identity for r in query]
-    figures = encounter_retrieval(ranking, scores, q_ids, g_ids, encounters)
-    pooled, ids, _ = pool_encounter_rows(scores, q_ids, encounters)
-    figures["open_set"] = {**calibrate_open_set(pooled, ids, g_ids, cfg.target_far)[1], "score": score}
-    if catalogue_threshold is not None and "note" not in figures["open_set"]:
-        figures["open_set"]["catalogue_threshold"] = open_set_rates(pooled, ids, g_ids, catalogue_threshold)
+    figures = encounter_report(ranking, scores, [r.identity for r in query], g_ids, encounter_keys(query),
+                               cfg.target_far, catalogue_threshold)
+    figures["open_set"]["score"] = score
     return figures
 
 

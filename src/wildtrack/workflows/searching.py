@@ -52,11 +52,13 @@ def search_encounter(images: Sequence[str | Path], index_dir: str | Path, artifa
     embedder, searcher = open_search(index_dir, artifacts, backend, threshold, rerank)
     vectors = np.stack([embed_image(embedder, image) for image in images])
     answer = searcher.identify_encounter(vectors, list(images), topk)
+    paths = {h.image_id: h.path for photo in answer.photos for h in photo.hits}  # every hit, not only the top-k
     return {
         "images": [str(image) for image in images],
         "decision": _decision(answer.decision, answer.threshold, answer.score_kind),
         "reranked": answer.reranked,
-        "identities": [asdict(s) for s in answer.decision.candidates[:topk]],
+        "identities": [{**asdict(s), "best_image_path": paths.get(s.best_image_id)}
+                       for s in answer.decision.candidates[:topk]],
         "photos": [photo_answer(image, photo, topk) for image, photo in zip(images, answer.photos, strict=True)],
     }
 

@@ -58,7 +58,10 @@
       const h = await api("health");
       el.identityCount.textContent = h.identities_count.toLocaleString();
       el.imageCount.textContent = h.index_count.toLocaleString();
-      const threshold = h.threshold == null ? "none (closed set)" : h.threshold.toFixed(3);
+      let threshold = h.threshold == null ? "none (closed set)" : h.threshold.toFixed(3);
+      if (h.encounter_threshold != null && h.encounter_threshold !== h.threshold) {
+        threshold += `, ${h.encounter_threshold.toFixed(3)} for an encounter's best photo`;
+      }
       el.modelInfo.textContent =
         `WildTrack ${h.version} · model ${h.model_fingerprint.slice(0, 12)} (${h.backend}, ${h.dim}-d) · ` +
         `unknown threshold ${threshold}`;
@@ -125,9 +128,9 @@
       render(result);
       let what = "the photo";
       if (encounter) {
-        const agreeing = result.photos.filter((p) => p.identity && p.identity === result.identity).length;
-        what = `${files.length} photos of one encounter (${agreeing} name ${result.identity || "no known turtle"} ` +
-               "on their own)";
+        const lead = result.candidates[0];
+        what = `${files.length} photos of one encounter` +
+               (lead ? ` (${lead.support} closest to ${lead.identity})` : "");
       }
       setBusy(false, `Compared ${what} with the catalogue in ${Math.round(result.elapsed_ms)} ms.`);
       if (window.matchMedia("(max-width: 760px)").matches) {  // phones: bring the answer on screen
@@ -204,7 +207,7 @@
       bar.append(mark);
     }
     const support = result.photos
-      ? `named by ${candidate.support} of ${result.photos.length} photos`
+      ? `closest turtle in ${candidate.support} of ${result.photos.length} photos`
       : `${candidate.support} close photo${candidate.support === 1 ? "" : "s"}`;
     body.append(who, bar, node("div", "meta", support));
     // Local re-ranking's evidence for this individual's best-placed photo: verified keypoints, P(same).
