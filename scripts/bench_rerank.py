@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     cold = cold_costs(q_paths[:n_time], embedder, extractor)
     log(f"cold per query: global {cold['global']:.3f} s, extraction {cold['extract']:.3f} s")
     rows: list[dict[str, Any]] = []
+    query_encounters = encounter_keys(split.query)  # which query photos were taken together
     timing: dict[str, Any] = {"global_embed": round(cold["global"], 3), "extract": round(cold["extract"], 3)}
     if not args.skip_anchor:
         t0 = time.perf_counter()
@@ -261,11 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         # The same with ties broken by the global cosine (scaled to stay below one inlier).
         rows.append(summarise("local-all+cos-ties", local_all + 0.5 * (sim + 1) / 2, q_ids, g_ids, anchor_s))
         log(f"local-all: {wall:.1f} s for {local_all.size} pairs")
-        evidence = local_evidence(sim, local_all, q_ids, g_ids, encounter_keys(split.query))
+        evidence = local_evidence(sim, local_all, q_ids, g_ids, query_encounters)
         log(f"local evidence: {evidence}")
     rows.append(summarise("global", sim, q_ids, g_ids, cold["global"]))
     open_sets = {"cosine": open_set(sim, q_ids, g_ids)}
-    query_encounters = encounter_keys(split.query)
     encounters = {"global": encounter_report(sim, sim, q_ids, g_ids, query_encounters, OPEN_SET_FAR)}
 
     for k in sorted(args.ks):

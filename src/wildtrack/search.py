@@ -132,7 +132,6 @@ class CatalogueSearch:
                     else decide(aggregate_identities(hits), self.threshold))
         return Identification(decision, hits, self.reranks, self.threshold)
 
-
     def identify_encounter(self, vectors: np.ndarray, images: list[Source] | None, topk: int = 5
                            ) -> EncounterIdentification:
         """Which individual, from several photos of one encounter (one turtle, one sighting): each photo is

@@ -51,7 +51,7 @@ def pool_encounter(photo_hits: Sequence[Sequence[Hit]], photo_decisions: Sequenc
     for hits in photo_hits:
         for h in hits:
             score = h.match_probability if by_probability else h.score
-            if score is None or not np.isfinite(score):
+            if score is None or not math.isfinite(score):
                 continue
             if h.identity not in best or score > best[h.identity][0]:
                 best[h.identity] = (float(score), h.image_id)
@@ -103,17 +103,24 @@ def encounter_retrieval(ranking: np.ndarray, scores: np.ndarray, query_ids: Sequ
     encounter whose turtle is in the catalogue once; ``photos`` weighs them by their number of photos, to set
     beside per-photo Recall@1.
     """
+    _, ids, groups = pool_encounter_rows(scores, query_ids, encounters)
+    return _accuracy(ranking, scores, gallery_ids, ids, groups)
+
+
+def _accuracy(ranking: np.ndarray, scores: np.ndarray, gallery_ids: Sequence[Any], ids: list[str],
+              groups: list[list[int]]) -> dict[str, Any]:
+    """:func:`encounter_retrieval` on encounters already grouped by :func:`pool_encounter_rows`."""
     ranking, scores = np.asarray(ranking, dtype=np.float64), np.asarray(scores, dtype=np.float64)
     g = np.asarray([str(i) for i in gallery_ids], dtype=object)
     if ranking.shape != scores.shape or ranking.shape[1:] != (len(g),):
         raise ValueError(f"ranking {ranking.shape} and scores {scores.shape} must both be (queries, {len(g)})")
-    _, ids, groups = pool_encounter_rows(scores, query_ids, encounters)
     first = np.argmax(np.where(np.isfinite(ranking), ranking, -np.inf), axis=1)
     confidence = scores[np.arange(len(scores)), first]
     confidence = np.where(np.isfinite(confidence), confidence, -np.inf)
+    catalogued = set(g.tolist())
     right, photos = [], []
     for truth, rows in zip(ids, groups, strict=True):
-        if truth in set(g.tolist()):
+        if truth in catalogued:
             lead = rows[int(np.argmax(confidence[rows]))]
             right.append(bool(g[first[lead]] == truth))
             photos.append(len(rows))
@@ -136,8 +143,8 @@ def encounter_report(ranking: np.ndarray, scores: np.ndarray, query_ids: Sequenc
     when given, the rates of the catalogue's fitted encounter threshold on them."""
     from wildtrack.evaluate import calibrate_open_set, open_set_rates
 
-    figures = encounter_retrieval(ranking, scores, query_ids, gallery_ids, encounters)
-    pooled, ids, _ = pool_encounter_rows(scores, query_ids, encounters)
+    pooled, ids, groups = pool_encounter_rows(scores, query_ids, encounters)
+    figures = _accuracy(ranking, scores, gallery_ids, ids, groups)
     figures["open_set"] = calibrate_open_set(pooled, ids, gallery_ids, target_far)[1]
     if catalogue_threshold is not None and "note" not in figures["open_set"]:
         figures["open_set"]["catalogue_threshold"] = open_set_rates(pooled, ids, gallery_ids, catalogue_threshold)
