@@ -39,6 +39,7 @@ demo: install
 
 test: install-test
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: install-test

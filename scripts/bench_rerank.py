@@ -15,7 +15,7 @@ mAP and seconds per query for
   probability (each query's best wrong turtle plays an unknown one), calibrated on these queries, and for the
   probability also the threshold the fit calibrated on the gallery (what ``wildtrack index build`` stores);
 * ``encounters``: the query photos of one encounter identified together (the most confident photo's verdict,
-  :mod:`wildtrack.match.encounter`), globally and re-ranked, with their new-individual rates per encounter;
+  :mod:`wildtrack.decide.encounter`), globally and re-ranked, with their new-individual rates per encounter;
 * ``evidence`` (with the anchor): which queries local matching can answer at all (their own turtle reaches
   ``EVIDENCE_INLIERS`` inliers somewhere in the gallery, above the chance level between different turtles), how
   often those are then right, and how often the global cosine is right on the rest: the Recall@1 that a perfect
@@ -25,7 +25,7 @@ mAP and seconds per query for
 is the product's RootSIFT projection for the re-ranked rows (principal components fitted on the gallery; 0: all
 128); the whole-gallery anchor always matches plain 128-d RootSIFT.
 
-The fusion is fitted on the *gallery* only (:func:`wildtrack.match.rerank.fit_gallery_fusion`: gallery photos as
+The fusion is fitted on the *gallery* only (:func:`wildtrack.matching.fit.fit_gallery_fusion`: gallery photos as
 pseudo-queries against the gallery's other encounters), never on the evaluation queries. With ``--artifacts`` the
 embedder was trained on those gallery images, so its cosines there are optimistic and the fusion may
 under-weight the local score.
@@ -65,6 +65,7 @@ import numpy as np
 
 from wildtrack.config import EvalConfig
 from wildtrack.data import load_dataset, official_split
+from wildtrack.decide.encounter import encounter_keys, encounter_report
 from wildtrack.embed import embed_files_cached, embed_image, load_embedder, unit_rows
 from wildtrack.evaluate import (
     calibrate_open_set,
@@ -73,10 +74,12 @@ from wildtrack.evaluate import (
     rank_gallery,
     retrieval_metrics,
 )
-from wildtrack.match.encounter import encounter_keys, encounter_report
-from wildtrack.match.fusion import ScoreFusion, fused_similarity, match_probabilities
-from wildtrack.match.local import FeatureCache, LocalReranker, SiftExtractor, local_scores_for_shortlist
-from wildtrack.match.rerank import fit_gallery_fusion
+from wildtrack.features import FeatureCache, SiftExtractor
+from wildtrack.matching.calibration import ScoreFusion
+from wildtrack.matching.collect import local_scores_for_shortlist
+from wildtrack.matching.fit import fit_gallery_fusion
+from wildtrack.matching.fusion import fused_similarity, match_probabilities
+from wildtrack.matching.reranker import LocalReranker
 
 KS = (1, 5, 10)
 EVIDENCE_INLIERS = 6  # whole-gallery inliers that count as local evidence (wrong pairs: <= 4 in 99 %)

@@ -46,11 +46,11 @@ def main() -> None:
     args = p.parse_args()
 
     from wildtrack.data import load_dataset, official_split
-    from wildtrack.embed import unit_rows as unit
     from wildtrack.evaluate import cosine_similarity, retrieval_metrics
     from wildtrack.images import load_images
     from wildtrack.model import load_model
     from wildtrack.model.artifacts import load_model_config
+    from wildtrack.vectors import unit_rows as unit
 
     split = official_split(load_dataset(args.data).records)
     records = split.gallery + split.query

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wildtrack.decide.encounter import encounter_retrieval, pool_encounter, pool_encounter_rows
+from wildtrack.decide.identity import Decision, IdentityScore
 from wildtrack.evaluate import calibrate_open_set
 from wildtrack.index import Hit
-from wildtrack.match.encounter import encounter_retrieval, pool_encounter, pool_encounter_rows
-from wildtrack.match.identity import Decision, IdentityScore
 
 
 def _hit(identity: str, image: str, cosine: float, probability: float | None, rank: int = 1) -> Hit:

@@ -107,7 +107,7 @@ def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny
     result = run_evaluation(synth_data, tiny_artifacts, tmp_path, cfg, **QUIET)
     rerank = result.report.extra["rerank"]
     assert rerank["k"] == 10 and rerank["projection"] == {"dims": 64}
-    from wildtrack.match.rerank import GalleryFusion
+    from wildtrack.matching.gallery_fusion import GalleryFusion
 
     saved = GalleryFusion.load(tmp_path)  # the complete fit, as `index build` would store it
     assert saved.k == 10 and saved.projection.dims == 64 and saved.extractor.focus == "turtle"

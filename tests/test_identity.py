@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
+from wildtrack.decide.identity import Decision, IdentityScore, aggregate_identities, decide
 from wildtrack.index import GalleryIndex, Hit
-from wildtrack.match.identity import Decision, IdentityScore, aggregate_identities, decide
 
 
 def hits(*pairs: tuple[str, float]) -> list[Hit]:
@@ -88,7 +88,7 @@ def _reranked(*rows: tuple[str, float, float]) -> list[Hit]:
 
 
 def test_after_reranking_the_decision_reads_the_match_probability_of_the_first_identity():
-    from wildtrack.match.rerank import decide_reranked
+    from wildtrack.decide.identity import decide_reranked
 
     # t2 has the better cosine but local matching put t1 first with a high match probability.
     hits = _reranked(("t1", 0.40, 0.93), ("t2", 0.70, 0.20), ("t1", 0.35, 0.80))

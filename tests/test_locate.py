@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wildtrack.features import FeatureCache, SiftExtractor
 from wildtrack.locate import TurtleBox, TurtleLocator
-from wildtrack.match.fusion import ScoreFusion
-from wildtrack.match.local import FeatureCache, SiftExtractor
-from wildtrack.match.rerank import GalleryFusion
+from wildtrack.matching.calibration import ScoreFusion
+from wildtrack.matching.gallery_fusion import GalleryFusion
 
 
 def test_square_is_centred_on_the_turtle_with_a_margin():

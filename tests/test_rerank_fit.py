@@ -9,7 +9,8 @@ import pytest
 
 from wildtrack.data import load_dataset
 from wildtrack.embed import embed_paths, load_embedder
-from wildtrack.match.rerank import IDENTITY_WEIGHTS, GalleryFusion, fit_gallery_fusion
+from wildtrack.matching.fit import IDENTITY_WEIGHTS, fit_gallery_fusion
+from wildtrack.matching.gallery_fusion import GalleryFusion
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_fit_shows_the_projection_sample_and_the_matching_as_two_complete_stages
 def test_a_projected_fusion_cannot_be_read_as_a_full_rootsift_one(catalogue):
     """Its weights are for projected inlier counts: a reader that ignores the projection must refuse it (the
     fusion's format names the projection), and the projection cannot silently go missing."""
-    from wildtrack.match.fusion import ScoreFusion
+    from wildtrack.matching.calibration import ScoreFusion
 
     records, embeddings = catalogue
     data = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=20).to_dict()
@@ -91,8 +92,8 @@ def test_a_projected_fusion_cannot_be_read_as_a_full_rootsift_one(catalogue):
 def test_a_catalogue_too_sparse_for_a_projection_keeps_full_rootsift(tmp_path):
     from PIL import Image
 
-    from wildtrack.match.local import FeatureCache, SiftExtractor
-    from wildtrack.match.rerank import fit_projection
+    from wildtrack.features import FeatureCache, SiftExtractor
+    from wildtrack.matching.fit import fit_projection
 
     flat = tmp_path / "flat.jpg"
     Image.new("L", (200, 200), 128).save(flat)  # no corners, no keypoints
@@ -154,7 +155,7 @@ def test_undated_photos_fall_back_to_leave_one_photo_out(catalogue):
 
 def test_index_build_falls_back_to_global_search_and_drops_a_stale_fusion(synth_data, tiny_artifacts, tmp_path):
     from wildtrack.data.synth import generate_synthetic
-    from wildtrack.match.rerank import FUSION_FILE
+    from wildtrack.matching.gallery_fusion import FUSION_FILE
     from wildtrack.workflows.indexing import build_index
 
     index = tmp_path / "index"
@@ -186,7 +187,7 @@ def test_a_catalogue_larger_than_the_sample_is_sampled_by_whole_encounters(catal
     """So that the encounter threshold is fitted on encounters that look like the ones searches will see."""
     from collections import Counter
 
-    from wildtrack.match.rerank import _own_groups, _pseudo_queries
+    from wildtrack.matching.fit import _own_groups, _pseudo_queries
 
     records, _ = catalogue
     groups = _own_groups(records)

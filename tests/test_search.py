@@ -9,7 +9,7 @@ import pytest
 
 from wildtrack.embed import embed_image, load_embedder
 from wildtrack.index import GalleryIndex
-from wildtrack.match.rerank import GalleryFusion
+from wildtrack.matching.gallery_fusion import GalleryFusion
 from wildtrack.search import CatalogueSearch
 from wildtrack.workflows.searching import search_image
 

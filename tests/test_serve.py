@@ -333,23 +333,3 @@ def test_unexpected_errors_are_json_500():
 
     r = asyncio.run(call())
     assert r.status_code == 500 and r.json() == {"detail": "internal error (RuntimeError): kaput"}
-
-
-def test_threshold_stored_with_the_index_is_used(tmp_path):
-    import json
-
-    from wildtrack.search import stored_threshold
-
-    class _Index:  # stored_threshold only probes attributes
-        pass
-
-    class _Calibrated:
-        decision_threshold = 0.77
-
-    assert stored_threshold(_Calibrated(), tmp_path) == pytest.approx(0.77)
-    assert stored_threshold(_Index(), tmp_path) is None
-    (tmp_path / "manifest.json").write_text(json.dumps({"unknown_threshold": 0.42}))
-    assert stored_threshold(_Index(), tmp_path) == pytest.approx(0.42)
-    (tmp_path / "manifest.json").write_text(json.dumps({}))
-    (tmp_path / "calibration.json").write_text(json.dumps({"threshold": 0.31}))
-    assert stored_threshold(_Index(), tmp_path) == pytest.approx(0.31)

@@ -46,7 +46,7 @@ def test_reranked_matches_carry_their_local_evidence(reranked_server, synth_data
 def test_reranked_predictions_decide_on_the_match_probability(reranked_server, synth_data):
     """The verdict's score is the first match's calibrated probability, against the threshold fitted with the
     fusion on the catalogue (fusion.json), not the cosine threshold of a global index."""
-    from wildtrack.match.rerank import GalleryFusion
+    from wildtrack.matching.gallery_fusion import GalleryFusion
 
     server, index = reranked_server
     fitted = GalleryFusion.load(index)

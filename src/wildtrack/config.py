@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
+import platformdirs
 from pydantic import BaseModel, ConfigDict, Field
 
 LossName = Literal["softmax", "arcface", "triplet", "arcface+triplet"]
 
 
 MAX_SEARCH_K = 250  # most gallery images one search returns (and re-ranks): bounds the work per request
+LocalFocus = Literal["turtle", "frame"]
+DEFAULT_FOCUS: LocalFocus = "turtle"  # local keypoints from the located turtle, not the whole scene
+DEFAULT_LOCAL_DIMS = 64  # RootSIFT principal components kept for matching; 0 keeps all 128
+DEFAULT_RERANK_K = 150  # global shortlist length that local matching re-orders
+DEFAULT_TARGET_FAR = 0.05  # false-accept rate the new-individual threshold is fitted for
+CACHE_ENV_VAR = "WILDTRACK_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """Where WildTrack keeps what it can recompute (embeddings, local features, converted weights):
+    ``$WILDTRACK_CACHE_DIR`` if set, else the per-user cache (e.g. ``~/.cache/wildtrack``). Not created."""
+    override = os.environ.get(CACHE_ENV_VAR)
+    return Path(override).expanduser() if override else Path(platformdirs.user_cache_dir("wildtrack"))
 
 
 class _Config(BaseModel):
@@ -60,7 +76,27 @@ class TrainConfig(_Config):
     pretrained: bool = Field(True, description="start from ImageNet weights where the backbone has them")
 
 
-class EvalConfig(_Config):
+class MatchingConfig(_Config):
+    """How a catalogue is matched beyond the global cosine: shared by `evaluate` and `index build`."""
+
+    target_far: float = Field(DEFAULT_TARGET_FAR, gt=0, lt=1,
+                              description="false-accept rate the unknown threshold aims for")
+    rerank: Literal["none", "local"] = Field(
+        "local", description="local: re-order the global shortlist by RootSIFT + RANSAC inliers fused with the cosine "
+        "(measured best on new encounters, docs/accuracy.md); none: global embedding only")
+    rerank_k: int = Field(DEFAULT_RERANK_K, ge=1, le=200,
+                          description="global shortlist length that local matching re-orders "
+                          "(150: 0.7-0.9 s per photo on 2 cores with the default features, docs/accuracy.md)")
+    local_focus: LocalFocus = Field(
+        DEFAULT_FOCUS, description="turtle: local keypoints from the turtle located in each photo (ImageNet turtle "
+        "activation map); frame: from the whole photo")
+    local_dims: int = Field(
+        DEFAULT_LOCAL_DIMS, ge=0, le=128,
+        description="RootSIFT dimensions kept for matching: principal components fitted on the catalogue (64: "
+        "cheaper matching and no loss on real photos, docs/accuracy.md); 0 keeps all 128")
+
+
+class EvalConfig(MatchingConfig):
     """`wildtrack evaluate`."""
 
     split: Literal["per-identity", "time-aware", "official"] = "per-identity"
@@ -69,18 +105,12 @@ class EvalConfig(_Config):
     gradcam: int = Field(3, ge=0)
     tsne_max_points: int = Field(2000, ge=10)
     seed: int = 0
-    target_far: float = Field(0.05, gt=0, lt=1, description="false-accept rate the unknown threshold aims for")
-    rerank: Literal["none", "local"] = Field(
-        "local", description="local: re-order the global shortlist by RootSIFT + RANSAC inliers fused with the cosine "
-        "(measured best on new encounters, docs/accuracy.md); none: global embedding only")
-    rerank_k: int = Field(150, ge=1, le=200, description="global shortlist length that local matching re-orders "
-                          "(150: 0.7-0.9 s per photo on 2 cores with the default features, docs/accuracy.md)")
-    local_focus: Literal["turtle", "frame"] = Field(
-        "turtle", description="turtle: local keypoints from the turtle located in each photo (ImageNet turtle "
-        "activation map); frame: from the whole photo")
-    local_dims: int = Field(
-        64, ge=0, le=128, description="RootSIFT dimensions kept for matching: principal components fitted on the "
-        "catalogue (64: cheaper matching and no loss on real photos, docs/accuracy.md); 0 keeps all 128")
+
+
+class IndexConfig(MatchingConfig):
+    """`wildtrack index build`."""
+
+    kind: Literal["flat", "hnsw", "ivf"] = "flat"
 
 
 class ServeConfig(_Config):

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import platformdirs
 
+from wildtrack.config import cache_root
 from wildtrack.images import iter_decoded_batches, load_image
+from wildtrack.vectors import unit_rows
 
 
 class Embedder(Protocol):
@@ -28,12 +29,6 @@ class Embedder(Protocol):
     dim: int
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray: ...
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Each row scaled to unit length (cosine = dot product)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class KerasEmbedder:
@@ -121,7 +116,7 @@ class EmbeddingCache:
     so re-evaluating after adding a few photos embeds only those."""
 
     def __init__(self, fingerprint: str, cache_dir: str | Path | None = None):
-        root = Path(cache_dir or os.environ.get("WILDTRACK_CACHE_DIR") or platformdirs.user_cache_dir("wildtrack"))
+        root = Path(cache_dir) if cache_dir else cache_root()
         root = root / "embeddings"
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / f"{fingerprint}.sqlite"

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from wildtrack.vectors import unit_rows
+
 __all__ = [
     "MetricsReport",
     "RetrievalResult",
@@ -36,7 +38,6 @@ __all__ = [
     "write_metrics_json",
 ]
 
-_EPS = 1e-12
 
 
 def _l2_normalise(x: np.ndarray, name: str) -> np.ndarray:
@@ -45,8 +46,7 @@ def _l2_normalise(x: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D (n, dim) array, got shape {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, _EPS)
+    return unit_rows(x)
 
 
 def cosine_similarity(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:

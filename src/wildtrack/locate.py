@@ -7,7 +7,7 @@ them), and MobileNetV2 ends in global pooling plus one dense layer, so the class
 training and no boxes, from the same offline torchvision weights as the default backbone.
 
 The box is used to spend the local matcher's keypoints on the turtle instead of the scenery
-(:class:`wildtrack.match.local.SiftExtractor` with ``focus="turtle"``). When the classifier puts too little mass
+(:class:`wildtrack.features.SiftExtractor` with ``focus="turtle"``). When the classifier puts too little mass
 on turtles (a synthetic image, a photo of sand) there is no box and callers keep the whole frame.
 """
 

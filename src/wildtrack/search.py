@@ -9,29 +9,28 @@ the catalogue's photos are) exist once.
 from __future__ import annotations
 
 import io
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
 from wildtrack.config import MAX_SEARCH_K
+from wildtrack.decide.encounter import pool_encounter
+from wildtrack.decide.identity import Decision, aggregate_identities, decide, decide_reranked
+from wildtrack.decide.threshold import choose_thresholds
+from wildtrack.embed import Embedder, load_embedder
+from wildtrack.features import Source
 from wildtrack.index import GalleryIndex, Hit
-from wildtrack.match.encounter import pool_encounter
-from wildtrack.match.identity import Decision, aggregate_identities, decide
-from wildtrack.match.local import Source
-from wildtrack.match.rerank import GalleryFusion, decide_reranked, rerank_hits
+from wildtrack.matching.gallery_fusion import GalleryFusion
+from wildtrack.matching.rerank import rerank_hits
 
-__all__ = ["CatalogueSearch", "EncounterIdentification", "Identification", "ScoreKind", "stored_threshold"]
+__all__ = ["CatalogueSearch", "EncounterIdentification", "Identification", "ScoreKind", "open_catalogue"]
 
 ScoreKind = Literal["match_probability", "cosine"]
 SEARCH_DEPTH = 5  # identify() looks at topk × this many images, so an identity's several photos can all count
 MIN_DEPTH = 20
-THRESHOLD_KEYS = ("decision_threshold", "unknown_threshold", "threshold")
-THRESHOLD_FILES = ("calibration.json", "threshold.json")
 
 
 @dataclass(frozen=True)
@@ -83,17 +82,13 @@ class CatalogueSearch:
         self.fusion = (fusion or GalleryFusion.load(self.index_dir)) if rerank else None
         # One re-ranker for the searcher's life: its in-memory feature cache keeps the catalogue's hot features.
         self.reranker = self.fusion.reranker() if self.fusion is not None else None
-        explicit = threshold is not None
-        if threshold is None:
-            threshold = (self.fusion.decision_threshold if self.fusion is not None
-                         else stored_threshold(index, self.index_dir))
-        if threshold is not None and not math.isfinite(threshold):
-            raise ValueError(f"the unknown threshold must be a finite number, got {threshold!r}")
-        self.threshold = threshold
-        # An explicit threshold applies to encounters too; else the one fitted for them (stricter: the best of
-        # several photos passes more often by chance), or, without one, the photo threshold.
-        fitted_encounter = self.fusion.encounter_threshold if self.fusion is not None and not explicit else None
-        self.encounter_threshold = fitted_encounter if fitted_encounter is not None else threshold
+        fitted = self.fusion
+        chosen = choose_thresholds(threshold, fitted is not None,
+                                   fitted.decision_threshold if fitted is not None else None,
+                                   fitted.encounter_threshold if fitted is not None else None,
+                                   index.decision_threshold)
+        self.threshold = chosen.photo
+        self.encounter_threshold = chosen.encounter
 
     @property
     def reranks(self) -> bool:
@@ -136,7 +131,7 @@ class CatalogueSearch:
                            ) -> EncounterIdentification:
         """Which individual, from several photos of one encounter (one turtle, one sighting): each photo is
         identified as by :meth:`identify`, and the encounter takes the verdict of the most confident one
-        (:func:`~wildtrack.match.encounter.pool_encounter`), so one photo that matches the catalogue well names
+        (:func:`~wildtrack.decide.encounter.pool_encounter`), so one photo that matches the catalogue well names
         the turtle even when the others show a side it has never seen."""
         vectors = np.atleast_2d(np.asarray(vectors))
         if len(vectors) == 0:
@@ -153,33 +148,10 @@ def _score_kind(reranked: bool) -> ScoreKind:
     return "match_probability" if reranked else "cosine"
 
 
-def stored_threshold(index: GalleryIndex, index_dir: Path) -> float | None:
-    """The calibrated cosine threshold saved with the index, if any.
-
-    Looked up, in order: an index attribute (or method) ``decision_threshold`` / ``unknown_threshold`` /
-    ``threshold`` (what ``GalleryIndex.set_decision_threshold`` stores), the same keys at the top of
-    ``manifest.json``, then ``calibration.json`` / ``threshold.json`` in the index dir.
-    """
-    for key in THRESHOLD_KEYS:
-        value = getattr(index, key, None)
-        if callable(value):
-            try:
-                value = value()
-            except TypeError:
-                continue
-        if _finite_number(value):
-            return float(value)
-    for name in ("manifest.json", *THRESHOLD_FILES):
-        try:
-            doc: Any = json.loads((index_dir / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict):
-            for key in THRESHOLD_KEYS:
-                if _finite_number(doc.get(key)):
-                    return float(doc[key])
-    return None
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def open_catalogue(index_dir: str | Path, artifacts: str | Path, backend: str = "auto",
+                   threshold: float | None = None, rerank: bool = True) -> tuple[Embedder, CatalogueSearch]:
+    """The model and the catalogue search over an index built with it: the one way the CLI and the service load
+    a catalogue (an index of another model or embedding size is refused with ``IndexMismatchError``)."""
+    embedder = load_embedder(artifacts, backend=backend)
+    index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint, expected_dim=embedder.dim)
+    return embedder, CatalogueSearch(index, index_dir, threshold, rerank=rerank)

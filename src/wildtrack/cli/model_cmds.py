@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from wildtrack.cli.common import console, err_console, fail, progress_bar, say, user_errors
-from wildtrack.config import MAX_SEARCH_K, EvalConfig, TrainConfig
+from wildtrack.config import MAX_SEARCH_K, EvalConfig, IndexConfig, TrainConfig
 
 EVAL_DEFAULTS, TRAIN_DEFAULTS = EvalConfig(), TrainConfig()
 
@@ -152,7 +152,8 @@ def index_build(
     from wildtrack.workflows.indexing import build_index
 
     with user_errors(), progress_bar("embedding", None) as advance:
-        cfg = EvalConfig(rerank=rerank, rerank_k=rerank_k, local_focus=local_focus, local_dims=local_dims)  # validates
+        cfg = IndexConfig(kind=kind, rerank=rerank, rerank_k=rerank_k, local_focus=local_focus,  # validates
+                          local_dims=local_dims)
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
                              local_dims=cfg.local_dims)

@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "ArtifactError": "artifacts", "load_model": "artifacts", "load_preprocessor": "artifacts",
     "model_fingerprint": "artifacts",
-    "BACKBONES": "backbones", "Backbone": "backbones", "WeightsUnavailableError": "backbones",
+    "BACKBONES": "backbones", "Backbone": "backbones", "WeightsUnavailableError": "errors",
     "get_backbone": "backbones",
     "build_model": "builder", "head_for_loss": "builder", "set_backbone_trainable": "builder",
     "NoEmbeddingError": "embedding", "embedding_model": "embedding",

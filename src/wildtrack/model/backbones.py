@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import keras
 
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be obtained (typically: offline)."""
+from wildtrack.model.errors import WeightsUnavailableError
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from wildtrack.embed import unit_rows
 from wildtrack.model.artifacts import load_model, load_preprocessor, model_fingerprint
+from wildtrack.vectors import unit_rows
 
 ONNX_FILE = "model.onnx"
 ONNX_MANIFEST = "onnx_export.json"

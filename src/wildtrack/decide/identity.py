@@ -86,3 +86,27 @@ def decide(identity_scores: Sequence[IdentityScore], threshold: float | None) ->
     best = candidates[0]
     unknown = threshold is not None and best.score < threshold
     return Decision(None if unknown else best.identity, best.score, unknown, candidates)
+
+
+def decide_reranked(hits: list[Hit], threshold: float | None) -> Decision:
+    """The identity whose image the re-ranked list puts first, scored by that image's match probability (the
+    fusion's, which counts the local evidence); a new individual when it is below ``threshold``.
+
+    Candidates keep their cosine scores (best image per identity), in re-ranked order. ``hits`` must come from
+    :func:`~wildtrack.matching.rerank.rerank_hits`: the first one carries its match probability.
+    """
+    if threshold is not None and not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    first: dict[str, Hit] = {}
+    for h in hits:
+        first.setdefault(h.identity, h)
+    candidates = tuple(sorted(aggregate_identities(hits), key=lambda s: first[s.identity].rank))
+    if not candidates:
+        return Decision(None, None, True, candidates)
+    best = candidates[0]
+    probability = first[best.identity].match_probability
+    if probability is None:
+        raise ValueError("decide_reranked needs re-ranked hits (the first one has no match probability)")
+    score = float(probability)
+    unknown = threshold is not None and not score >= threshold  # NaN is never a confident match
+    return Decision(None if unknown else best.identity, score, unknown, candidates)

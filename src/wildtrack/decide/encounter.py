@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from wildtrack.decide.identity import Decision, IdentityScore
 from wildtrack.index import Hit
-from wildtrack.match.identity import Decision, IdentityScore
 
 __all__ = ["encounter_keys", "encounter_report", "encounter_retrieval", "pool_encounter", "pool_encounter_rows"]
 

@@ -1,0 +1,1 @@
+"""From ranked catalogue photos to a verdict: identities, the new-individual threshold, and encounters."""

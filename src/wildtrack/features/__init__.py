@@ -1,0 +1,16 @@
+"""Local features of a photo: extractors (one per file), the descriptor projection, and the disk cache they share.
+
+A new extractor is a frozen dataclass with a ``name``, a ``version``, ``key()`` (every setting that changes its
+output), ``raw(source)`` (what the cache stores) and ``__call__(source) -> LocalFeatures``, registered in
+:data:`EXTRACTORS` so a saved fit can name it.
+"""
+
+from wildtrack.features.cache import FeatureCache, default_workers
+from wildtrack.features.projection import DescriptorProjection
+from wildtrack.features.rootsift import SiftExtractor, root_sift
+from wildtrack.features.types import Focus, LocalFeatures, Source
+
+EXTRACTORS: dict[str, type[SiftExtractor]] = {SiftExtractor.name: SiftExtractor}
+
+__all__ = ["EXTRACTORS", "DescriptorProjection", "FeatureCache", "Focus", "LocalFeatures", "SiftExtractor", "Source",
+           "default_workers", "root_sift"]

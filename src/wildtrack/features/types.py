@@ -1,0 +1,33 @@
+"""What a local-feature extractor produces, and what it reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wildtrack.config import LocalFocus
+
+Source = str | Path | bytes  # a photo on disk or its uploaded bytes
+Focus = LocalFocus
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    """Keypoints of one image in a frame whose longer side is ``frame_side`` px, and their RootSIFT descriptors.
+
+    ``xy`` is ``(N, 2)`` float32 in that common frame whatever size the JPEG was draft-decoded at, so pixel
+    thresholds mean the same for every pair; ``xy * scale + offset`` is the point in the original image (the
+    frame is the whole photo, or the turtle's square with ``focus="turtle"``).
+    """
+
+    xy: np.ndarray
+    descriptors: np.ndarray  # (N, 128) float32, RootSIFT (unit L2 norm); (N, d) once projected, still unit norm
+    frame_side: int
+    scale: float
+    offset: tuple[float, float] = (0.0, 0.0)  # original pixels of the frame's corner (a turtle crop's origin)
+
+    def __len__(self) -> int:
+        return len(self.xy)
+

@@ -1,0 +1,56 @@
+"""The pipeline's import structure (pyproject.toml's import-linter contracts): layers top-down, no cycles, and
+no fitting code in the server. Checked on the real package, and shown to catch a violation."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).with_name("lint-imports")
+
+pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not installed (pip install -e '.[test]')")
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PYTHONPATH": str(root / "src"), "PATH": str(LINT.parent)}
+    return subprocess.run([str(LINT), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _copy(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(ROOT / "src" / "wildtrack", tmp_path / "src" / "wildtrack",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def _append(path: Path, line: str) -> None:
+    path.write_text(path.read_text() + f"\n{line}\n")
+
+
+def test_the_package_keeps_its_import_contracts():
+    result = _lint(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_a_cycle_between_two_modules_breaks_the_contract(tmp_path):
+    root = _copy(tmp_path)
+    model = root / "src" / "wildtrack" / "model"
+    _append(model / "backbones.py", "import wildtrack.model.mobilenetv2_torch  # noqa: E402")
+    _append(model / "mobilenetv2_torch.py", "import wildtrack.model.backbones  # noqa: E402")
+    result = _lint(root)
+    assert result.returncode != 0
+    assert "no import cycles between sibling modules BROKEN" in " ".join(result.stdout.split())
+
+
+def test_a_lower_layer_importing_a_higher_one_breaks_the_contract(tmp_path):
+    root = _copy(tmp_path)
+    _append(root / "src" / "wildtrack" / "decide" / "identity.py", "import wildtrack.search  # noqa: E402")
+    result = _lint(root)
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout and "wildtrack.decide.identity -> wildtrack.search" in result.stdout
