@@ -23,7 +23,7 @@ from wildtrack.index import GalleryIndex, Hit
 from wildtrack.match.encounter import pool_encounter
 from wildtrack.match.identity import Decision, aggregate_identities, decide
 from wildtrack.match.local import Source
-from wildtrack.match.rerank import GalleryFusion, decide_reranked, rerank_hits
+from wildtrack.match.rerank import FUSION_FILE, GalleryFusion, decide_reranked, rerank_hits
 
 __all__ = ["CatalogueSearch", "EncounterIdentification", "Identification", "ScoreKind", "stored_threshold"]
 
@@ -66,7 +66,7 @@ class EncounterIdentification:
 class CatalogueSearch:
     """Search → (re-rank) → decide for one loaded index.
 
-    When ``fusion.json`` lies beside the index (built with ``--rerank local``) and ``rerank`` is true, the global
+    When the index carries ``fusion.json`` (built with ``--rerank local``) and ``rerank`` is true, the global
     shortlist is re-ordered by local matching against the catalogue's photos (under the index's data root, or
     the index directory for an index without one, where enrolled photos live), and the new-individual decision
     reads the first turtle's calibrated match probability; otherwise it reads the cosine. ``threshold``
@@ -80,7 +80,7 @@ class CatalogueSearch:
         self.index_dir = Path(index_dir).resolve()
         root = index.data_root
         self.data_root = Path(root).resolve() if root is not None else self.index_dir
-        self.fusion = (fusion or GalleryFusion.load(self.index_dir)) if rerank else None
+        self.fusion = (fusion or committed_fusion(index, self.index_dir)) if rerank else None
         # One re-ranker for the searcher's life: its in-memory feature cache keeps the catalogue's hot features.
         self.reranker = self.fusion.reranker() if self.fusion is not None else None
         explicit = threshold is not None
@@ -147,6 +147,15 @@ class CatalogueSearch:
         decision = pool_encounter([p.hits for p in photos], [p.decision for p in photos], self.reranks,
                                   self.encounter_threshold)
         return EncounterIdentification(decision, photos, self.reranks, self.encounter_threshold)
+
+
+def committed_fusion(index: GalleryIndex, index_dir: Path) -> GalleryFusion | None:
+    """The re-ranking fitted with this generation of the index (``fusion.json``, verified by the index's
+    manifest), or None for a global-only index."""
+    data = index.read_extra(FUSION_FILE)
+    if data is None:
+        return None
+    return GalleryFusion.from_bytes(data, str(index_dir / FUSION_FILE), index.model_fingerprint)
 
 
 def _score_kind(reranked: bool) -> ScoreKind:

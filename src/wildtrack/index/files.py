@@ -64,7 +64,9 @@ def meta_bytes(rows: list[MetaRow]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def manifest_bytes(info: Mapping[str, Any], dim: int, rows: list[MetaRow], files: Mapping[str, Any]) -> bytes:
+def manifest_bytes(
+    info: Mapping[str, Any], dim: int, rows: list[MetaRow], files: Mapping[str, Any], extras: Mapping[str, Any]
+) -> bytes:
     doc = {
         "format_version": FORMAT_VERSION,
         "catalogue_id": info["catalogue_id"],
@@ -79,6 +81,7 @@ def manifest_bytes(info: Mapping[str, Any], dim: int, rows: list[MetaRow], files
         "created": info["created"],
         "updated": info["updated"],
         "files": dict(files),
+        "extras": dict(extras),
         "writer": {"wildtrack": __version__, "faiss": faiss.__version__},
     }
     return (json.dumps(doc, indent=2) + "\n").encode("utf-8")

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,13 @@ from wildtrack.index.faiss_spec import (
     search_params,
     to_hits,
 )
-from wildtrack.index.files import EMBEDDINGS, FAISS_FILE, META, now, read_embeddings, read_faiss, read_meta
+from wildtrack.index.files import EMBEDDINGS, FAISS_FILE, MANIFEST, META, now, read_embeddings, read_faiss, read_meta
 from wildtrack.index.store import (
     DEFAULT_LOCK_TIMEOUT,
+    LEGACY_EXTRAS,
     State,
     check_expected,
+    check_extra_name,
     commit,
     peek_manifest,
     resolve,
@@ -91,14 +94,27 @@ class GalleryIndex:
     # ------------------------------------------------------------------------------------- persistence
 
     def save(
-        self, index_dir: str | os.PathLike[str], *, overwrite: bool = False, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+        self,
+        index_dir: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        extras: Mapping[str, bytes] | None = None,
     ) -> Path:
         """Commit this catalogue to ``index_dir`` as a new generation.
 
         Refuses (IndexConflictError) to replace a different catalogue, or a newer generation of this one written
         by someone else, unless ``overwrite`` - so a stale object cannot silently drop another writer's images.
+        ``extras`` (file name -> bytes, e.g. ``{"fusion.json": ...}``) becomes the generation's complete set of
+        extra files, committed and verified with it (:meth:`read_extra`); None keeps the ones this object has.
+        Extras are held in memory: they are for small files that belong to the catalogue.
         """
         d = Path(index_dir)
+        state = self._s
+        if extras is not None:
+            for name in extras:
+                check_extra_name(name)
+            state = replace(state, extras={name: bytes(data) for name, data in extras.items()})
         with writer_lock(d, lock_timeout):
             disk = peek_manifest(d)
             if disk is not None and not overwrite and not self._same_generation(disk):
@@ -106,7 +122,7 @@ class GalleryIndex:
                     f"{d} holds catalogue {disk.get('catalogue_id')} generation {disk.get('generation')}, "
                     f"not the one this index was loaded from; load it and add(), or save(overwrite=True)"
                 )
-            self._s = commit(d, self._s, disk)
+            self._s = commit(d, state, disk)
         return d
 
     @classmethod
@@ -136,11 +152,18 @@ class GalleryIndex:
             else:
                 notes.append(f"{FAISS_FILE} did not verify; rebuilt it from {EMBEDDINGS}")
                 index = make_faiss(emb, spec)
+            extras = {name: f.read() for name, f in res.extras.items()}
+        if res.legacy_extras:
+            extras = _legacy_extras(d)
         for note in notes:
             log.warning("index %s: %s", d, note)
         info = {k: m[k] for k in ("catalogue_id", "generation", "model_fingerprint", "index", "data_root")}
         info.update(decision_threshold=m.get("decision_threshold"), created=m["created"], updated=m["updated"])
-        return cls(State(emb, rows, index, info), notes)
+        return cls(State(emb, rows, index, info, extras=extras), notes)
+
+    def read_extra(self, name: str) -> bytes | None:
+        """The content of an extra file committed with this generation (see :meth:`save`), None if it has none."""
+        return self._s.extras.get(name)
 
     def add(
         self,
@@ -324,4 +347,18 @@ def _appended(s: State, emb: np.ndarray, rows: list[MetaRow]) -> State:
         index.add(emb)
     pos = dict(s.pos)
     pos.update({r.image_id: len(s.rows) + i for i, r in enumerate(rows)})
-    return State(np.concatenate([s.emb, emb]), s.rows + rows, index, dict(s.info), pos)
+    return State(np.concatenate([s.emb, emb]), s.rows + rows, index, dict(s.info), pos, dict(s.extras))
+
+
+def _legacy_extras(d: Path) -> dict[str, bytes]:
+    """Loose files beside an index written before extras were committed: taken as they are (the next commit
+    adopts them), since that wildtrack could not tie them to a generation."""
+    found = {}
+    for name in LEGACY_EXTRAS:
+        try:
+            found[name] = (d / name).read_bytes()
+        except FileNotFoundError:
+            continue
+        log.info("index %s: %s is not in %s (an index written before it was committed); read the loose file",
+                 d, name, MANIFEST)
+    return found

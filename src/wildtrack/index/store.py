@@ -9,6 +9,8 @@ Files in an index directory::
     manifest.json    format_version, catalogue_id, generation, model_fingerprint, dim, count, index kind and params,
                      data_root, decision_threshold, created/updated, and the sha256 + size of every data file.
                      Written last: it is the commit point.
+    <extras>         small files that belong to the generation (e.g. ``fusion.json``, the re-ranking fitted for
+                     this catalogue and model), listed with sha256 + size under the manifest's ``extras``
     *.prev           the previous committed generation of each file (hard links, so no extra disk until replaced)
     .lock            the writer lock (filelock); readers never take it
 
@@ -16,11 +18,17 @@ Crash safety
 ------------
 A writer holds ``.lock`` and commits generation g+1 in four steps:
 
-1. write every new file (the three data files and the manifest) to a temp name in the same directory, flush, fsync;
+1. write every new file (the data files, the extras and the manifest) to a temp name in the same directory, flush,
+   fsync;
 2. snapshot generation g: hard-link (or copy, where links are unsupported) each data file that verifies against
    the committed manifest to ``<name>.prev``, then ``manifest.json`` to ``manifest.json.prev``; fsync the directory;
-3. ``os.replace`` each data file into place; fsync the directory;
-4. ``os.replace`` the manifest into place and fsync the directory: generation g+1 is now committed.
+3. ``os.replace`` each data file and extra into place; fsync the directory;
+4. ``os.replace`` the manifest into place and fsync the directory: generation g+1 is now committed. Extras of
+   generation g that g+1 does not have are then removed (their ``.prev`` copies stay).
+
+Extras are verified like data files, so a search never pairs one generation's index with another's fitted
+re-ranking. A manifest without an ``extras`` key was written before extras were committed: its reader takes the
+loose files named in :data:`LEGACY_EXTRAS` as they are (logged), and the next commit adopts them.
 
 A reader reads ``manifest.json`` and, for each data file, takes whichever of ``<name>`` / ``<name>.prev`` has the
 sha256 that this manifest records. A writer that died in step 1 or 2 left the live files intact; one that died
@@ -61,6 +69,8 @@ from wildtrack.index.types import (
 )
 
 DEFAULT_LOCK_TIMEOUT = 60.0
+# Files older wildtrack wrote beside the index outside the commit; read loose from an index of that layout.
+LEGACY_EXTRAS = ("fusion.json",)
 
 # The places in the commit sequence where a test can stop a writer (see set_commit_pause).
 COMMIT_POINTS = (
@@ -97,6 +107,7 @@ class State:
     index: Any  # faiss.Index
     info: dict[str, Any]  # catalogue_id, generation, model_fingerprint, index, data_root, created, updated
     pos: dict[str, int] = field(default_factory=dict)
+    extras: dict[str, bytes] = field(default_factory=dict)  # name -> content, committed with the generation
 
     def __post_init__(self) -> None:
         if not self.pos:
@@ -144,7 +155,10 @@ def commit(d: Path, s: State, disk: Mapping[str, Any] | None) -> State:
             (FAISS_FILE, lambda f: ff.write_faiss(s.index, f)),
         ):
             tmp[name], files[name] = _write_tmp(d, name, writer)
-        manifest = ff.manifest_bytes(info, int(s.emb.shape[1]), s.rows, files)
+        extras = {}
+        for name, data in s.extras.items():
+            tmp[name], extras[name] = _write_tmp(d, name, lambda f, data=data: f.write(data))
+        manifest = ff.manifest_bytes(info, int(s.emb.shape[1]), s.rows, files, extras)
         tmp[MANIFEST], _ = _write_tmp(d, MANIFEST, lambda f: f.write(manifest))
         _pause("tmp-written")
         if old is not None:
@@ -153,10 +167,13 @@ def commit(d: Path, s: State, disk: Mapping[str, Any] | None) -> State:
         for name in DATA_FILES:
             os.replace(tmp.pop(name), d / name)
             _pause(f"replaced:{name}")
+        for name in s.extras:
+            os.replace(tmp.pop(name), d / name)
         ff.fsync_dir(d)
         os.replace(tmp.pop(MANIFEST), d / MANIFEST)
         ff.fsync_dir(d)
         _pause("committed")
+        _remove_dropped_extras(d, old, s.extras)
     finally:
         for p in tmp.values():
             p.unlink(missing_ok=True)
@@ -170,6 +187,9 @@ def _snapshot(d: Path, manifest_path: Path, paths: Mapping[str, Path]) -> None:
         if src is not None and src == d / name:
             ff.link_or_copy(src, d / (name + PREV))
         _pause(f"prev:{name}")
+    for name, src in paths.items():
+        if name not in DATA_FILES and src == d / name:
+            ff.link_or_copy(src, d / (name + PREV))
     if manifest_path == d / MANIFEST:
         ff.link_or_copy(manifest_path, d / (MANIFEST + PREV))
     _pause(f"prev:{MANIFEST}")
@@ -182,7 +202,25 @@ def _committed_paths(d: Path) -> tuple[Path, dict[str, Path]] | None:
             res = resolve(d, stack, verify=True)
         except (IndexNotFoundError, IndexCorruptError):
             return None
-        return res.manifest_path, {name: Path(f.name) for name, f in res.files.items()}
+        return res.manifest_path, {name: Path(f.name) for name, f in (*res.files.items(), *res.extras.items())}
+
+
+def _remove_dropped_extras(d: Path, old: tuple[Path, dict[str, Path]] | None, keep: Mapping[str, bytes]) -> None:
+    """After a commit: live extras of the previous generation (or a legacy layout) that the new one lacks."""
+    names = set(LEGACY_EXTRAS) | (set() if old is None else set(old[1]) - set(DATA_FILES))
+    for name in names - set(keep):
+        (d / name).unlink(missing_ok=True)
+    ff.fsync_dir(d)
+
+
+def check_extra_name(name: str) -> None:
+    """An extra is a plain file name of its own: never a data file, the manifest, a .prev, hidden, or a path."""
+    reserved = {*DATA_FILES, MANIFEST, LOCK_FILE}
+    if (not name or name.startswith(".") or "/" in name or "\\" in name or name.endswith(PREV)
+            or ff.TMP_MARK in name or name in reserved):
+        raise ValueError(
+            f"{name!r} cannot be an index extra: use a plain file name that is not one of {sorted(reserved)}"
+        )
 
 
 def _write_tmp(d: Path, name: str, write: Callable[[Any], object]) -> tuple[Path, dict[str, Any]]:
@@ -215,6 +253,12 @@ class Resolved:
     manifest_path: Path
     files: dict[str, IO[bytes]]
     notes: list[str]
+    extras: dict[str, IO[bytes]] = field(default_factory=dict)
+
+    @property
+    def legacy_extras(self) -> bool:
+        """Written before extras were committed (their files lay loose beside the index)."""
+        return "extras" not in self.manifest
 
 
 def resolve(d: Path, stack: ExitStack, verify: bool, attempts: int = 3) -> Resolved:
@@ -260,8 +304,15 @@ def _try_manifest(d: Path, path: Path, stack: ExitStack, verify: bool, problems:
             elif name != FAISS_FILE:
                 problems.append(f"{name} matches neither the live nor the .prev copy named in {path.name}")
                 return None
+        extras: dict[str, IO[bytes]] = {}
+        for name, expect in (m.get("extras") or {}).items():
+            f = _open_matching(d, name, expect, verify) if isinstance(expect, dict) else None
+            if f is None:
+                problems.append(f"{name} matches neither the live nor the .prev copy named in {path.name}")
+                return None
+            extras[name] = mine.enter_context(f)
         stack.enter_context(mine.pop_all())  # success: the caller closes them
-    return Resolved(m, path, files, [])
+    return Resolved(m, path, files, [], extras)
 
 
 def _open_matching(d: Path, name: str, expect: Mapping[str, Any] | None, verify: bool) -> IO[bytes] | None:

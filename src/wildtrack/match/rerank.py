@@ -114,10 +114,38 @@ class GalleryFusion:
         tmp.replace(path)
         return path
 
+    def to_bytes(self, model_fingerprint: str) -> bytes:
+        """``fusion.json`` as committed with an index: it records the model whose embeddings it was fitted on."""
+        return json.dumps({**self.to_dict(), "model_fingerprint": model_fingerprint}, indent=2).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = FUSION_FILE, model_fingerprint: str | None = None
+                   ) -> GalleryFusion:
+        """Parse ``fusion.json``; ValueError naming ``source`` when it is not a fusion, or was fitted for another
+        model than ``model_fingerprint`` (files without a recorded model are accepted)."""
+        hint = "rebuild the index (wildtrack index build)"
+        try:
+            doc = json.loads(data) if data.strip() else None
+        except ValueError as exc:  # also UnicodeDecodeError
+            raise ValueError(f"{source} is not JSON ({exc}); {hint}") from exc
+        if doc is None:
+            raise ValueError(f"{source} is empty; {hint}")
+        if not isinstance(doc, dict):
+            raise ValueError(f"{source} is not a JSON object but a {type(doc).__name__}; {hint}")
+        fitted_for = doc.get("model_fingerprint")
+        if model_fingerprint is not None and fitted_for is not None and fitted_for != model_fingerprint:
+            raise ValueError(f"{source} was fitted for model {fitted_for!r}, but the index holds embeddings of "
+                             f"{model_fingerprint!r}; {hint}")
+        try:
+            return cls.from_dict(doc)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{source} is not a valid re-ranking fusion ({type(exc).__name__}: {exc}); "
+                             f"{hint}") from exc
+
     @classmethod
     def load(cls, directory: str | Path) -> GalleryFusion | None:
         path = Path(directory) / FUSION_FILE
-        return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
+        return cls.from_bytes(path.read_bytes(), str(path)) if path.is_file() else None
 
 
 def fit_projection(cache: FeatureCache, paths: list[str | Path], dims: int = PROJECTION_DIMS, seed: int = 0,
