@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import wildtrack.index as ix
+import wildtrack.index.faiss_spec as faiss_spec
+import wildtrack.index.gallery as gallery
 from wildtrack.index import (
     COMMIT_POINTS,
     GalleryIndex,
@@ -65,7 +66,7 @@ def recall_at(index: GalleryIndex, gallery: np.ndarray, queries: np.ndarray, k: 
 @pytest.fixture
 def small_ivf(monkeypatch):
     """Let IVF train on a test-sized gallery instead of falling back to flat."""
-    monkeypatch.setattr(ix, "IVF_MIN_SIZE", 1000)
+    monkeypatch.setattr(faiss_spec, "IVF_MIN_SIZE", 1000)
 
 
 # ------------------------------------------------------------------------------------------ round trips
@@ -118,7 +119,9 @@ def test_ivf_round_trip(tmp_path, small_ivf):
     assert idx.search(q, 10) == built.search(q, 10)
     assert recall_at(idx, x, q, 10) >= 0.8
     nlist = idx.index_info["params"]["nlist"]
-    assert idx.search(q, 10, nprobe=nlist) == idx.rebuild("flat").search(q, 10)  # probing every list is exact
+    order, _ = exact_topk(x, q, 10)
+    exact = [[idx.rows[j].image_id for j in o] for o in order]
+    assert [[h.image_id for h in hits] for hits in idx.search(q, 10, nprobe=nlist)] == exact  # every list: exact
 
 
 def test_ivf_on_small_gallery_falls_back_to_flat():
@@ -180,7 +183,7 @@ def test_add_images_and_new_identity_without_rebuild(tmp_path, kind, small_ivf, 
     def no_rebuild(*_a, **_k):
         raise AssertionError("add() must not rebuild the faiss index")
 
-    monkeypatch.setattr(ix, "_make_faiss", no_rebuild)
+    monkeypatch.setattr(gallery, "make_faiss", no_rebuild)
     new = unit(6, 32, 10)
     new_rows = rows(3, start=1200) + [
         {"path": f"NEW/{i}.jpg", "identity": "NEW", "date": "2024-01-01"} for i in range(3)
@@ -364,9 +367,16 @@ def test_readers_always_see_a_consistent_generation_while_writing(tmp_path):
 # ------------------------------------------------------------------------------------ crash safety
 
 WRITER = """
-import sys, numpy as np
-from wildtrack.index import GalleryIndex
-d, mode = sys.argv[1], sys.argv[2]
+import sys, time, numpy as np
+from wildtrack.index import GalleryIndex, set_commit_pause
+d, mode, pause_at = sys.argv[1], sys.argv[2], sys.argv[5]
+
+def pause(point):
+    if point == pause_at:
+        print("PAUSED", point, flush=True)
+        time.sleep(3600)
+
+set_commit_pause(pause)
 x = np.random.default_rng(int(sys.argv[3])).standard_normal((int(sys.argv[4]), 16)).astype("float32")
 rows = [{"path": f"NEW/{i}.jpg", "identity": "NEW", "date": "2024-05-01"} for i in range(len(x))]
 if mode == "add":
@@ -379,9 +389,8 @@ print("DONE", flush=True)
 
 def run_writer_and_kill(index_dir: Path, mode: str, seed: int, n: int, pause_at: str) -> str:
     """Start a writer that pauses at ``pause_at``, SIGKILL it there, and return the point it reached."""
-    env = {**os.environ, ix.PAUSE_ENV: pause_at}
-    cmd = [sys.executable, "-c", WRITER, str(index_dir), mode, str(seed), str(n)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    cmd = [sys.executable, "-c", WRITER, str(index_dir), mode, str(seed), str(n), pause_at]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         line = proc.stdout.readline().strip() if ready else "TIMEOUT"
@@ -447,9 +456,8 @@ def test_writer_killed_mid_commit_leaves_old_or_new_state(tmp_path, point):
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL and select on pipes are POSIX")
 def test_killed_writer_holding_lock_blocks_nobody_after_death_and_blocks_while_alive(tmp_path):
     GalleryIndex.build(unit(10, 16, 34), rows(10), "fp").save(tmp_path)
-    env = {**os.environ, ix.PAUSE_ENV: "tmp-written"}
-    cmd = [sys.executable, "-c", WRITER, str(tmp_path), "add", "35", "3"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    cmd = [sys.executable, "-c", WRITER, str(tmp_path), "add", "35", "3", "tmp-written"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         select.select([proc.stdout], [], [], 60)
         assert proc.stdout.readline().strip() == "PAUSED tmp-written"

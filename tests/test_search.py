@@ -131,7 +131,7 @@ def test_without_a_fitted_encounter_threshold_encounters_use_the_photo_threshold
     shutil.copytree(reranked_index, index_dir)
     fusion = json.loads((index_dir / "fusion.json").read_text())
     del fusion["encounter_threshold"]
-    (index_dir / "fusion.json").write_text(json.dumps(fusion))
+    GalleryIndex.load(index_dir).save(index_dir, extras={"fusion.json": json.dumps(fusion).encode()})
     legacy = CatalogueSearch(GalleryIndex.load(index_dir), index_dir)
     assert legacy.encounter_threshold == legacy.threshold == fusion["decision_threshold"]
     photos = [synth_data / "t004" / "t004_007.jpg", synth_data / "t004" / "t004_008.jpg"]

@@ -23,7 +23,7 @@ from wildtrack.decide.threshold import choose_thresholds
 from wildtrack.embed import Embedder, load_embedder
 from wildtrack.features import Source
 from wildtrack.index import GalleryIndex, Hit
-from wildtrack.matching.gallery_fusion import GalleryFusion
+from wildtrack.matching.gallery_fusion import GalleryFusion, committed_fusion
 from wildtrack.matching.rerank import rerank_hits
 
 __all__ = ["CatalogueSearch", "EncounterIdentification", "Identification", "ScoreKind", "open_catalogue"]
@@ -65,7 +65,7 @@ class EncounterIdentification:
 class CatalogueSearch:
     """Search → (re-rank) → decide for one loaded index.
 
-    When ``fusion.json`` lies beside the index (built with ``--rerank local``) and ``rerank`` is true, the global
+    When the index carries ``fusion.json`` (built with ``--rerank local``) and ``rerank`` is true, the global
     shortlist is re-ordered by local matching against the catalogue's photos (under the index's data root, or
     the index directory for an index without one, where enrolled photos live), and the new-individual decision
     reads the first turtle's calibrated match probability; otherwise it reads the cosine. ``threshold``
@@ -79,7 +79,7 @@ class CatalogueSearch:
         self.index_dir = Path(index_dir).resolve()
         root = index.data_root
         self.data_root = Path(root).resolve() if root is not None else self.index_dir
-        self.fusion = (fusion or GalleryFusion.load(self.index_dir)) if rerank else None
+        self.fusion = (fusion or committed_fusion(index, self.index_dir)) if rerank else None
         # One re-ranker for the searcher's life: its in-memory feature cache keeps the catalogue's hot features.
         self.reranker = self.fusion.reranker() if self.fusion is not None else None
         fitted = self.fusion

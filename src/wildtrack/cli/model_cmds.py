@@ -147,6 +147,8 @@ def index_build(
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: str = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when photos enrolled into the existing index "
+                               "cannot be kept (their files are gone, or the index is unreadable): they are dropped."),
 ) -> None:
     """Embed every catalogue photo and write the index (atomically)."""
     from wildtrack.workflows.indexing import build_index
@@ -156,7 +158,7 @@ def index_build(
                           local_dims=local_dims)
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
-                             local_dims=cfg.local_dims)
+                             local_dims=cfg.local_dims, force=force)
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
 

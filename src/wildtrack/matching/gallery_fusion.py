@@ -11,12 +11,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wildtrack.atomic import atomic_write_bytes
 from wildtrack.features import EXTRACTORS, DescriptorProjection, FeatureCache, SiftExtractor
+from wildtrack.index import GalleryIndex
 from wildtrack.matching.calibration import FORMAT as SCORE_FUSION_FORMAT
 from wildtrack.matching.calibration import ScoreFusion
 from wildtrack.matching.reranker import LocalReranker
 
-__all__ = ["FUSION_FILE", "GalleryFusion"]
+__all__ = ["FUSION_FILE", "GalleryFusion", "committed_fusion"]
 
 FUSION_FILE = "fusion.json"
 # The fusion's weights are for inlier counts of projected descriptors: a new format name, so that a wildtrack
@@ -85,13 +87,50 @@ class GalleryFusion:
                    None if encounter_threshold is None else float(encounter_threshold))
 
     def save(self, directory: str | Path) -> Path:
+        """``fusion.json`` in ``directory`` (an evaluation's results), replaced whole and durably."""
         path = Path(directory) / FUSION_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode())
         return path
+
+    def to_bytes(self, model_fingerprint: str) -> bytes:
+        """``fusion.json`` as committed with an index: it records the model whose embeddings it was fitted on."""
+        return json.dumps({**self.to_dict(), "model_fingerprint": model_fingerprint}, indent=2).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = FUSION_FILE, model_fingerprint: str | None = None
+                   ) -> GalleryFusion:
+        """Parse ``fusion.json``; ValueError naming ``source`` when it is not a fusion, or was fitted for another
+        model than ``model_fingerprint`` (files without a recorded model are accepted)."""
+        hint = "rebuild the index (wildtrack index build)"
+        try:
+            doc = json.loads(data) if data.strip() else None
+        except ValueError as exc:  # also UnicodeDecodeError
+            raise ValueError(f"{source} is not JSON ({exc}); {hint}") from exc
+        if doc is None:
+            raise ValueError(f"{source} is empty; {hint}")
+        if not isinstance(doc, dict):
+            raise ValueError(f"{source} is not a JSON object but a {type(doc).__name__}; {hint}")
+        fitted_for = doc.get("model_fingerprint")
+        if model_fingerprint is not None and fitted_for is not None and fitted_for != model_fingerprint:
+            raise ValueError(f"{source} was fitted for model {fitted_for!r}, but the index holds embeddings of "
+                             f"{model_fingerprint!r}; {hint}")
+        try:
+            return cls.from_dict(doc)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{source} is not a valid re-ranking fusion ({type(exc).__name__}: {exc}); "
+                             f"{hint}") from exc
 
     @classmethod
     def load(cls, directory: str | Path) -> GalleryFusion | None:
+        """A ``fusion.json`` saved by :meth:`save` (an evaluation's results); None when there is none."""
         path = Path(directory) / FUSION_FILE
-        return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
+        return cls.from_bytes(path.read_bytes(), str(path)) if path.is_file() else None
+
+
+def committed_fusion(index: GalleryIndex, index_dir: str | Path) -> GalleryFusion | None:
+    """The re-ranking fitted with this generation of the index (``fusion.json``, verified by the index's
+    manifest), or None for a global-only index."""
+    data = index.read_extra(FUSION_FILE)
+    if data is None:
+        return None
+    return GalleryFusion.from_bytes(data, str(Path(index_dir) / FUSION_FILE), index.model_fingerprint)

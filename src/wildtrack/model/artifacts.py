@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from wildtrack.atomic import atomic_write_bytes
+
 PREPROCESSOR_FORMAT = 1
 MODEL_KERAS = "model.keras"
 MODEL_H5 = "model.h5"
@@ -37,18 +39,9 @@ class _PlainDataUnpickler(pickle.Unpickler):
         )
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save_preprocessor(data: dict[str, Any], path: Path) -> None:
     payload = {"format_version": PREPROCESSOR_FORMAT, **data}
-    _atomic_write_bytes(path, pickle.dumps(payload, protocol=4))
+    atomic_write_bytes(path, pickle.dumps(payload, protocol=4))
     load_preprocessor(path)  # never leave a file we cannot read back
 
 
@@ -68,7 +61,7 @@ def load_preprocessor(path: str | Path) -> dict[str, Any]:
 
 
 def save_model_config(config: dict[str, Any], path: Path) -> None:
-    _atomic_write_bytes(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode())
+    atomic_write_bytes(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode())
 
 
 def load_model_config(path: str | Path) -> dict[str, Any]:
