@@ -43,6 +43,11 @@ def build_gallery(data: Path, artifacts: Path, index_dir: Path, extra_rows: list
     return len(rows)
 
 
+def huge_png(side: int = 7000) -> bytes:
+    """A smooth photo-like PNG of side×side pixels: a few hundred kB that decode to side²×3 bytes."""
+    return jpeg_bytes((side, side), seed=3, fmt="PNG")
+
+
 def jpeg_bytes(size: tuple[int, int] = (320, 240), seed: int = 0, fmt: str = "JPEG") -> bytes:
     """A photo-like (smooth random colours) image, encoded."""
     rng = np.random.default_rng(seed)
@@ -57,9 +62,9 @@ class Server:
     """``python -m uvicorn --factory`` on 127.0.0.1 and a free port, exactly as a user would start it."""
 
     def __init__(self, index_dir: Path, artifacts: Path, log_path: Path, *, threshold: float | None = None,
-                 config: dict | None = None) -> None:
+                 config: dict | None = None, env: dict | None = None) -> None:
         self.index_dir, self.artifacts, self.log_path = index_dir, artifacts, log_path
-        self.threshold, self.config = threshold, config
+        self.threshold, self.config, self.env = threshold, config, env or {}
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self._log_offset = 0
@@ -78,7 +83,7 @@ class Server:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "WILDTRACK_INDEX": str(self.index_dir), "WILDTRACK_ARTIFACTS": str(self.artifacts),
-               "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+               "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **self.env}
         if self.threshold is not None:
             env["WILDTRACK_THRESHOLD"] = str(self.threshold)
         if self.config:
@@ -119,6 +124,19 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when the laptop loses power."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log(since_start=True):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the server log:\n{self.log()}")
+            time.sleep(0.1)
 
     def restart(self) -> Server:
         self.stop()
