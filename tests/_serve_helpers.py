@@ -44,8 +44,13 @@ def build_gallery(data: Path, artifacts: Path, index_dir: Path, extra_rows: list
 
 
 def huge_png(side: int = 7000) -> bytes:
-    """A smooth photo-like PNG of side×side pixels: a few hundred kB that decode to side²×3 bytes."""
-    return jpeg_bytes((side, side), seed=3, fmt="PNG")
+    """A PNG of side×side pixels in flat colour bands: tens of kB on the wire, side²×3 bytes once decoded."""
+    img = Image.new("RGB", (side, side), (40, 90, 120))
+    for n in range(8):
+        img.paste((30 * n, 200 - 20 * n, 60 + 10 * n), (0, n * side // 8, side, (n + 1) * side // 8 - side // 32))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def jpeg_bytes(size: tuple[int, int] = (320, 240), seed: int = 0, fmt: str = "JPEG") -> bytes:

