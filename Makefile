@@ -62,9 +62,12 @@ bench-embed: install
 bench-search: install
 	$(BIN)/python scripts/bench_search.py
 
-# Needs a trained model and its index: INDEX=... ARTIFACTS=... IMAGE=... make bench-serve
+# 8 and 32 clients mixing /predict, /search, /enroll for SECONDS each, then past capacity (docs/serving.md).
+# Without INDEX/ARTIFACTS it generates a synthetic catalogue and a tiny model; IMAGE is the query photo.
+SECONDS ?= 20
 bench-serve: install
-	$(BIN)/python scripts/bench_serve.py --index $(INDEX) --artifacts $(ARTIFACTS) --image $(IMAGE)
+	$(BIN)/python scripts/bench_serve.py --seconds $(SECONDS) $(if $(INDEX),--index $(INDEX)) \
+		$(if $(ARTIFACTS),--artifacts $(ARTIFACTS)) $(if $(IMAGE),--image $(IMAGE))
 
 clean:
 	rm -rf $(DEMO_OUT) bench_out .pytest_cache

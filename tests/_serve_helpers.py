@@ -43,6 +43,16 @@ def build_gallery(data: Path, artifacts: Path, index_dir: Path, extra_rows: list
     return len(rows)
 
 
+def huge_png(side: int = 7000) -> bytes:
+    """A PNG of side×side pixels in flat colour bands: tens of kB on the wire, side²×3 bytes once decoded."""
+    img = Image.new("RGB", (side, side), (40, 90, 120))
+    for n in range(8):
+        img.paste((30 * n, 200 - 20 * n, 60 + 10 * n), (0, n * side // 8, side, (n + 1) * side // 8 - side // 32))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def jpeg_bytes(size: tuple[int, int] = (320, 240), seed: int = 0, fmt: str = "JPEG") -> bytes:
     """A photo-like (smooth random colours) image, encoded."""
     rng = np.random.default_rng(seed)
@@ -53,13 +63,31 @@ def jpeg_bytes(size: tuple[int, int] = (320, 240), seed: int = 0, fmt: str = "JP
     return buf.getvalue()
 
 
+# uvicorn as ``python -m uvicorn`` runs it, with the index's test-only commit hook installed first: at the named
+# commit point the server prints "PAUSED <point>" and sleeps, so a test can kill it exactly there.
+PAUSING_UVICORN = """
+import sys, time
+from wildtrack.index import set_commit_pause
+point = sys.argv.pop(1)
+def pause(reached):
+    if reached == point:
+        print("PAUSED", reached, flush=True)
+        time.sleep(3600)
+set_commit_pause(pause)
+from uvicorn.main import main
+sys.argv[0] = "uvicorn"
+main()
+"""
+
+
 class Server:
     """``python -m uvicorn --factory`` on 127.0.0.1 and a free port, exactly as a user would start it."""
 
     def __init__(self, index_dir: Path, artifacts: Path, log_path: Path, *, threshold: float | None = None,
-                 config: dict | None = None) -> None:
+                 config: dict | None = None, env: dict | None = None, pause_at: str | None = None) -> None:
         self.index_dir, self.artifacts, self.log_path = index_dir, artifacts, log_path
-        self.threshold, self.config = threshold, config
+        self.threshold, self.config, self.env = threshold, config, env or {}
+        self.pause_at = pause_at
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self._log_offset = 0
@@ -78,14 +106,15 @@ class Server:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "WILDTRACK_INDEX": str(self.index_dir), "WILDTRACK_ARTIFACTS": str(self.artifacts),
-               "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+               "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **self.env}
         if self.threshold is not None:
             env["WILDTRACK_THRESHOLD"] = str(self.threshold)
         if self.config:
             env["WILDTRACK_SERVE_CONFIG"] = json.dumps(self.config)
         # --host/--port rather than an inherited --fd: uvicorn treats an fd as a Unix socket and then never sets
         # TCP_NODELAY, which adds ~40 ms (Nagle + delayed ACK) to every request.
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", FACTORY, "--host", "127.0.0.1", "--port", str(port),
+        launcher = ["-m", "uvicorn"] if self.pause_at is None else ["-c", PAUSING_UVICORN, self.pause_at]
+        cmd = [sys.executable, *launcher, "--factory", FACTORY, "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "info", "--timeout-graceful-shutdown", "5"]
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
@@ -119,6 +148,19 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when the laptop loses power."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log(since_start=True):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the server log:\n{self.log()}")
+            time.sleep(0.1)
 
     def restart(self) -> Server:
         self.stop()

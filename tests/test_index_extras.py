@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from wildtrack.matching.gallery_fusion import FUSION_FILE, GalleryFusion
 
 from wildtrack.index import GalleryIndex, IndexCorruptError
+from wildtrack.matching.gallery_fusion import FUSION_FILE, GalleryFusion
 from wildtrack.search import CatalogueSearch
 
 

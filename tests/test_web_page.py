@@ -154,3 +154,39 @@ def test_a_reranked_index_shows_the_local_evidence_on_each_card(browser, synth_d
         page.close()
     finally:
         srv.stop()
+
+
+def test_a_server_with_an_api_token_asks_for_it_once_and_enrols(browser, synth_data, tiny_artifacts, tmp_path):
+    from playwright.sync_api import expect
+
+    base = tmp_path / "token"
+    build_gallery(synth_data, tiny_artifacts, base / "index")
+    srv = Server(base / "index", tiny_artifacts, base / "server.log", config={"api_token": "field-team-secret"}).start()
+    try:
+        expect.set_options(timeout=TIMEOUT_MS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        prompts: list[str] = []
+
+        def answer(dialog):
+            prompts.append(dialog.message)
+            dialog.accept("field-team-secret")
+
+        page.on("dialog", answer)
+        page.goto(srv.url + "/")
+        page.get_by_test_id("file-input").set_input_files(str(synth_data / "t005" / "t005_003.jpg"))
+        expect(page.get_by_test_id("result-card")).to_have_count(5)  # identifying needs no token
+        assert prompts == []
+        page.get_by_test_id("enroll-existing").select_option("")
+        page.get_by_test_id("enroll-new-name").fill("Token Turtle")
+        page.get_by_test_id("enroll-submit").click()
+        expect(page.get_by_test_id("enroll-status")).to_contain_text("Created Token Turtle")
+        assert len(prompts) == 1 and "API token" in prompts[0]
+        page.get_by_test_id("file-input").set_input_files(str(synth_data / "t005" / "t005_004.jpg"))
+        expect(page.get_by_test_id("result-card")).to_have_count(5)
+        page.get_by_test_id("enroll-existing").select_option("t005")
+        page.get_by_test_id("enroll-submit").click()
+        expect(page.get_by_test_id("enroll-status")).to_contain_text("Added to t005")
+        assert len(prompts) == 1  # kept for the tab (sessionStorage), not asked again
+        page.close()
+    finally:
+        srv.stop()

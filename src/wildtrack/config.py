@@ -121,3 +121,16 @@ class ServeConfig(_Config):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(60_000_000, ge=10_000)
     topk: int = Field(5, ge=1, le=50)
+    api_token: str | None = Field(
+        None, min_length=8, description="secret that write endpoints (/enroll) require as `Authorization: Bearer` "
+        "or `X-API-Token`; required when the server listens beyond loopback")
+    insecure_no_token: bool = Field(
+        False, description="allow listening beyond loopback without an API token (anyone on the network can enrol)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="extra Host names the server answers to (IP literals, localhost and this "
+        "machine's name are always accepted): refuses DNS-rebinding pages")
+    max_concurrent_inference: int | None = Field(
+        None, ge=1, le=256, description="photos decoded and searched at once (default: the CPU count)")
+    max_queued_requests: int = Field(
+        32, ge=0, le=10_000, description="photo requests waiting for a slot; beyond it the answer is a fast 503")
+    retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After of a 503 when the queue is full")

@@ -26,7 +26,7 @@ from wildtrack.index import GalleryIndex, Hit
 from wildtrack.matching.gallery_fusion import GalleryFusion, committed_fusion
 from wildtrack.matching.rerank import rerank_hits
 
-__all__ = ["CatalogueSearch", "EncounterIdentification", "Identification", "ScoreKind", "open_catalogue"]
+__all__ = ["CatalogueSearch", "EncounterIdentification", "Identification", "ScoreKind", "open_catalogue", "search_for"]
 
 ScoreKind = Literal["match_probability", "cosine"]
 SEARCH_DEPTH = 5  # identify() looks at topk × this many images, so an identity's several photos can all count
@@ -153,5 +153,12 @@ def open_catalogue(index_dir: str | Path, artifacts: str | Path, backend: str = 
     """The model and the catalogue search over an index built with it: the one way the CLI and the service load
     a catalogue (an index of another model or embedding size is refused with ``IndexMismatchError``)."""
     embedder = load_embedder(artifacts, backend=backend)
+    return embedder, search_for(embedder, index_dir, threshold, rerank)
+
+
+def search_for(embedder: Embedder, index_dir: str | Path, threshold: float | None = None,
+               rerank: bool = True) -> CatalogueSearch:
+    """The catalogue search over the index at ``index_dir``, which must hold this model's embeddings (its
+    fingerprint and dimension; ``IndexMismatchError`` otherwise)."""
     index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint, expected_dim=embedder.dim)
-    return embedder, CatalogueSearch(index, index_dir, threshold, rerank=rerank)
+    return CatalogueSearch(index, index_dir, threshold, rerank=rerank)

@@ -243,17 +243,37 @@ def _or_dash(value: float | None, fmt: str = "{}") -> str:
 def serve(
     index: Path = typer.Option(..., "--index"),
     artifacts: Path = typer.Option(..., "--artifacts"),
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network: "
+                             "needs --api-token)."),
     port: int = typer.Option(8000),
     threshold: float = typer.Option(None, help="Override the index's new-individual threshold."),
+    api_token: str = typer.Option(None, "--api-token", envvar="WILDTRACK_API_TOKEN", show_default=False,
+                                  help="Secret that /enroll requires (Authorization: Bearer or X-API-Token); "
+                                  "required with a --host beyond loopback. The page asks for it once."),
+    insecure_no_token: bool = typer.Option(False, "--insecure-no-token",
+                                           help="Listen beyond loopback without a token: anyone on the network "
+                                           "can enrol. Only on a network you trust."),
+    allowed_host: list[str] = typer.Option(None, "--allowed-host",
+                                           help="A host name clients use to reach the server (repeatable); IP "
+                                           "addresses, localhost and this machine's name always work."),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", min=1,
+                                       help="Photos processed at once (default: the CPU count)."),
+    max_queue: int = typer.Option(32, "--max-queue", min=0,
+                                  help="Photo requests that may wait; beyond it they get a fast 503."),
 ) -> None:
     """Run the web service and drag-and-drop page (docs at /docs)."""
     from wildtrack.config import ServeConfig
     from wildtrack.serve.app import run_server
 
     with user_errors():
+        cfg = ServeConfig(host=host, port=port, api_token=api_token or None, insecure_no_token=insecure_no_token,
+                          allowed_hosts=allowed_host or [], max_concurrent_inference=max_concurrent,
+                          max_queued_requests=max_queue)
+        if host in ("0.0.0.0", "::") and not api_token:
+            err_console.print(f"[bold red]warning:[/] --host {host} without --api-token: every machine on the "
+                              "network can reach this server" + ("" if insecure_no_token else " (refused below)"))
         err_console.print(f"serving on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
-        run_server(index, artifacts, ServeConfig(host=host, port=port), threshold=threshold)
+        run_server(index, artifacts, cfg, threshold=threshold)
 
 
 def export(

@@ -5,6 +5,11 @@ with another model. All inference, search and disk work runs in the thread pool 
 answering (health checks, thumbnails, the page) while a photo is being embedded. Every client mistake is a
 4xx with a JSON ``{"detail": ...}``; anything unexpected is still JSON (500), never an HTML trace.
 
+Access rules (Host, cross-site, API token) are :mod:`wildtrack.serve.security`'s; photo work is admitted by
+:class:`~wildtrack.serve.limits.InferenceGate` (N at once, a bounded queue, then 503 + Retry-After). /health
+runs on the event loop alone (no thread pool, no lock), so it answers while inference is saturated. Every request
+first checks (one ``stat``) whether another process committed a new index generation, and reloads it.
+
 Run it with :func:`run_server`, or with uvicorn's factory mode (configured by environment variables)::
 
     WILDTRACK_INDEX=idx WILDTRACK_ARTIFACTS=art python -m uvicorn --factory wildtrack.serve.app:app_from_env
@@ -12,24 +17,27 @@ Run it with :func:`run_server`, or with uvicorn's factory mode (configured by en
 
 from __future__ import annotations
 
-import importlib.util
+import asyncio
 import json
 import logging
 import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from wildtrack import __version__
 from wildtrack.config import MAX_SEARCH_K, ServeConfig
 from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
+from wildtrack.serve.docs import add_offline_docs, offline_docs_assets
+from wildtrack.serve.limits import InferenceGate
+from wildtrack.serve.reload import ManifestWatch
 from wildtrack.serve.schemas import (
     Candidate,
     EncounterCandidate,
@@ -46,6 +54,7 @@ from wildtrack.serve.schemas import (
     PredictResponse,
     SearchResponse,
 )
+from wildtrack.serve.security import TOKEN_ENV, AccessMiddleware, check_bind
 from wildtrack.serve.service import Catalogue, Timer, Upload
 from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
 
@@ -57,7 +66,7 @@ MAX_ENCOUNTER_FILES = 20
 ENV_INDEX, ENV_ARTIFACTS, ENV_THRESHOLD, ENV_CONFIG = (
     "WILDTRACK_INDEX", "WILDTRACK_ARTIFACTS", "WILDTRACK_THRESHOLD", "WILDTRACK_SERVE_CONFIG",
 )
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 500, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 403, 404, 413, 415, 422, 500, 503)}
 
 
 def create_app(
@@ -72,6 +81,7 @@ def create_app(
     assigned its best candidate.
     """
     cfg = config or ServeConfig()
+    check_bind(cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,11 +92,15 @@ def create_app(
             app.state.startup_error = exc  # run_server re-raises it for the CLI's error reporting
             raise
         app.state.catalogue = catalogue
+        app.state.manifest_watch = ManifestWatch(catalogue.index_dir)
+        app.state.reloader = ThreadPoolExecutor(1, thread_name_prefix="wildtrack-reload")
+        app.state.reloading = asyncio.Lock()
         log.info("WildTrack serving %d images of %d individuals (model %s, threshold %s)", len(catalogue.index),
                  len(catalogue.index.identities()), catalogue.embedder.fingerprint, catalogue.threshold)
         yield
+        app.state.reloader.shutdown(wait=False)
 
-    docs_assets = _offline_docs_assets()
+    docs_assets = offline_docs_assets()
     app = FastAPI(
         title="WildTrack",
         version=__version__,
@@ -96,11 +110,13 @@ def create_app(
         redoc_url=None if docs_assets else "/redoc",
     )
     app.state.config = cfg
+    app.state.gate = InferenceGate(cfg.max_concurrent_inference, cfg.max_queued_requests, cfg.retry_after_s)
     app.add_middleware(UploadLimitMiddleware, max_bytes=cfg.max_upload_bytes)
+    app.add_middleware(AccessMiddleware, config=cfg)  # outermost: refused requests never send their body
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if docs_assets:
-        _add_offline_docs(app, docs_assets)
+        add_offline_docs(app, docs_assets)
     app.include_router(router)
     return app
 
@@ -110,8 +126,15 @@ def create_app(
 router = APIRouter()
 
 
-def get_catalogue(request: Request) -> Catalogue:
-    return request.app.state.catalogue
+async def get_catalogue(request: Request) -> Catalogue:
+    """The loaded catalogue, reloaded first if another process committed (async: never waits for a thread)."""
+    state = request.app.state
+    if state.manifest_watch.changed() and not state.reloading.locked():
+        async with state.reloading:
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(state.reloader, state.catalogue.reload_if_committed_elsewhere) is None:
+                state.manifest_watch.forget()
+    return state.catalogue
 
 
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
@@ -142,9 +165,11 @@ async def predict(
 ) -> PredictResponse:
     """Which individual is this? The best candidate, or ``identity: null`` when it looks like a new one."""
     timer = Timer()
+    await _single_file(request, "file")
     k = topk or request.app.state.config.topk
-    upload = await _read(file)
-    result = await run_in_threadpool(lambda: cat.predict(cat.embed(upload), k, upload.data))
+    async with request.app.state.gate.slot():
+        upload = await _read(file)
+        result = await run_in_threadpool(cat.predict, upload, k)
     d = result.decision
     return PredictResponse(
         identity=d.identity, score=d.score, score_kind=cat.score_kind, is_unknown=d.is_unknown, threshold=cat.threshold,
@@ -171,8 +196,9 @@ async def identify_encounter(
         raise UploadError(400, f"at most {MAX_ENCOUNTER_FILES} photos per encounter, got {len(files)}")
     timer = Timer()
     k = topk or request.app.state.config.topk
-    uploads = [await _read(f) for f in files]
-    result = await run_in_threadpool(cat.predict_encounter, uploads, k)
+    async with request.app.state.gate.slot():
+        uploads = [await _read(f) for f in files]
+        result = await run_in_threadpool(cat.predict_encounter, uploads, k)
     d = result.decision
     return EncounterResponse(
         identity=d.identity, score=d.score, score_kind=result.score_kind, is_unknown=d.is_unknown,
@@ -201,9 +227,10 @@ async def search(
 ) -> SearchResponse:
     """The ``k`` most similar gallery images, best first."""
     timer = Timer()
-    upload = await _read(file)
-    hits = await run_in_threadpool(lambda: cat.search(cat.embed(upload), k or request.app.state.config.topk,
-                                                      upload.data))
+    await _single_file(request, "file")
+    async with request.app.state.gate.slot():
+        upload = await _read(file)
+        hits = await run_in_threadpool(cat.search, upload, k or request.app.state.config.topk)
     return SearchResponse(hits=[_match(request, h) for h in hits], elapsed_ms=timer.ms)
 
 
@@ -211,19 +238,24 @@ async def search(
              tags=["catalogue"])
 async def enroll(
     cat: CatalogueDep,
+    request: Request,
     identity: Annotated[str, Form(description="an existing identity, or a new name to create one")],
     files: Annotated[list[UploadFile], File(description="one or more photos of this individual")],
     date: Annotated[str | None, Form(description="encounter date YYYY-MM-DD (default: the photo's EXIF)")] = None,
 ) -> EnrollResponse:
-    """Add photos of a known or new individual to the catalogue, on disk, at once."""
+    """Add photos of a known or new individual to the catalogue, on disk, at once.
+
+    Identities are stored NFKC-normalised (full-width ``ｔ００１`` is ``t001``). A photo this individual already
+    has (the same bytes) is not added twice: it is listed in ``already_enrolled``, so a retry is harmless."""
     if len(files) > MAX_ENROL_FILES:
         raise UploadError(400, f"at most {MAX_ENROL_FILES} photos per request, got {len(files)}")
-    uploads = [await _read(f) for f in files]
-    done = await run_in_threadpool(cat.enroll, identity, uploads, date)
+    async with request.app.state.gate.slot():
+        uploads = [await _read(f) for f in files]
+        done = await run_in_threadpool(cat.enroll, identity, uploads, date)
     ids = cat.index.identities()
     return EnrollResponse(identity=done.identity, new_identity=done.new_identity, image_ids=done.image_ids,
-                          identity_images=ids.get(done.identity, 0), index_count=sum(ids.values()),
-                          identities_count=len(ids))
+                          already_enrolled=done.already_enrolled, identity_images=ids.get(done.identity, 0),
+                          index_count=sum(ids.values()), identities_count=len(ids))
 
 
 @router.get("/identities", response_model=IdentityList, tags=["catalogue"])
@@ -263,6 +295,14 @@ async def thumbnail(image_id: str, cat: CatalogueDep) -> Response:
 # ------------------------------------------------------------------------------------------- helpers
 
 
+async def _single_file(request: Request, field: str) -> None:
+    """One photo per request: a second ``file`` part would otherwise be silently dropped."""
+    count = len((await request.form()).getlist(field))
+    if count > 1:
+        raise UploadError(422, f"send exactly one '{field}' part, got {count} (several photos of one sighting: "
+                          "POST /identify-encounter)")
+
+
 async def _read(file: UploadFile) -> Upload:
     name = (file.filename or "upload")[:120]
     return Upload(await file.read(), name)
@@ -286,7 +326,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UploadError)
     async def _upload(_: Request, exc: UploadError) -> JSONResponse:
-        return error(exc.status_code, exc.detail)
+        response = error(exc.status_code, exc.detail)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(GalleryIndexError)
     async def _index(_: Request, exc: GalleryIndexError) -> JSONResponse:
@@ -298,35 +340,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return error(500, f"internal error ({type(exc).__name__}): {exc}")
-
-
-def _offline_docs_assets() -> Path | None:
-    """Swagger UI files shipped by the ``fastapi-offline`` package, if installed: /docs must work offline."""
-    spec = importlib.util.find_spec("fastapi_offline")
-    if spec is None or not spec.origin:
-        return None
-    static = Path(spec.origin).parent / "static"
-    return static if (static / "swagger-ui-bundle.js").is_file() else None
-
-
-def _add_offline_docs(app: FastAPI, assets: Path) -> None:
-    """FastAPI's documented "self-hosting JavaScript and CSS for docs" recipe, pointed at local files."""
-    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
-                                   swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url=f"{root}/docs-assets/favicon.png")
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
-                              redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
-                              redoc_favicon_url=f"{root}/docs-assets/favicon.png")
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -360,10 +373,13 @@ def run_server(
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory``: ``WILDTRACK_INDEX``, ``WILDTRACK_ARTIFACTS``, optional
-    ``WILDTRACK_THRESHOLD`` and ``WILDTRACK_SERVE_CONFIG`` (ServeConfig as JSON)."""
+    ``WILDTRACK_THRESHOLD``, ``WILDTRACK_SERVE_CONFIG`` (ServeConfig as JSON) and ``WILDTRACK_API_TOKEN``."""
     missing = [k for k in (ENV_INDEX, ENV_ARTIFACTS) if not os.environ.get(k)]
     if missing:
         raise RuntimeError(f"set {' and '.join(missing)} to the index directory and model artifacts")
-    cfg = ServeConfig(**json.loads(os.environ[ENV_CONFIG])) if os.environ.get(ENV_CONFIG) else None
+    settings = json.loads(os.environ[ENV_CONFIG]) if os.environ.get(ENV_CONFIG) else {}
+    if os.environ.get(TOKEN_ENV) and not settings.get("api_token"):
+        settings["api_token"] = os.environ[TOKEN_ENV]
+    cfg = ServeConfig(**settings)
     threshold = float(os.environ[ENV_THRESHOLD]) if os.environ.get(ENV_THRESHOLD) else None
     return create_app(os.environ[ENV_INDEX], os.environ[ENV_ARTIFACTS], cfg, threshold)

@@ -101,7 +101,10 @@ class SearchResponse(_Schema):
 class EnrollResponse(_Schema):
     identity: str
     new_identity: bool = Field(description="true when this identity was not catalogued before")
-    image_ids: list[str]
+    image_ids: list[str] = Field(description="images added by this request")
+    already_enrolled: list[str] = Field(
+        default_factory=list, description="ids of uploaded photos this individual already had (same bytes): not "
+        "added again, so retrying a request whose answer was lost is harmless")
     identity_images: int = Field(description="images of this identity after enrolment")
     index_count: int
     identities_count: int

@@ -2,32 +2,34 @@
 
 Everything here is synchronous and blocking (model inference, faiss, file I/O); the app runs it in a
 thread pool. Searches need no lock: ``GalleryIndex.add`` swaps its state in one assignment and only appends,
-so a search racing an enrolment sees the old or the new catalogue, and every image id it returns stays valid.
-Mutations are serialised by ``write_lock`` (and across processes by the index's own file lock).
+and a reload (another process committed) swaps the whole searcher in one assignment, so a search sees the old or
+the new catalogue, never a mix. Mutations are serialised by ``write_lock`` (and across processes by the index's
+own file lock).
 
 Where enrolled photos live
 --------------------------
-An uploaded photo is stored as ``<index_dir>/enrolled/<folder>/<uuid4 hex><ext>``, where ``<folder>`` is the
-identity made filesystem-safe (see :func:`safe_folder`) and ``<ext>`` comes from the decoded format, never
-from the client's file name. Its meta.csv ``path`` is that file's path relative to the *data root* (the
-manifest's ``data_root``, or the index directory when the index has none), as every other gallery image's
-path is; it starts with ``..`` when the index lives outside the data root. So a catalogue moved together
-with its data keeps working, and thumbnails resolve every row the same way: ``data_root / path``, accepted
-only if the resolved file lies inside the data root or the index directory.
+An uploaded photo is stored under ``<index_dir>/enrolled/<folder>/``, where ``<folder>`` is the identity made
+filesystem-safe (see :func:`safe_folder`), named by its content (see :mod:`wildtrack.serve.enrolment`, which
+also explains how a crash mid-enrolment is recovered) with the extension of its decoded format, never the
+client's file name. Its meta.csv ``path`` is that file's path relative to the *data root* (the manifest's
+``data_root``, or the index directory when the index has none), as every other gallery image's path is; it
+starts with ``..`` when the index lives outside the data root. So a catalogue moved together with its data keeps
+working, and thumbnails resolve every row the same way: ``data_root / path``, accepted only if the resolved file
+lies inside the data root or the index directory.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import re
 import threading
 import time
 import unicodedata
-import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date as _date
 from pathlib import Path
 
@@ -36,17 +38,20 @@ from PIL import Image
 
 from wildtrack.embed import Embedder
 from wildtrack.images import ImageError, image_date, load_image, open_image
-from wildtrack.index import Hit, IndexLockedError
-from wildtrack.search import CatalogueSearch, EncounterIdentification, Identification, open_catalogue
+from wildtrack.index import GalleryIndex, Hit, IndexLockedError, image_id_for
+from wildtrack.search import CatalogueSearch, EncounterIdentification, Identification, open_catalogue, search_for
+from wildtrack.serve import enrolment
+from wildtrack.serve.reload import committed_generation
 from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, inspect_image
 
 log = logging.getLogger(__name__)
 
-ENROLLED_DIR = "enrolled"
+ENROLLED_DIR = enrolment.ENROLLED_DIR
 THUMBNAIL_PX = 256
 THUMBNAIL_CACHE = 512  # ~10 kB each: a few MB keeps a whole results page and the identity pages hot
 MAX_IDENTITY_LENGTH = 100
 ENROL_LOCK_TIMEOUT = 10.0  # seconds to wait for another writer (e.g. a CLI `index add`) before a 503
+LOCAL_DECODE_SIDE = 2000  # longest side local matching decodes (2.5 × its 800 px turtle crop): see _decode
 
 
 @dataclass(frozen=True)
@@ -62,41 +67,86 @@ class Enrolment:
     identity: str
     new_identity: bool
     image_ids: list[str]
+    already_enrolled: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An upload decoded once: the model's pixels and what local matching reads (at most LOCAL_DECODE_SIDE)."""
+
+    info: ImageInfo
+    pixels: np.ndarray
+    image: bytes
 
 
 class Catalogue:
     """The loaded model plus the loaded gallery index: one per server process.
 
     Searching and deciding is :class:`~wildtrack.search.CatalogueSearch`'s, the same as ``wildtrack search``;
-    this adds decoding uploads, enrolment and thumbnails.
+    this adds decoding uploads, enrolment, reloading what other processes committed, and thumbnails.
     """
 
-    def __init__(self, embedder: Embedder, searcher: CatalogueSearch, max_pixels: int) -> None:
+    def __init__(self, embedder: Embedder, searcher: CatalogueSearch, max_pixels: int,
+                 threshold: float | None = None) -> None:
         self.embedder = embedder
         self.searcher = searcher
-        self.index = searcher.index
         self.index_dir = searcher.index_dir
         self.data_root = searcher.data_root
         self.max_pixels = max_pixels
+        self.threshold_override = threshold
         self.write_lock = threading.Lock()
         self._thumbs: OrderedDict[str, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
+
+    @property
+    def index(self) -> GalleryIndex:
+        return self.searcher.index
 
     # ------------------------------------------------------------------------------------- start-up
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike[str], artifacts: str | os.PathLike[str],
              threshold: float | None = None, max_pixels: int = 60_000_000) -> Catalogue:
-        """Load the model, then the index it must match (IndexMismatchError otherwise), then warm up.
+        """Load the model, then the index it must match (IndexMismatchError otherwise), finish or undo enrolments
+        a crash interrupted, then warm up.
 
         Without a ``threshold`` override, a re-ranking index decides on its fitted match-probability threshold
         and a global one on the cosine threshold stored with it.
         """
         embedder, searcher = open_catalogue(index_dir, artifacts, threshold=threshold)
+        enrolment.recover_enrolments(searcher.index_dir, searcher.data_root, searcher.index)
         w, h = embedder.image_size
         embedder.embed_pixels(np.zeros((1, h, w, 3), np.uint8))  # first call traces the graph: pay it now
         searcher.warm_up()
-        return cls(embedder, searcher, max_pixels)
+        return cls(embedder, searcher, max_pixels, threshold)
+
+    def reload_if_committed_elsewhere(self) -> bool | None:
+        """Load the index again when another process committed a newer generation (e.g. ``wildtrack index add``).
+
+        A catalogue that no longer fits the model is logged and the loaded one kept serving. None: an enrolment
+        holds the write lock, try again later (never wait for it: /health must stay fast).
+        """
+        catalogue_id, generation = committed_generation(self.index_dir)
+        if generation is None or (catalogue_id, generation) == (self.index.catalogue_id, self.index.generation):
+            return False
+        if not self.write_lock.acquire(blocking=False):
+            return None  # an enrolment is committing (and catches up itself): look again on a later request
+        try:
+            try:
+                searcher = search_for(self.embedder, self.index_dir, self.threshold_override)
+                index = searcher.index
+            except Exception as exc:  # keep serving what is loaded; the next commit is tried again
+                log.error("index %s changed but cannot be reloaded, still serving generation %s: %s",
+                          self.index_dir, self.index.generation, exc)
+                return False
+            searcher.warm_up()
+            old = self.index.generation
+            self.searcher = searcher
+        finally:
+            self.write_lock.release()
+        log.info("index %s: reloaded generation %s (was %s): %d images of %d individuals", self.index_dir,
+                 index.generation, old, len(index), len(index.identities()))
+        return True
 
     @property
     def threshold(self) -> float | None:
@@ -119,84 +169,114 @@ class Catalogue:
 
     # ------------------------------------------------------------------------------------- queries
 
-    def embed(self, upload: Upload) -> np.ndarray:
-        """One photo → a unit vector; UploadError (400/413/415) for anything that is not a usable photo."""
-        return self._embed_many([upload])[0]
+    def prepare(self, upload: Upload) -> Prepared:
+        """Decode one photo for the model and for local matching; UploadError (400/413/415) if it is unusable.
 
-    def _embed_many(self, uploads: list[Upload]) -> np.ndarray:
-        return self.embedder.embed_pixels(np.stack([self._decode(u)[1] for u in uploads]))
-
-    def _decode(self, upload: Upload) -> tuple[ImageInfo, np.ndarray]:
-        """Header check first (cheap, precise status), then the full decode, which catches truncated files."""
+        A photo larger than local matching reads (LOCAL_DECODE_SIDE) is decoded once, reduced, and the full
+        frame released: JPEGs are DCT-scaled while decoding (Pillow ``draft``), other formats (a 7700 px PNG is
+        180 MB of pixels) are box-reduced (``Image.reduce``). Smaller photos take the same path as
+        ``wildtrack search``, so both give the same scores.
+        """
         info = inspect_image(upload.data, self.max_pixels, upload.name)
         try:
-            return info, load_image(upload.data, self.embedder.image_size, max_pixels=self.max_pixels)
+            if max(info.width, info.height) <= LOCAL_DECODE_SIDE:
+                pixels = load_image(upload.data, self.embedder.image_size, max_pixels=self.max_pixels)
+                return Prepared(info, pixels, upload.data)
+            img = _reduced(open_image(upload.data, max_pixels=self.max_pixels, max_side=LOCAL_DECODE_SIDE))
         except ImageError as exc:
             raise UploadError(400, f"{upload.name}: cannot decode the image, is the file complete? ({exc})") from exc
+        pixels = np.asarray(img.resize(self.embedder.image_size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+        image = upload.data
+        if self.searcher.reranks:  # local matching would decode the full frame again: hand it the reduced one
+            buf = io.BytesIO()
+            img.save(buf, format="PNG", compress_level=1)
+            image = buf.getvalue()
+        return Prepared(info, pixels, image)
 
-    def search(self, query: np.ndarray, k: int, image: bytes) -> list[Hit]:
+    def embed(self, prepared: list[Prepared]) -> np.ndarray:
+        """Unit vectors, one per prepared photo."""
+        return self.embedder.embed_pixels(np.stack([p.pixels for p in prepared]))
+
+    def search(self, upload: Upload, k: int) -> list[Hit]:
         """Top-``k`` gallery images, re-ordered by local matching when the index carries a fitted fusion."""
-        return self.searcher.search(query, k, image)
+        p = self.prepare(upload)
+        return self.searcher.search(self.embed([p])[0], k, p.image)
 
-    def predict(self, query: np.ndarray, topk: int, image: bytes) -> Identification:
+    def predict(self, upload: Upload, topk: int) -> Identification:
         """Which individual: the catalogue search's verdict on the uploaded photo."""
-        return self.searcher.identify(query, image, topk)
+        p = self.prepare(upload)
+        return self.searcher.identify(self.embed([p])[0], p.image, topk)
 
     def predict_encounter(self, uploads: list[Upload], topk: int) -> EncounterIdentification:
         """Which individual, from several photos of one encounter identified together."""
-        return self.searcher.identify_encounter(self._embed_many(uploads), [u.data for u in uploads], topk)
+        prepared = [self.prepare(u) for u in uploads]
+        return self.searcher.identify_encounter(self.embed(prepared), [p.image for p in prepared], topk)
 
     # ------------------------------------------------------------------------------------- enrolment
 
     def enroll(self, identity: str, uploads: list[Upload], day: str | None = None) -> Enrolment:
-        """Validate every photo first (all or nothing), store them, then commit them to the index."""
+        """Validate every photo first (all or nothing), stage them, commit them to the index, move them in.
+
+        A photo this identity already has (same bytes) is not added again: it is reported in
+        ``already_enrolled``, so retrying a request whose answer was lost is harmless.
+        """
         identity = validate_identity(identity)
         day = validate_date(day)
         if not uploads:
             raise UploadError(400, "no image uploaded")
-        decoded = [self._decode(u) for u in uploads]
-        vectors = self.embedder.embed_pixels(np.stack([pixels for _, pixels in decoded]))
+        prepared = [self.prepare(u) for u in uploads]
+        vectors = self.embed(prepared)
         with self.write_lock:
-            new_identity = identity not in self.index.identities()
-            stored: list[tuple[Path, str]] = []
-            try:
-                for upload, (info, _) in zip(uploads, decoded, strict=True):
-                    stored.append(self._store(identity, upload, info.format))
-                rows = [{"path": rel, "identity": identity, "date": day or image_date(path)} for path, rel in stored]
-                ids = self.index.add(self.index_dir, vectors, rows, lock_timeout=ENROL_LOCK_TIMEOUT)
-            except IndexLockedError as exc:
-                _remove([p for p, _ in stored])
-                raise UploadError(503, str(exc)) from exc
-            except BaseException:
-                _remove([p for p, _ in stored])
-                raise
-        log.info("enrolled %d image(s) of %s%s", len(ids), identity, " (new identity)" if new_identity else "")
-        return Enrolment(identity, new_identity, ids)
+            catalogued = self.index.identities()
+            identity = enrolment.canonical_identity(identity, catalogued)
+            similar = enrolment.look_alike(identity, catalogued) if identity not in catalogued else None
+            if similar is not None:
+                raise UploadError(409, f"{identity!r} looks like the catalogued individual {similar!r} (they differ "
+                                  "only in letter case): enrol under that name, or choose a clearly different one")
+            new_identity = identity not in catalogued
+            planned: dict[str, tuple[enrolment.PlannedPhoto, bytes, np.ndarray]] = {}
+            already: list[str] = []
+            for upload, p, vector in zip(uploads, prepared, vectors, strict=True):
+                photo, data = self._plan(identity, upload, p.info.format)
+                image_id = image_id_for(photo.rel)
+                if image_id in self.index:
+                    already.append(image_id)
+                elif image_id not in planned:
+                    planned[image_id] = (photo, data, vector)
+            ids = self._commit(identity, day, list(planned.values())) if planned else []
+        log.info("enrolled %d image(s) of %s%s%s", len(ids), identity, " (new identity)" if new_identity else "",
+                 f", {len(already)} already there" if already else "")
+        return Enrolment(identity, new_identity and bool(ids), ids, list(dict.fromkeys(already)))
 
-    def _store(self, identity: str, upload: Upload, fmt: str) -> tuple[Path, str]:
-        """Write one upload under ``enrolled/`` (see the module docstring); returns (file, meta path)."""
-        folder = self.index_dir / ENROLLED_DIR / safe_folder(identity)
-        folder.mkdir(parents=True, exist_ok=True)
+    def _commit(self, identity: str, day: str | None,
+                photos: list[tuple[enrolment.PlannedPhoto, bytes, np.ndarray]]) -> list[str]:
+        staged = [photo for photo, _, _ in photos]
+        try:
+            for photo, data, _ in photos:
+                enrolment.stage(photo, data)
+            rows = [{"path": photo.rel, "identity": identity, "date": day or image_date(photo.staged)}
+                    for photo in staged]
+            vectors = np.stack([v for _, _, v in photos])
+            ids = self.index.add(self.index_dir, vectors, rows, lock_timeout=ENROL_LOCK_TIMEOUT)
+        except IndexLockedError as exc:
+            enrolment.discard(staged)
+            raise UploadError(503, str(exc)) from exc
+        except BaseException:
+            enrolment.discard(staged)
+            raise
+        enrolment.publish(staged)
+        return ids
+
+    def _plan(self, identity: str, upload: Upload, fmt: str) -> tuple[enrolment.PlannedPhoto, bytes]:
+        """Where an upload goes and the bytes stored (original, or PNG for formats outside FORMAT_EXTENSIONS)."""
         ext = FORMAT_EXTENSIONS.get(fmt)
         data = upload.data
         if ext is None:  # e.g. TIFF: keep a format every tool lists as an image
             buf = io.BytesIO()
             open_image(upload.data, max_pixels=self.max_pixels).save(buf, format="PNG")
             data, ext = buf.getvalue(), ".png"
-        path = folder / f"{uuid.uuid4().hex}{ext}"
-        with open(path, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            rel = Path(os.path.relpath(path, self.data_root)).as_posix()
-        except ValueError as exc:  # Windows: index and data root on different drives
-            path.unlink(missing_ok=True)
-            raise RuntimeError(
-                f"cannot enrol: the index dir {self.index_dir} and the data root {self.data_root} are on "
-                "different drives, so the photo's path cannot be stored relative to the data root"
-            ) from exc
-        return path, rel
+        stem = enrolment.content_name(identity, upload.data)
+        return enrolment.plan_photo(self.index_dir, self.data_root, safe_folder(identity), stem, ext), data
 
     # ------------------------------------------------------------------------------------- thumbnails
 
@@ -250,13 +330,16 @@ def safe_folder(identity: str) -> str:
 
 
 def validate_identity(identity: str | None) -> str:
-    name = (identity or "").strip()
+    """The identity as stored: NFKC-normalised (full-width ``ｔ００１`` is ``t001``), refused when unusable."""
+    name = unicodedata.normalize("NFKC", identity or "").strip()
     if not name:
         raise UploadError(400, "identity is empty: choose an existing individual or type a new name")
     if len(name) > MAX_IDENTITY_LENGTH:
         raise UploadError(400, f"identity is longer than {MAX_IDENTITY_LENGTH} characters")
     if any(unicodedata.category(c).startswith("C") for c in name) or "/" in name or "\\" in name:
         raise UploadError(400, "identity may not contain slashes or control characters")
+    if not name.strip("."):
+        raise UploadError(400, f"identity {name!r} is not a name: use letters or digits")
     return name
 
 
@@ -269,9 +352,16 @@ def validate_date(day: str | None) -> str | None:
         raise UploadError(400, f"date must be YYYY-MM-DD, got {day!r}") from None
 
 
-def _remove(paths: list[Path]) -> None:
-    for p in paths:
-        p.unlink(missing_ok=True)
+def _reduced(img: Image.Image) -> Image.Image:
+    """At most LOCAL_DECODE_SIDE per side: integer box reduction first (fast, little memory), then resize."""
+    factor = max(img.size) // LOCAL_DECODE_SIDE
+    if factor >= 2:
+        img = img.reduce(factor)
+    if max(img.size) > LOCAL_DECODE_SIDE:
+        ratio = LOCAL_DECODE_SIDE / max(img.size)
+        img = img.resize((max(1, math.floor(img.width * ratio)), max(1, math.floor(img.height * ratio))),
+                         Image.Resampling.BILINEAR)
+    return img
 
 
 class Timer:

@@ -18,17 +18,32 @@
 
   // ------------------------------------------------------------------------------------------ API
 
+  // A server started with --api-token answers 401 to enrolment without it: ask once, keep it for this tab.
+  const TOKEN_KEY = "wildtrack-api-token";
+
   async function api(path, options = {}) {
-    let response;
-    try {
-      response = await fetch(path, options);
-    } catch (err) {
-      throw new Error("The WildTrack server is not reachable. Is it still running?");
+    let response = await send(path, options);
+    if (response.status === 401 && options.method === "POST") {
+      const token = window.prompt("This WildTrack server needs its API token to change the catalogue:");
+      if (token) {
+        sessionStorage.setItem(TOKEN_KEY, token.trim());
+        response = await send(path, options);
+      }
     }
     const type = response.headers.get("content-type") || "";
     const body = type.includes("application/json") ? await response.json() : null;
     if (!response.ok) throw new Error(describeError(response.status, body));
     return body;
+  }
+
+  async function send(path, options) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? { "X-API-Token": token } : {};
+    try {
+      return await fetch(path, { ...options, headers });
+    } catch (err) {
+      throw new Error("The WildTrack server is not reachable. Is it still running?");
+    }
   }
 
   function describeError(status, body) {
@@ -247,9 +262,12 @@
     try {
       const done = await api("enroll", { method: "POST", body: form });
       el.enrollStatus.className = "status ok";
-      el.enrollStatus.textContent = done.new_identity
+      const known = done.already_enrolled.length
+        ? ` (${done.already_enrolled.length} of these photos ${done.already_enrolled.length > 1 ? "were" : "was"} ` +
+          "already enrolled)" : "";
+      el.enrollStatus.textContent = (done.new_identity
         ? `Created ${done.identity}. The catalogue now has ${done.identities_count} individuals.`
-        : `Added to ${done.identity}, who now has ${done.identity_images} photos.`;
+        : `Added to ${done.identity}, who now has ${done.identity_images} photos.`) + known;
       el.newName.value = "";
       el.identityCount.textContent = done.identities_count.toLocaleString();
       el.imageCount.textContent = done.index_count.toLocaleString();
