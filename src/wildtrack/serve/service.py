@@ -86,16 +86,16 @@ class Catalogue:
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike[str], artifacts: str | os.PathLike[str],
-             threshold: float | None = None, max_pixels: int = 60_000_000) -> Catalogue:
+             threshold: float | None = None, max_pixels: int = 60_000_000, rerank: bool = True) -> Catalogue:
         """Load the model, then the index it must match (IndexMismatchError otherwise), then warm up.
 
         Without a ``threshold`` override, a re-ranking index decides on its fitted match-probability threshold
-        and a global one on the cosine threshold stored with it.
+        and a global one (or any, with ``rerank`` false) on the cosine threshold stored with it.
         """
         embedder = load_embedder(artifacts)
         index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint,
                                   expected_dim=embedder.dim)
-        searcher = CatalogueSearch(index, Path(index_dir), threshold)
+        searcher = CatalogueSearch(index, Path(index_dir), threshold, rerank=rerank)
         w, h = embedder.image_size
         embedder.embed_pixels(np.zeros((1, h, w, 3), np.uint8))  # first call traces the graph: pay it now
         searcher.warm_up()
