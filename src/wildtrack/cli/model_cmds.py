@@ -142,7 +142,7 @@ def demo(
                         ("index", result.index)):
         console.print(f"  {label:<10}{path}")
     console.print(f"  {'report':<10}{result.results / 'report.html'}")
-    for p in result.evaluation.pictures:
+    for p in [*result.evaluation.pictures, result.artifacts / "training_curves.png"]:
         console.print(f"  {'picture':<10}{p}")
     console.print(f"\nnext, the search page: {serve_hint(result.index, result.artifacts)}")
 
