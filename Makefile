@@ -31,6 +31,7 @@ install-test: $(VENV)/.installed-test browser
 # offline). Skipped quietly where apt is unavailable or we are not root; that test then skips with a reason.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  echo "installing chromium with apt-get (headless browser for the web-page and report tests)" && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "note: chromium not installed; the browser test will be skipped"; }
 
@@ -52,11 +53,9 @@ bench-train: install
 # default pipeline, written as one table to docs/accuracy.md. About an hour on 2 cores (four trainings);
 # REUSE=1 keeps the steps already done.
 bench-accuracy: install
-	$(BIN)/pip install -q -e '.[export]'
 	$(BIN)/python scripts/bench_accuracy.py --data $(DATA) $(if $(REUSE),--reuse)
 
 bench-embed: install
-	$(BIN)/pip install -q -e '.[export]'
 	$(BIN)/python scripts/bench_embed.py --data $(DATA)
 
 bench-search: install

@@ -178,3 +178,41 @@ def test_report_html_has_metrics_and_links_every_picture(tmp_path, photos):
     assert "href='tsne.png'" in page
     assert "width=device-width" in page
     assert page.count("<tr><td>") == 2  # per-identity rows for A and B
+
+
+def test_a_failed_query_gets_a_red_panel_with_identity_date_and_verdict(tmp_path, photos):
+    from wildtrack.visualize.panels import RED, panel_title
+
+    # Built to fail: the first hit is another turtle, the query's own photo only second.
+    results = [PanelItem(photos["tall"], "T-007", 0.91), PanelItem(photos["square"], "T-001", 0.85)]
+    title = panel_title("T-001", "2021-09-20", 1)
+    assert "T-001" in title and "2021-09-20" in title and "WRONG" in title and "rank 2" in title
+    png = np.asarray(Image.open(retrieval_panel(PanelItem(photos["wide"], "T-001"), results, tmp_path / "f.png",
+                                                title=title)).convert("RGB")).astype(int)
+    assert np.abs(png[2, png.shape[1] // 2] - RED).sum() < 60  # the whole panel is framed red
+    right = np.asarray(Image.open(retrieval_panel(PanelItem(photos["wide"], "T-001"), results[::-1],
+                                                  tmp_path / "r.png", title=panel_title("T-001", None, 0)))
+                       .convert("RGB")).astype(int)
+    assert np.abs(right[2, right.shape[1] // 2] - RED).sum() > 200
+
+
+def test_tsne_gives_every_identity_its_own_style_and_marks_queries(tmp_path):
+    from wildtrack.visualize.tsne import identity_styles
+
+    styles = identity_styles([f"T{i}" for i in range(25)])
+    assert len(set(styles.values())) == 25  # no two turtles drawn alike
+    assert len({colour for colour, _ in styles.values()}) == 10 and len({m for _, m in styles.values()}) == 3
+    rng = np.random.default_rng(0)
+    out = plot_tsne(rng.normal(size=(30, 8)), [f"T{i % 5}" for i in range(30)], tmp_path / "t.png",
+                    queries=(rng.normal(size=(5, 8)), [f"T{i}" for i in range(5)]))
+    assert Image.open(out).height == 800  # room for the caption under the map
+
+
+def test_training_curves_shade_the_frozen_warm_up(tmp_path):
+    from wildtrack.visualize.curves import plot_training_curves
+
+    history = [{"epoch": e, "phase": "head" if e <= 2 else "finetune", "loss": 5.0 - e, "val_R@1": 0.1 * e,
+                "val_mAP": 0.05 * e} for e in range(1, 6)]
+    png = np.asarray(Image.open(plot_training_curves(history, tmp_path / "c.png")).convert("RGB")).astype(int)
+    grey = (np.abs(png - 221).sum(axis=2) < 6).sum()  # the #dddddd band of the frozen epochs
+    assert grey > 2000

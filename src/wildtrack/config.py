@@ -121,6 +121,7 @@ class ServeConfig(_Config):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(60_000_000, ge=10_000)
     topk: int = Field(5, ge=1, le=50)
+    rerank: bool = Field(True, description="re-rank by local matching when the index was built with it")
     api_token: str | None = Field(
         None, min_length=8, description="secret that write endpoints (/enroll) require as `Authorization: Bearer` "
         "or `X-API-Token`; required when the server listens beyond loopback")

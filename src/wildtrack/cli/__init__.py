@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import typer
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the user's way
-
-import typer  # noqa: E402
-
-from wildtrack import __version__  # noqa: E402
-from wildtrack.cli import data_cmd, model_cmds  # noqa: E402
+from wildtrack import __version__
+from wildtrack.cli import data_cmd, model_cmds, search_cmd
+from wildtrack.cli.common import quiet_libraries
 
 app = typer.Typer(
     name="wildtrack",
@@ -20,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cmd.app, name="data")
 model_cmds.register(app)
+search_cmd.register(app)
 
 
 def _version(value: bool) -> None:
@@ -30,9 +28,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar="",
+                                 help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", metavar="",
+                                 help="Show TensorFlow's and Keras' own start-up and progress lines (hidden by "
+                                      "default). Give it before the command: wildtrack --verbose train ..."),
 ) -> None:
     """WildTrack command line."""
+    if not verbose:
+        quiet_libraries()
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -22,6 +23,19 @@ from rich.progress import (
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def quiet_libraries() -> None:
+    """Hide TensorFlow's start-up lines (oneDNN, absl, CUDA probing) and its C++ warnings, unless ``--verbose``.
+
+    Must run before TensorFlow is imported: its logging reads TF_CPP_MIN_LOG_LEVEL once, and the lines printed
+    while its libraries load come before any setting is read, so that import runs with stderr pointed away.
+    """
+    from wildtrack._import_hooks import on_import, silenced_stderr
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    on_import("tensorflow", around=silenced_stderr)
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def say(message: str) -> None:

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from wildtrack.cli.choices import (
+    ARTIFACTS_HELP,
+    BACKEND_HELP,
+    INDEX_HELP,
+    PANEL_TOPK_MAX,
+    Backbone,
+    Backend,
+    EvalSplit,
+    ExportFormat,
+    IndexKind,
+    LocalFocus,
+    Loss,
+    Rerank,
+    TrainSplit,
+)
 from wildtrack.cli.common import console, err_console, fail, progress_bar, say, user_errors
-from wildtrack.config import MAX_SEARCH_K, EvalConfig, IndexConfig, TrainConfig
+from wildtrack.config import EvalConfig, IndexConfig, TrainConfig
 
 EVAL_DEFAULTS, TRAIN_DEFAULTS = EvalConfig(), TrainConfig()
 
-SPLIT_HELP = ("per-identity (original design: optimistic), time-aware (new encounters vs. the catalogue: honest "
-              "for field use) or official (the dataset's split_closed column)")
-FOCUS_HELP = ("turtle | frame: local keypoints from the turtle found in each photo (default, better on real photos) "
-              "or from the whole photo.")
+SPLIT_HELP = ("auto: official if the dataset has one, else time-aware, else per-identity. time-aware: new "
+              "encounters against the catalogue (honest for field use); per-identity: random photos held out "
+              "(optimistic); official: the dataset's split_closed column.")
+FOCUS_HELP = ("turtle: local keypoints from the turtle found in each photo (better on real photos); "
+              "frame: from the whole photo.")
 DIMS_HELP = ("RootSIFT dimensions kept for matching (principal components fitted on the catalogue; 0 keeps all "
              "128).")
 
@@ -24,22 +39,22 @@ DIMS_HELP = ("RootSIFT dimensions kept for matching (principal components fitted
 def train(
     data: Path = typer.Option(..., "--data", help="Dataset folder (plain or SeaTurtleID2022 layout)."),
     out: Path = typer.Option(..., "--out", help="Artifacts folder to write."),
-    backbone: str = typer.Option(TRAIN_DEFAULTS.backbone, help="Backbone: mobilenetv2 (offline ImageNet), "
-                                 "efficientnetb0, mobilenetv3small, convnexttiny, mobilenetv2-keras, tiny."),
+    backbone: Backbone = typer.Option(TRAIN_DEFAULTS.backbone, help="mobilenetv2: ImageNet weights that work "
+                                      "offline; the keras ones need a download; tiny: from scratch, for tests."),
     image_size: int = typer.Option(TRAIN_DEFAULTS.image_size, help="Input side in pixels."),
     embed_dim: int = typer.Option(TRAIN_DEFAULTS.embed_dim, help="Embedding dimension."),
-    loss: str = typer.Option(TRAIN_DEFAULTS.loss, help="arcface+triplet (default: best measured, docs/accuracy.md) | "
-                             "arcface | triplet | softmax."),
+    loss: Loss = typer.Option(TRAIN_DEFAULTS.loss, help="arcface+triplet is the best measured (docs/accuracy.md)."),
     epochs: int = typer.Option(TRAIN_DEFAULTS.epochs, help="Total epochs, head warm-up included."),
     head_epochs: int = typer.Option(TRAIN_DEFAULTS.head_epochs, help="Epochs with a frozen backbone first."),
-    batch_size: int = typer.Option(TRAIN_DEFAULTS.batch_size),
+    batch_size: int = typer.Option(TRAIN_DEFAULTS.batch_size, help="Photos per training step."),
     lr: float = typer.Option(TRAIN_DEFAULTS.learning_rate, "--lr", help="Head learning rate (backbone: a tenth)."),
-    split: str = typer.Option(TRAIN_DEFAULTS.split, help="auto (official if present, else time-aware, else "
-                              "per-identity) or " + SPLIT_HELP),
-    allow_flip: bool = typer.Option(False, help="Allow horizontal flips (off: turtle profiles differ)."),
-    pretrained: bool = typer.Option(True, help="Start from ImageNet weights where available."),
+    split: TrainSplit = typer.Option(TRAIN_DEFAULTS.split, help=SPLIT_HELP),
+    allow_flip: bool = typer.Option(False, "--allow-flip/--no-allow-flip", metavar="",
+                                    help="Allow horizontal flips (off: turtle profiles differ)."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", metavar="",
+                                    help="Start from ImageNet weights where available."),
     max_minutes: float = typer.Option(None, help="Wall-time budget; the best epoch so far is kept."),
-    seed: int = typer.Option(TRAIN_DEFAULTS.seed),
+    seed: int = typer.Option(TRAIN_DEFAULTS.seed, help="Random seed (split, sampling, augmentation)."),
 ) -> None:
     """Train a re-ID model and write model.keras, model.h5, preprocessor.pkl, model_config.yaml, history.csv."""
     from wildtrack.config import AugmentConfig
@@ -59,27 +74,32 @@ def train(
 
 def evaluate(
     data: Path = typer.Option(..., "--data", help="Dataset folder."),
-    artifacts: Path = typer.Option(..., "--artifacts", help="Folder with model.keras/model.h5 + preprocessor.pkl."),
+    artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
     out: Path = typer.Option(Path("results"), "--out", help="Results folder."),
-    split: str = typer.Option("per-identity", help=SPLIT_HELP),
-    topk: int = typer.Option(5, help="Matches shown per retrieval panel."),
+    split: EvalSplit = typer.Option("auto", help=SPLIT_HELP),
+    topk: int = typer.Option(EVAL_DEFAULTS.topk, min=1, max=PANEL_TOPK_MAX,
+                             help="Gallery matches shown per query in each retrieval panel."),
     examples: int = typer.Option(6, help="Number of retrieval_example_*.png panels."),
     gradcam: int = typer.Option(3, help="Number of gradcam_*.png pictures."),
-    backend: str = typer.Option("auto", help="Embedding backend: auto (ONNX when exported) | keras | onnx."),
-    rerank: str = typer.Option(EVAL_DEFAULTS.rerank, help="local | none: re-order the global top-K by RootSIFT + "
-                               "RANSAC, fused with the cosine (reports both), or global only (faster)."),
+    backend: Backend = typer.Option("auto", help=BACKEND_HELP),
+    rerank: Rerank = typer.Option(EVAL_DEFAULTS.rerank, help="local: re-order the global top-K by RootSIFT + "
+                               "RANSAC, fused with the cosine (reports both); none: global only (faster)."),
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
-    local_focus: str = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
+    local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
+    from wildtrack.data import load_dataset
+    from wildtrack.data.splits import default_split_name
     from wildtrack.workflows.evaluation import run_evaluation
 
     with user_errors():
+        dataset = load_dataset(data)
+        split = default_split_name(dataset.records) if split == "auto" else split
         cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k,
                          local_focus=local_focus, local_dims=local_dims)
         with progress_bar("embedding", None) as advance:
-            result = run_evaluation(data, artifacts, out, cfg, log=say, advance=advance, backend=backend)
+            result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend)
     print_metrics(result.report.model_dump(by_alias=True, mode="json"))
     console.print(f"metrics: {out / 'metrics.json'}\nreport:  {out / 'report.html'}")
 
@@ -122,9 +142,26 @@ def demo(
                         ("index", result.index)):
         console.print(f"  {label:<10}{path}")
     console.print(f"  {'report':<10}{result.results / 'report.html'}")
-    for p in result.evaluation.pictures:
+    for p in [*result.evaluation.pictures, result.artifacts / "training_curves.png"]:
         console.print(f"  {'picture':<10}{p}")
-    console.print(f"\nnext: wildtrack serve --index {result.index} --artifacts {result.artifacts}")
+    console.print(f"\nnext, the search page: {serve_hint(result.index, result.artifacts)}")
+
+
+def serve_hint(index: Path, artifacts: Path) -> str:
+    """A `serve` command line that works when pasted: this very program (``.venv/bin/wildtrack`` is rarely on
+    PATH) and absolute paths, shell-quoted."""
+    import shlex
+    import shutil
+    import sys
+
+    launched = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("wildtrack")
+    if launched.name == "wildtrack" and launched.is_file():
+        same = on_path is not None and Path(on_path).resolve() == launched
+        program = ["wildtrack" if same else str(launched)]
+    else:  # python -m wildtrack.cli, or a test runner
+        program = [sys.executable, "-m", "wildtrack.cli"]
+    return shlex.join([*program, "serve", "--index", str(index.resolve()), "--artifacts", str(artifacts.resolve())])
 
 
 index_app = typer.Typer(help="Build and grow the catalogue search index.", no_args_is_help=True)
@@ -133,19 +170,20 @@ index_app = typer.Typer(help="Build and grow the catalogue search index.", no_ar
 @index_app.command("build")
 def index_build(
     data: Path = typer.Option(..., "--data", help="Catalogue photos (plain or SeaTurtleID2022 layout)."),
-    artifacts: Path = typer.Option(..., "--artifacts"),
+    artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
     out: Path = typer.Option(..., "--out", help="Index folder: index.faiss, meta.csv, embeddings.npy, manifest."),
-    kind: str = typer.Option("flat", help="flat (exact, default) | hnsw | ivf (large catalogues)."),
+    kind: IndexKind = typer.Option("flat", help="flat: exact (default); hnsw | ivf: approximate, for large "
+                                   "catalogues."),
     threshold: float = typer.Option(None, help="Score below which a photo is a new individual: the match "
                                     "probability when re-ranking (default: calibrated on the catalogue), else the "
                                     "cosine (see the open_set threshold in metrics.json). It decides encounters "
                                     "(search --encounter) too, instead of their own fitted threshold."),
-    backend: str = typer.Option("auto"),
-    rerank: str = typer.Option(EVAL_DEFAULTS.rerank, help="local | none: fit a local-matching fusion on the catalogue "
+    backend: Backend = typer.Option("auto", help=BACKEND_HELP),
+    rerank: Rerank = typer.Option(EVAL_DEFAULTS.rerank, help="local: fit a local-matching fusion on the catalogue "
                                "so that search re-orders its top-K by RootSIFT + RANSAC (better on new encounters, "
-                               "0.7-0.9 s per photo on 2 cores), or global search only."),
+                               "0.7-0.9 s per photo on 2 cores); none: global search only."),
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
-    local_focus: str = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
+    local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
     force: bool = typer.Option(False, "--force", help="Rebuild even when photos enrolled into the existing index "
                                "cannot be kept (their files are gone, or the index is unreadable): they are dropped."),
@@ -165,10 +203,10 @@ def index_build(
 
 @index_app.command("add")
 def index_add(
-    index: Path = typer.Option(..., "--index"),
-    artifacts: Path = typer.Option(..., "--artifacts"),
+    index: Path = typer.Option(..., "--index", help=INDEX_HELP),
+    artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
     data: Path = typer.Option(None, "--data", help="Folder inside the catalogue's data root (default: all of it)."),
-    backend: str = typer.Option("auto"),
+    backend: Backend = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
     """Add photos (or whole new identities) that are in the catalogue folder but not yet in the index."""
     from wildtrack.workflows.indexing import add_folder
@@ -178,75 +216,16 @@ def index_add(
     console.print(f"added {report.added} images; the index now holds {report.total}")
 
 
-def search(
-    images: list[Path] = typer.Argument(..., help="Photo(s) to identify."),
-    index: Path = typer.Option(..., "--index"),
-    artifacts: Path = typer.Option(..., "--artifacts", help="The model the index was built with."),
-    topk: int = typer.Option(5, min=1, max=MAX_SEARCH_K, help="Gallery images (and turtles) to list."),
-    encounter: bool = typer.Option(
-        False, "--encounter",
-        help="The photos show one turtle during one sighting: identify them together (the most confident "
-             "photo's verdict, against the encounter threshold) instead of one by one."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    backend: str = typer.Option("auto"),
-    rerank: bool = typer.Option(True, help="Use local re-ranking when the index was built with --rerank local."),
-) -> None:
-    """Rank the catalogue's identities and images for each photo, or for several photos of one encounter."""
-    from wildtrack.workflows.searching import search_encounter, search_images
-
-    with user_errors():
-        if encounter:
-            answer = search_encounter(images, index, artifacts, topk=topk, backend=backend, rerank=rerank)
-        else:
-            answers = search_images(images, index, artifacts, topk=topk, backend=backend, rerank=rerank)
-    if as_json:
-        payload = answer if encounter else (answers[0] if len(answers) == 1 else answers)
-        typer.echo(json.dumps(payload, indent=2))
-        return
-    if not encounter:
-        for photo in answers:
-            _print_photo(photo)
-        return
-    console.print(f"encounter of {len(images)} photos: {_verdict(answer['decision'])}")
-    for photo in answer["photos"]:
-        console.print(f"  {photo['image']}: {_verdict(photo['decision'])}")
-    kind = "P(same)" if answer["reranked"] else "cosine"
-    table = Table("identity", f"best {kind}", "closest in photos", "best catalogue image")
-    for c in answer["identities"]:
-        table.add_row(c["identity"], f"{c['score']:.3f}", str(c["support"]), c["best_image_path"] or "-")
-    console.print(table)
-
-
-def _verdict(d: dict) -> str:
-    who = "[bold yellow]new individual[/]" if d["is_unknown"] else f"[bold green]{d['identity']}[/]"
-    kind = "match probability" if d["score_kind"] == "match_probability" else "cosine"
-    if d["score"] is None:
-        return f"{who} (empty catalogue)"
-    return f"{who} ({kind} {d['score']:.3f}" + (f", threshold {d['threshold']:.3f})" if d["threshold"] is not None
-                                                  else ")")
-
-
-def _print_photo(answer: dict) -> None:
-    console.print(f"{answer['image']}: {_verdict(answer['decision'])}")
-    local = answer["reranked"]
-    table = Table("rank", "identity", "cosine", *(("inliers", "P(same)") if local else ()), "image", "date")
-    for h in answer["hits"]:
-        evidence = (_or_dash(h["inliers"]), _or_dash(h["match_probability"], "{:.2f}")) if local else ()
-        table.add_row(str(h["rank"]), h["identity"], f"{h['score']:.3f}", *evidence, h["path"], h["date"] or "-")
-    console.print(table)
-
-
-def _or_dash(value: float | None, fmt: str = "{}") -> str:
-    return "-" if value is None else fmt.format(value)
-
-
 def serve(
-    index: Path = typer.Option(..., "--index"),
-    artifacts: Path = typer.Option(..., "--artifacts"),
+    index: Path = typer.Option(..., "--index", help=INDEX_HELP),
+    artifacts: Path = typer.Option(..., "--artifacts", help="The model the index was built with."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network: "
                              "needs --api-token)."),
-    port: int = typer.Option(8000),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port of the page and the API."),
     threshold: float = typer.Option(None, help="Override the index's new-individual threshold."),
+    rerank: bool = typer.Option(True, "--rerank/--no-rerank", metavar="",
+                                help="Use local re-ranking when the index was built with --rerank local; "
+                                     "--no-rerank: global search only (faster)."),
     api_token: str = typer.Option(None, "--api-token", envvar="WILDTRACK_API_TOKEN", show_default=False,
                                   help="Secret that /enroll requires (Authorization: Bearer or X-API-Token); "
                                   "required with a --host beyond loopback. The page asks for it once."),
@@ -266,7 +245,8 @@ def serve(
     from wildtrack.serve.app import run_server
 
     with user_errors():
-        cfg = ServeConfig(host=host, port=port, api_token=api_token or None, insecure_no_token=insecure_no_token,
+        cfg = ServeConfig(host=host, port=port, rerank=rerank, api_token=api_token or None,
+                          insecure_no_token=insecure_no_token,
                           allowed_hosts=allowed_host or [], max_concurrent_inference=max_concurrent,
                           max_queued_requests=max_queue)
         if host in ("0.0.0.0", "::") and not api_token:
@@ -278,14 +258,12 @@ def serve(
 
 def export(
     artifacts: Path = typer.Option(..., "--artifacts", help="Folder with the trained model."),
-    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    format: ExportFormat = typer.Option("onnx", "--format", help="Export format."),
     min_cosine: float = typer.Option(0.9999, help="Refuse the export if embeddings agree less than this."),
 ) -> None:
     """Export the embedding model for fast CPU inference; checked against Keras before it is kept."""
     from wildtrack.model.export import export_onnx
 
-    if format != "onnx":
-        raise fail(f"unknown export format {format!r}; only onnx is supported")
     with user_errors():
         manifest = export_onnx(artifacts, min_cosine=min_cosine)
     check = manifest["check"]
@@ -299,6 +277,5 @@ def register(app: typer.Typer) -> None:
     app.command()(evaluate)
     app.command()(demo)
     app.add_typer(index_app, name="index")
-    app.command()(search)
     app.command()(serve)
     app.command()(export)

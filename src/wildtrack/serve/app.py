@@ -86,7 +86,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            catalogue = await run_in_threadpool(Catalogue.open, index_dir, artifacts, threshold, cfg.max_pixels)
+            catalogue = await run_in_threadpool(Catalogue.open, index_dir, artifacts, threshold, cfg.max_pixels,
+                                                cfg.rerank)
         except Exception as exc:  # e.g. IndexMismatchError: say why in one line before uvicorn's traceback
             log.error("WildTrack cannot start: %s", exc)
             app.state.startup_error = exc  # run_server re-raises it for the CLI's error reporting

@@ -87,8 +87,9 @@ class Catalogue:
     """
 
     def __init__(self, embedder: Embedder, searcher: CatalogueSearch, max_pixels: int,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, rerank: bool = True) -> None:
         self.embedder = embedder
+        self.rerank = rerank  # kept across reloads: --no-rerank stays global-only
         self.searcher = searcher
         self.index_dir = searcher.index_dir
         self.data_root = searcher.data_root
@@ -106,19 +107,19 @@ class Catalogue:
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike[str], artifacts: str | os.PathLike[str],
-             threshold: float | None = None, max_pixels: int = 60_000_000) -> Catalogue:
+             threshold: float | None = None, max_pixels: int = 60_000_000, rerank: bool = True) -> Catalogue:
         """Load the model, then the index it must match (IndexMismatchError otherwise), finish or undo enrolments
         a crash interrupted, then warm up.
 
         Without a ``threshold`` override, a re-ranking index decides on its fitted match-probability threshold
-        and a global one on the cosine threshold stored with it.
+        and a global one (or any, with ``rerank`` false) on the cosine threshold stored with it.
         """
-        embedder, searcher = open_catalogue(index_dir, artifacts, threshold=threshold)
+        embedder, searcher = open_catalogue(index_dir, artifacts, threshold=threshold, rerank=rerank)
         enrolment.recover_enrolments(searcher.index_dir, searcher.data_root, searcher.index)
         w, h = embedder.image_size
         embedder.embed_pixels(np.zeros((1, h, w, 3), np.uint8))  # first call traces the graph: pay it now
         searcher.warm_up()
-        return cls(embedder, searcher, max_pixels, threshold)
+        return cls(embedder, searcher, max_pixels, threshold, rerank)
 
     def reload_if_committed_elsewhere(self) -> bool | None:
         """Load the index again when another process committed a newer generation (e.g. ``wildtrack index add``).
@@ -133,7 +134,7 @@ class Catalogue:
             return None  # an enrolment is committing (and catches up itself): look again on a later request
         try:
             try:
-                searcher = search_for(self.embedder, self.index_dir, self.threshold_override)
+                searcher = search_for(self.embedder, self.index_dir, self.threshold_override, self.rerank)
                 index = searcher.index
             except Exception as exc:  # keep serving what is loaded; the next commit is tried again
                 log.error("index %s changed but cannot be reloaded, still serving generation %s: %s",

@@ -136,26 +136,9 @@ def _write_history(history: list[dict[str, float]], out: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-    _plot_curves(history, out / "training_curves.png")
+    from wildtrack.visualize.curves import plot_training_curves
 
-
-def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax1.plot(epochs, [row["loss"] for row in history], marker="o")
-    ax1.set(title="training loss", xlabel="epoch")
-    for key in ("val_R@1", "val_mAP"):
-        ax2.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    ax2.set(title="validation by retrieval (new encounters)", xlabel="epoch", ylim=(0, 1))
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    plot_training_curves(history, out / "training_curves.png")
 
 
 class _Run:

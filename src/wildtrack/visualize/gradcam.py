@@ -18,7 +18,7 @@ from PIL import Image
 
 from wildtrack.images import open_image
 
-__all__ = ["find_last_conv_layer", "gradcam_heatmap", "save_gradcam_overlay"]
+__all__ = ["find_last_conv_layer", "gradcam_heatmap", "save_gradcam_overlay", "save_gradcam_pair"]
 
 
 def _output_shape(layer: Any) -> tuple | None:
@@ -142,6 +142,37 @@ def save_gradcam_overlay(
         ax.imshow(img)
         ax.set_title(label, fontsize=11)
         ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=13)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100, format="png", facecolor="white")
+    return out_path
+
+
+def _blend(photo: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
+    heat = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32)).resize(
+        (photo.shape[1], photo.shape[0]), Image.Resampling.BILINEAR)).clip(0.0, 1.0)
+    return ((1 - alpha) * photo / 255.0 + alpha * colormaps["jet"](heat)[..., :3]).clip(0, 1)
+
+
+def save_gradcam_pair(query: np.ndarray, query_heat: np.ndarray, match: np.ndarray, match_heat: np.ndarray,
+                      out_path: str | Path, query_label: str, match_label: str, title: str = "",
+                      alpha: float = 0.4) -> Path:
+    """The query photo beside its top match, each above its own heat map (red: the regions that made the two
+    photos look alike to the model). Labels name the photos (turtle, file) so a reader can find them."""
+    fig = Figure(figsize=(9, 9.6), dpi=100)
+    axes = fig.subplots(2, 2)
+    columns = ((np.asarray(query, np.uint8), query_heat, query_label), (np.asarray(match, np.uint8), match_heat,
+                                                                        match_label))
+    for col, (photo, heat, label) in enumerate(columns):
+        axes[0, col].imshow(photo)
+        axes[0, col].set_title(label, fontsize=11)
+        axes[1, col].imshow(_blend(photo, heat, alpha))
+        axes[1, col].set_title("red: what made the two look alike", fontsize=10)
+        for row in (0, 1):
+            axes[row, col].set_axis_off()
     if title:
         fig.suptitle(title, fontsize=13)
     fig.tight_layout()

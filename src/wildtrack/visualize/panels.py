@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from PIL import Image, ImageOps
 
 from wildtrack.images import ImageError, open_image
 
-__all__ = ["PanelItem", "choose_examples", "retrieval_panel"]
+__all__ = ["PanelItem", "choose_examples", "panel_title", "retrieval_panel"]
 
 GREEN = (0, 158, 47)
 RED = (214, 39, 40)
@@ -98,7 +99,13 @@ def retrieval_panel(
     fig.add_artist(Line2D([COLUMN_IN / width_in] * 2, [0.04, 0.92], color="#999999", linewidth=1.5))
     if title is None:
         title = f"Query {query.identity}: top {len(results)} gallery matches (green = same turtle)"
-    fig.text(0.5, 1 - 0.06 / HEIGHT_IN, title, ha="center", va="top", fontsize=13)
+    first = results[0]
+    first_wrong = not (first.correct if first.correct is not None else first.identity == query.identity)
+    fig.text(0.5, 1 - 0.06 / HEIGHT_IN, title, ha="center", va="top", fontsize=13,
+             color=_hex(RED) if first_wrong else "black", fontweight="bold" if first_wrong else "normal")
+    if first_wrong:  # the whole panel framed red: a failure is seen at a glance among successes
+        fig.patches.append(Rectangle((0.002, 0.004), 0.996, 0.992, transform=fig.transFigure, fill=False,
+                                     edgecolor=_hex(RED), linewidth=4))
     fig.savefig(out_path, dpi=DPI, format="png", facecolor="white")
     return out_path
 
@@ -126,3 +133,15 @@ def choose_examples(first_correct_rank: np.ndarray, n: int, seed: int = 0) -> li
     chosen_s = np.sort(rng.choice(successes, size=n_succ, replace=False)) if n_succ else successes[:0]
     chosen_f = np.sort(rng.choice(failures, size=n_fail, replace=False)) if n_fail else failures[:0]
     return [int(i) for i in chosen_s] + [int(i) for i in chosen_f]
+
+
+def panel_title(identity: str, date: object, first_correct_rank: int, how: str = "") -> str:
+    """What a reader needs first: whose photo, when, and whether the model named it right."""
+    when = f" on {date}" if date else " (undated)"
+    if first_correct_rank == 0:
+        verdict = "RIGHT: first match is the same turtle"
+    elif first_correct_rank > 0:
+        verdict = f"WRONG: first match is another turtle; its own first at rank {first_correct_rank + 1}"
+    else:
+        verdict = "turtle not in the catalogue"
+    return f"Query {identity}{when}: {verdict}{how}"

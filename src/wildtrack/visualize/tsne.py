@@ -16,12 +16,33 @@ from threadpoolctl import threadpool_limits
 
 __all__ = ["plot_tsne", "tsne_perplexity"]
 
-LEGEND_MAX_IDS = 20
+LEGEND_MAX_IDS = 30
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+CAPTION_GALLERY = ("Each point is a photo; one colour and shape per turtle. What to look for: each turtle's photos in\n"
+                   "one tight group, apart from the others. Groups that mix turtles are the ones the model confuses.\n"
+                   "Distances between groups mean little (t-SNE keeps neighbours, not global distances).")
+CAPTION = ("Each point is a photo; one colour and shape per turtle; outlined points are the queries (new encounters).\n"
+           "What to look for: each query inside its own turtle's group. A query in another turtle's group is a\n"
+           "likely mistake. Distances between groups mean little (t-SNE keeps neighbours, not global distances).")
 
 
 def tsne_perplexity(n: int) -> float:
     """sklearn's default of 30 needs n > 30; scale it down so even six points give a (crude) map."""
     return float(min(30.0, max(1.0, (n - 1) / 3)))
+
+
+def identity_styles(names: Sequence[str]) -> dict[str, tuple[tuple[float, ...], str]]:
+    """A (colour, marker) per identity, no two alike: ten well-separated colours, and a new marker shape for
+    every further ten identities (colour alone cannot tell apart more than about ten)."""
+    cmap = colormaps["tab10"]
+    styles = {}
+    for i, name in enumerate(names):
+        colour = cmap(i % 10)
+        marker = MARKERS[(i // 10) % len(MARKERS)]
+        if i >= 10 * len(MARKERS):  # beyond 80 identities: shades of the colormap, cycling markers
+            colour = colormaps["turbo"]((i * 0.6180339887) % 1.0)
+        styles[name] = (tuple(colour), marker)
+    return styles
 
 
 def plot_tsne(
@@ -30,8 +51,10 @@ def plot_tsne(
     out_path: str | Path,
     max_points: int = 2000,
     seed: int = 0,
+    queries: tuple[np.ndarray, Sequence[str]] | None = None,
 ) -> Path:
-    """Project embeddings to 2-D with t-SNE and plot them, one colour per identity.
+    """Project gallery embeddings (and the evaluation ``queries``, drawn outlined) to 2-D with t-SNE, one colour
+    and marker per identity, with a caption of what to look for.
 
     Embeddings are L2-normalised first so the map reflects the cosine geometry retrieval uses. Above
     ``max_points`` a seeded random subset is drawn (t-SNE is quadratic-ish), and the title says so.
@@ -40,13 +63,21 @@ def plot_tsne(
     ids = np.asarray([str(i) for i in identities])
     if x.ndim != 2 or x.shape[0] != len(ids):
         raise ValueError(f"embeddings {x.shape} and {len(ids)} identities do not line up")
+    is_query = np.zeros(len(ids), bool)
+    if queries is not None:
+        q = np.asarray(queries[0], dtype=np.float32)
+        q_ids = np.asarray([str(i) for i in queries[1]])
+        if q.ndim != 2 or q.shape[0] != len(q_ids) or (len(q) and q.shape[1] != x.shape[1]):
+            raise ValueError(f"query embeddings {q.shape} and {len(q_ids)} identities do not line up")
+        x, ids = np.concatenate([x, q.reshape(-1, x.shape[1])]), np.concatenate([ids, q_ids])
+        is_query = np.concatenate([is_query, np.ones(len(q_ids), bool)])
     if x.shape[0] < 2:
         raise ValueError("t-SNE needs at least two embeddings")
     total = x.shape[0]
     rng = np.random.default_rng(seed)
     if total > max_points:
         keep = np.sort(rng.choice(total, size=max_points, replace=False))
-        x, ids = x[keep], ids[keep]
+        x, ids, is_query = x[keep], ids[keep], is_query[keep]
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     n = x.shape[0]
     tsne = TSNE(n_components=2, perplexity=tsne_perplexity(n), init="pca", learning_rate="auto",
@@ -56,24 +87,33 @@ def plot_tsne(
         xy = tsne.fit_transform(x)
 
     names = sorted(set(ids))
-    cmap = colormaps["tab20" if len(names) <= 20 else "turbo"]
-    fig = Figure(figsize=(8, 7.2) if len(names) <= LEGEND_MAX_IDS else (7.2, 7.2), dpi=100)
-    ax = fig.add_subplot()
-    for i, name in enumerate(names):
-        sel = ids == name
-        # Many identities: golden-ratio hops along the colormap so neighbouring names differ in colour.
-        # tab20 pairs dark/light shades of one hue; take the dark ones first so neighbours differ.
-        colour = cmap((2 * i) % 20 + (i % 20) // 10) if len(names) <= 20 else cmap((i * 0.6180339887) % 1.0)
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=22 if n > 300 else 40, color=colour, label=name,
-                   alpha=0.85, edgecolors="none")
+    styles = identity_styles(names)
+    legend = len(names) <= LEGEND_MAX_IDS
+    fig = Figure(figsize=(9, 8) if legend else (8, 8), dpi=100)
+    ax = fig.add_axes((0.03, 0.16, 0.72 if legend else 0.94, 0.77))
+    size = 22 if n > 300 else 40
+    for name in names:
+        colour, marker = styles[name]
+        gallery, query = (ids == name) & ~is_query, (ids == name) & is_query
+        ax.scatter(xy[gallery, 0], xy[gallery, 1], s=size, color=colour, marker=marker, label=name, alpha=0.85,
+                   edgecolors="none")
+        ax.scatter(xy[query, 0], xy[query, 1], s=size * 2.2, facecolors="white", edgecolors=[colour],
+                   marker=marker, linewidths=2)
     sample = f" (random {n} of {total}, cap {max_points})" if total > n else ""
-    ax.set_title(f"t-SNE of {n} embeddings, {len(names)} identities{sample}", fontsize=12)
+    what = f"{int((~is_query).sum())} catalogue photos" + (f" + {int(is_query.sum())} queries" if is_query.any()
+                                                          else "")
+    ax.set_title(f"t-SNE map of {what}, {len(names)} turtles{sample}", fontsize=12)
     ax.set_xticks([])
     ax.set_yticks([])
-    if len(names) <= LEGEND_MAX_IDS:
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False,
-                  title="identity")
-    fig.tight_layout()
+    if legend:
+        handles, labels = ax.get_legend_handles_labels()
+        if is_query.any():
+            handles.append(ax.scatter([], [], s=size * 2.2, facecolors="white", edgecolors="black", linewidths=2))
+            labels.append("query (outlined)")
+        ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False,
+                  title="turtle")
+    fig.text(0.03, 0.02, CAPTION if is_query.any() else CAPTION_GALLERY, fontsize=10, color="#333333",
+             va="bottom")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100, format="png", facecolor="white")

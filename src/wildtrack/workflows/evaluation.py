@@ -23,7 +23,7 @@ from wildtrack.evaluate import (
     write_metrics_json,
 )
 from wildtrack.images import load_image
-from wildtrack.visualize.panels import PanelItem, choose_examples, retrieval_panel
+from wildtrack.visualize.panels import PanelItem, choose_examples, panel_title, retrieval_panel
 from wildtrack.visualize.report import write_report
 from wildtrack.visualize.tsne import plot_tsne
 from wildtrack.workflows import Advance, Log, announce_total, next_stage
@@ -55,21 +55,25 @@ def _panels(
     result: RetrievalResult, sim: np.ndarray, query: list[Record], gallery: list[Record], cfg: EvalConfig, out: Path,
     cosine: np.ndarray | None = None, reranked: bool = False,
 ) -> list[Path]:
-    """Ranked by ``sim`` (fused scores after re-ranking); labelled with the cosine, which a reader can compare."""
-    order = rank_gallery(sim)
+    """Ranked by ``sim`` (fused scores after re-ranking); labelled with the cosine, which a reader can compare.
+    When the final ranking names every query right, one failure of the global ranking is shown instead of none."""
     cosine = sim if cosine is None else cosine
+    shown = [(qi, sim, result.first_correct_rank[qi], ", re-ranked" if reranked else "")
+             for qi in choose_examples(result.first_correct_rank, cfg.examples, seed=cfg.seed)]
+    if reranked and cfg.examples and not (result.first_correct_rank > 0).any():
+        global_ranks = retrieval_metrics(cosine, [r.identity for r in query], [r.identity for r in gallery],
+                                         ks=(1,)).first_correct_rank
+        failures = choose_examples(np.where(global_ranks > 0, global_ranks, -1), 1, seed=cfg.seed)
+        shown[len(shown) - len(failures):] = [(qi, cosine, global_ranks[qi], ", global ranking before re-ranking")
+                                              for qi in failures]
     pictures = []
-    for n, qi in enumerate(choose_examples(result.first_correct_rank, cfg.examples, seed=cfg.seed)):
+    for n, (qi, scores, rank, how) in enumerate(shown):
         q = query[qi]
         hits = [PanelItem(gallery[j].path, gallery[j].identity, float(cosine[qi, j]),
-                          gallery[j].identity == q.identity) for j in order[qi, : cfg.topk]]
-        rank = int(result.first_correct_rank[qi])
-        verdict = "correct at rank 1" if rank == 0 else (f"first correct at rank {rank + 1}" if rank > 0
-                                                         else "identity not in gallery")
-        how = ", re-ranked by local matching" if reranked else ""
-        title = f"query {q.relpath} ({q.identity}): {verdict}{how}"
+                          gallery[j].identity == q.identity) for j in rank_gallery(scores[qi:qi + 1])[0, : cfg.topk]]
         pictures.append(retrieval_panel(PanelItem(q.path, q.identity, None, None), hits,
-                                        out / f"retrieval_example_{n}.png", title=title))
+                                        out / f"retrieval_example_{n}.png",
+                                        title=panel_title(q.identity, q.date, int(rank), how)))
     return pictures
 
 
@@ -78,7 +82,7 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
               cosine: np.ndarray | None = None) -> list[Path]:
     """Each query's top match by ``sim`` (fused after re-ranking), labelled with the cosine."""
     from wildtrack.model import embedding_model, load_model
-    from wildtrack.visualize.gradcam import find_last_conv_layer, gradcam_heatmap, save_gradcam_overlay
+    from wildtrack.visualize.gradcam import find_last_conv_layer, gradcam_heatmap, save_gradcam_pair
 
     if cfg.gradcam == 0:
         return []
@@ -90,14 +94,18 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
     pictures = []
     best = np.argmax(sim, axis=1)
     cosine = sim if cosine is None else cosine
-    for n, qi in enumerate(range(min(cfg.gradcam, len(query)))):
+    one_per_turtle = list({q.identity: qi for qi, q in reversed(list(enumerate(query)))}.values())[: cfg.gradcam]
+    for n, qi in enumerate(sorted(one_per_turtle)):
         q, match = query[qi], gallery[int(best[qi])]
-        image = load_image(q.path, embedder.image_size)
+        image, match_image = load_image(q.path, embedder.image_size), load_image(match.path, embedder.image_size)
         heat = gradcam_heatmap(model, image, g_emb[int(best[qi])], layer_name=layer)
-        verdict = "same ID" if match.identity == q.identity else "other ID"
-        title = (f"{q.identity}: what makes it similar to its top match {match.identity} ({verdict}, "
-                 f"cos {cosine[qi, best[qi]]:.2f}) — layer {layer}")
-        pictures.append(save_gradcam_overlay(image, heat, out / f"gradcam_{n}.png", title=title))
+        match_heat = gradcam_heatmap(model, match_image, np.asarray(model(image[None].astype(np.float32)))[0],
+                                     layer_name=layer)
+        verdict = "same turtle" if match.identity == q.identity else "ANOTHER turtle"
+        pictures.append(save_gradcam_pair(
+            image, heat, match_image, match_heat, out / f"gradcam_{n}.png",
+            f"query: {q.identity}, {Path(q.path).name}", f"top match: {match.identity}, {Path(match.path).name}",
+            title=f"Why the model matched these two photos ({verdict}, cosine {cosine[qi, best[qi]]:.2f})"))
     return pictures
 
 
@@ -218,12 +226,15 @@ def run_evaluation(
         encounters = _encounter_figures(cosine, cosine, query, g_ids, cfg, "cosine")
     if encounters is not None:
         extra["encounters"] = encounters
-        log(f"encounters (their photos identified together): {encounters['accuracy']:.3f} of "
-            f"{encounters['num_encounters']} named right, against Recall@1 {result.recall_at_k[1]:.3f} per photo")
+        n_enc = encounters["num_encounters"]
+        n_right, n_q = round(result.recall_at_k[1] * result.num_queries), result.num_queries
+        log(f"encounters (their photos identified together): {round(encounters['accuracy'] * n_enc)} of {n_enc} "
+            f"named right, against {n_right} of {n_q} single photos")
 
     t0 = time.perf_counter()
     pictures = _panels(result, sim, query, gallery, cfg, out, cosine=cosine, reranked=reranked)
-    pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed))
+    pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed,
+                              queries=(q_emb, q_ids)))
     pictures += _gradcams(embedder, Path(artifacts), sim, g_emb, query, gallery, cfg, out, log, cosine=cosine)
     timings["pictures"] = time.perf_counter() - t0
 
@@ -233,5 +244,6 @@ def run_evaluation(
         timings_s={k: round(v, 3) for k, v in timings.items()}, open_set=open_set, extra=extra,
     )
     write_metrics_json(report, out / "metrics.json")
-    write_report(out, report.model_dump(by_alias=True, mode="json"), [p.name for p in pictures])
+    write_report(out, report.model_dump(by_alias=True, mode="json"), [p.name for p in pictures],
+                 artifacts=Path(artifacts))
     return EvaluationOutput(report, out, pictures)

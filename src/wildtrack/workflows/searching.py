@@ -47,7 +47,12 @@ def search_encounter(images: Sequence[str | Path], index_dir: str | Path, artifa
     if not images:
         raise ValueError("an encounter needs at least one photo")
     embedder, searcher = open_search(index_dir, artifacts, backend, threshold, rerank)
-    vectors = np.stack([embed_image(embedder, image) for image in images])
+    return encounter_answer(searcher, np.stack([embed_image(embedder, image) for image in images]), images, topk)
+
+
+def encounter_answer(searcher: CatalogueSearch, vectors: np.ndarray, images: Sequence[str | Path],
+                     topk: int) -> dict[str, Any]:
+    """:func:`search_encounter` for photos already embedded (one row of ``vectors`` per image)."""
     answer = searcher.identify_encounter(vectors, list(images), topk)
     paths = {h.image_id: h.path for photo in answer.photos for h in photo.hits}  # every hit, not only the top-k
     return {

@@ -1,0 +1,122 @@
+"""``wildtrack search``: photos against the catalogue, one by one or as one encounter.
+
+A photo that cannot be read is reported and skipped, the others are still answered, and the exit code says that
+something was skipped (1), so a batch of fifty field photos is not lost to one truncated file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from wildtrack.cli.choices import INDEX_HELP, Backend
+from wildtrack.cli.common import _is_user_error, console, err_console, fail, user_errors
+from wildtrack.config import MAX_SEARCH_K
+
+PARTIAL_EXIT = 1  # some photos answered, some unreadable
+
+
+def search(
+    images: list[Path] = typer.Argument(..., help="Photo(s) to identify."),
+    index: Path = typer.Option(..., "--index", help=INDEX_HELP),
+    artifacts: Path = typer.Option(..., "--artifacts", help="The model the index was built with."),
+    topk: int = typer.Option(5, "--topk", "-k", min=1, max=MAX_SEARCH_K,
+                             help="Gallery images (and turtles) to list per photo."),
+    encounter: bool = typer.Option(
+        False, "--encounter", metavar="",
+        help="The photos show one turtle during one sighting: identify them together (the most confident "
+             "photo's verdict, against the encounter threshold) instead of one by one."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Machine-readable output."),
+    backend: Backend = typer.Option("auto", help="auto: the ONNX export when there is one, else Keras."),
+    rerank: bool = typer.Option(True, "--rerank/--no-rerank", metavar="",
+                                help="Use local re-ranking when the index was built with --rerank local."),
+) -> None:
+    """Rank the catalogue's identities and images for each photo, or for several photos of one encounter.
+
+    Unreadable photos are reported and skipped; the exit code is then 1.
+    """
+    import numpy as np
+
+    from wildtrack.embed import embed_image
+    from wildtrack.workflows.searching import encounter_answer, open_search, photo_answer
+
+    with user_errors():
+        embedder, searcher = open_search(index, artifacts, backend, rerank=rerank)
+    vectors, readable, failed = [], [], []
+    for image in images:
+        try:
+            vectors.append(embed_image(embedder, image))
+        except Exception as exc:
+            if not _is_user_error(exc):
+                raise
+            failed.append({"image": str(image), "error": str(exc)})
+            err_console.print(f"[bold red]skipped[/] {escape(str(image))}: {escape(str(exc))}")
+        else:
+            readable.append(image)
+    if not readable:
+        raise fail(f"none of the {len(images)} photo(s) could be read")
+    with user_errors():
+        if encounter:
+            payload: Any = encounter_answer(searcher, np.stack(vectors), readable, topk)
+        else:
+            payload = [photo_answer(image, searcher.identify(v, image, topk), topk)
+                       for image, v in zip(readable, vectors, strict=True)]
+    if as_json:
+        if not encounter:
+            payload = payload + failed if failed else payload
+            payload = payload[0] if len(images) == 1 else payload
+        else:
+            payload["skipped"] = failed
+        typer.echo(json.dumps(payload, indent=2))
+    elif encounter:
+        _print_encounter(payload)
+    else:
+        for photo in payload:
+            _print_photo(photo)
+    if failed:
+        err_console.print(f"[yellow]{len(failed)} of {len(images)} photos could not be read[/] "
+                          "(named above); the others are answered")
+        raise typer.Exit(PARTIAL_EXIT)
+
+
+def _print_encounter(answer: dict) -> None:
+    console.print(f"encounter of {len(answer['images'])} photos: {_verdict(answer['decision'])}")
+    for photo in answer["photos"]:
+        console.print(f"  {photo['image']}: {_verdict(photo['decision'])}")
+    kind = "P(same)" if answer["reranked"] else "cosine"
+    table = Table("identity", f"best {kind}", "closest in photos", "best catalogue image")
+    for c in answer["identities"]:
+        table.add_row(c["identity"], f"{c['score']:.3f}", str(c["support"]), c["best_image_path"] or "-")
+    console.print(table)
+
+
+def _verdict(d: dict) -> str:
+    who = "[bold yellow]new individual[/]" if d["is_unknown"] else f"[bold green]{d['identity']}[/]"
+    kind = "match probability" if d["score_kind"] == "match_probability" else "cosine"
+    if d["score"] is None:
+        return f"{who} (empty catalogue)"
+    return f"{who} ({kind} {d['score']:.3f}" + (f", threshold {d['threshold']:.3f})" if d["threshold"] is not None
+                                                  else ")")
+
+
+def _print_photo(answer: dict) -> None:
+    console.print(f"{answer['image']}: {_verdict(answer['decision'])}")
+    local = answer["reranked"]
+    table = Table("rank", "identity", "cosine", *(("inliers", "P(same)") if local else ()), "image", "date")
+    for h in answer["hits"]:
+        evidence = (_or_dash(h["inliers"]), _or_dash(h["match_probability"], "{:.2f}")) if local else ()
+        table.add_row(str(h["rank"]), h["identity"], f"{h['score']:.3f}", *evidence, h["path"], h["date"] or "-")
+    console.print(table)
+
+
+def _or_dash(value: float | None, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(search)
