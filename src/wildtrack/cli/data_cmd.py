@@ -18,7 +18,8 @@ app = typer.Typer(help="Inspect datasets and generate synthetic ones.", no_args_
 @app.command()
 def inspect(
     root: Path = typer.Argument(..., help="Dataset folder: ROOT/<identity>/<image> or the SeaTurtleID2022 layout."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip decoding each image (faster, finds less)."),
+    no_verify: bool = typer.Option(False, "--no-verify", metavar="",
+                                   help="Skip decoding each image (faster, finds less)."),
 ) -> None:
     """Count identities, images per identity and encounter dates; list unreadable files."""
     from wildtrack.data import SkippedFilesWarning, load_dataset

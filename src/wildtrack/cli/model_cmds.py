@@ -185,7 +185,8 @@ def index_build(
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
-    force: bool = typer.Option(False, "--force", help="Rebuild even when photos enrolled into the existing index "
+    force: bool = typer.Option(False, "--force", metavar="",
+                               help="Rebuild even when photos enrolled into the existing index "
                                "cannot be kept (their files are gone, or the index is unreadable): they are dropped."),
 ) -> None:
     """Embed every catalogue photo and write the index (atomically)."""
@@ -229,7 +230,7 @@ def serve(
     api_token: str = typer.Option(None, "--api-token", envvar="WILDTRACK_API_TOKEN", show_default=False,
                                   help="Secret that /enroll requires (Authorization: Bearer or X-API-Token); "
                                   "required with a --host beyond loopback. The page asks for it once."),
-    insecure_no_token: bool = typer.Option(False, "--insecure-no-token",
+    insecure_no_token: bool = typer.Option(False, "--insecure-no-token", metavar="",
                                            help="Listen beyond loopback without a token: anyone on the network "
                                            "can enrol. Only on a network you trust."),
     allowed_host: list[str] = typer.Option(None, "--allowed-host",
