@@ -114,12 +114,11 @@ def test_index_add_grows_the_store_by_new_shards(synth_data, tiny_artifacts, tmp
 
 # ------------------------------------------------------------------------------------------------- Ray
 
-ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'wildtrack[scale]')")
-
-
 @pytest.fixture(scope="module")
 def ray_address():
-    """A Ray runtime of 2 CPUs on this machine for the module, stopped at its end."""
+    """A Ray runtime of 2 CPUs on this machine for the module, stopped at its end (the tests that use it skip
+    where Ray is not installed; the others still run)."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'wildtrack[scale]')")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
