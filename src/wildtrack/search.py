@@ -22,6 +22,7 @@ from wildtrack.decide.identity import Decision, aggregate_identities, decide, de
 from wildtrack.decide.threshold import choose_thresholds
 from wildtrack.embed import Embedder, load_embedder
 from wildtrack.features import Source
+from wildtrack.features.store import open_store
 from wildtrack.index import GalleryIndex, Hit
 from wildtrack.matching.gallery_fusion import GalleryFusion, committed_fusion
 from wildtrack.matching.rerank import rerank_hits
@@ -81,7 +82,9 @@ class CatalogueSearch:
         self.data_root = Path(root).resolve() if root is not None else self.index_dir
         self.fusion = (fusion or committed_fusion(index, self.index_dir)) if rerank else None
         # One re-ranker for the searcher's life: its in-memory feature cache keeps the catalogue's hot features.
-        self.reranker = self.fusion.reranker() if self.fusion is not None else None
+        # The catalogue's features come from the index's feature store when it has one (verified on first read).
+        self.reranker = (self.fusion.reranker(store=open_store(self.index_dir, index.shards), data_root=self.data_root)
+                         if self.fusion is not None else None)
         fitted = self.fusion
         chosen = choose_thresholds(threshold, fitted is not None,
                                    fitted.decision_threshold if fitted is not None else None,

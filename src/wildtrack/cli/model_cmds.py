@@ -32,8 +32,18 @@ SPLIT_HELP = ("auto: official if the dataset has one, else time-aware, else per-
               "(optimistic); official: the dataset's split_closed column.")
 FOCUS_HELP = ("turtle: local keypoints from the turtle found in each photo (better on real photos); "
               "frame: from the whole photo.")
+ENGINE_HELP = ("local | ray: run the embedding and local-feature jobs on this machine, or on a Ray cluster (Ray "
+               "Data actor pools; needs pip install 'wildtrack[scale]', see docs/scale.md).")
+RAY_ADDRESS_HELP = ("With --engine ray: auto (the cluster `ray start` runs here), ray://host:10001, or local "
+                    "(start Ray on this machine for the job).")
 DIMS_HELP = ("RootSIFT dimensions kept for matching (principal components fitted on the catalogue; 0 keeps all "
              "128).")
+
+
+def _engine(name: str, ray_address: str):
+    from wildtrack.jobs import make_engine
+
+    return make_engine(name, ray_address)
 
 
 def train(
@@ -87,6 +97,8 @@ def evaluate(
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
     from wildtrack.data import load_dataset
@@ -99,7 +111,8 @@ def evaluate(
         cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k,
                          local_focus=local_focus, local_dims=local_dims)
         with progress_bar("embedding", None) as advance:
-            result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend)
+            result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend,
+                                    engine=_engine(engine, ray_address))
     print_metrics(result.report.model_dump(by_alias=True, mode="json"))
     console.print(f"metrics: {out / 'metrics.json'}\nreport:  {out / 'report.html'}")
 
@@ -188,6 +201,8 @@ def index_build(
     force: bool = typer.Option(False, "--force", metavar="",
                                help="Rebuild even when photos enrolled into the existing index "
                                "cannot be kept (their files are gone, or the index is unreadable): they are dropped."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Embed every catalogue photo and write the index (atomically)."""
     from wildtrack.workflows.indexing import build_index
@@ -197,7 +212,7 @@ def index_build(
                           local_dims=local_dims)
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
-                             local_dims=cfg.local_dims, force=force)
+                             local_dims=cfg.local_dims, force=force, engine=_engine(engine, ray_address))
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
 
@@ -208,12 +223,15 @@ def index_add(
     artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
     data: Path = typer.Option(None, "--data", help="Folder inside the catalogue's data root (default: all of it)."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Add photos (or whole new identities) that are in the catalogue folder but not yet in the index."""
     from wildtrack.workflows.indexing import add_folder
 
     with user_errors(), progress_bar("embedding", None) as advance:
-        report = add_folder(index, artifacts, data, advance=advance, backend=backend)
+        report = add_folder(index, artifacts, data, advance=advance, backend=backend,
+                            engine=_engine(engine, ray_address))
     console.print(f"added {report.added} images; the index now holds {report.total}")
 
 

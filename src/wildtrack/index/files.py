@@ -65,7 +65,8 @@ def meta_bytes(rows: list[MetaRow]) -> bytes:
 
 
 def manifest_bytes(
-    info: Mapping[str, Any], dim: int, rows: list[MetaRow], files: Mapping[str, Any], extras: Mapping[str, Any]
+    info: Mapping[str, Any], dim: int, rows: list[MetaRow], files: Mapping[str, Any], extras: Mapping[str, Any],
+    shards: Mapping[str, Any] | None = None,
 ) -> bytes:
     doc = {
         "format_version": FORMAT_VERSION,
@@ -82,6 +83,7 @@ def manifest_bytes(
         "updated": info["updated"],
         "files": dict(files),
         "extras": dict(extras),
+        "shards": dict(shards or {}),
         "writer": {"wildtrack": __version__, "faiss": faiss.__version__},
     }
     return (json.dumps(doc, indent=2) + "\n").encode("utf-8")

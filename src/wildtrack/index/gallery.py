@@ -37,6 +37,7 @@ from wildtrack.index.store import (
     State,
     check_expected,
     check_extra_name,
+    check_shard_name,
     commit,
     peek_manifest,
     resolve,
@@ -101,6 +102,7 @@ class GalleryIndex:
         overwrite: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         extras: Mapping[str, bytes] | None = None,
+        shards: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Path:
         """Commit this catalogue to ``index_dir`` as a new generation.
 
@@ -109,9 +111,12 @@ class GalleryIndex:
         ``extras`` (file name -> bytes, e.g. ``{"fusion.json": ...}``) becomes the generation's complete set of
         extra files, committed and verified with it (:meth:`read_extra`); None keeps the ones this object has.
         Extras are held in memory: they are for small files that belong to the catalogue.
+        ``shards`` (``"<folder>/<file>"`` -> ``{"sha256", "bytes"}``) lists large files the caller already wrote
+        into ``index_dir`` (e.g. the feature store): they become the generation's complete set of shards, listed
+        in its manifest and verified by their reader (:attr:`shards`); None keeps the ones this object has.
         """
         d = Path(index_dir)
-        state = self._s
+        state = self._with_shards(self._s, shards)
         if extras is not None:
             for name in extras:
                 check_extra_name(name)
@@ -160,7 +165,10 @@ class GalleryIndex:
             log.warning("index %s: %s", d, note)
         info = {k: m[k] for k in ("catalogue_id", "generation", "model_fingerprint", "index", "data_root")}
         info.update(decision_threshold=m.get("decision_threshold"), created=m["created"], updated=m["updated"])
-        return cls(State(emb, rows, index, info, extras=extras), notes)
+        shards = m.get("shards") or {}
+        for name in shards:
+            check_shard_name(name)
+        return cls(State(emb, rows, index, info, extras=extras, shards=dict(shards)), notes)
 
     def read_extra(self, name: str) -> bytes | None:
         """The content of an extra file committed with this generation (see :meth:`save`), None if it has none."""
@@ -174,12 +182,13 @@ class GalleryIndex:
         *,
         skip_existing: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        shards: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[str]:
         """Append images (of known or new individuals) to the faiss index in place and commit; returns new ids.
 
         Under the lock it first catches up with any newer generation on disk, so concurrent adders never lose
         each other's images. Already-catalogued image ids raise ValueError unless ``skip_existing``.
-        This object changes only once the commit succeeded.
+        This object changes only once the commit succeeded. ``shards`` is as for :meth:`save` (None: keep them).
         """
         new_rows = [MetaRow.coerce(r) for r in rows]
         emb = _as_unit(embeddings, self.dim)
@@ -195,10 +204,25 @@ class GalleryIndex:
             if len(keep) < len(new_rows) and not skip_existing:
                 dup = [r.path for r in new_rows if r.image_id in self._s.pos][:5]
                 raise ValueError(f"{len(new_rows) - len(keep)} image(s) already in the catalogue, e.g. {dup}")
-            if not keep and disk is not None:
+            if not keep and disk is not None and shards is None:
                 return []
-            self._s = commit(d, _appended(self._s, emb[keep], [new_rows[i] for i in keep]), disk)
+            grown = _appended(self._s, emb[keep], [new_rows[i] for i in keep])
+            self._s = commit(d, self._with_shards(grown, shards), disk)
         return [new_rows[i].image_id for i in keep]
+
+    @staticmethod
+    def _with_shards(state: State, shards: Mapping[str, Mapping[str, Any]] | None) -> State:
+        if shards is None:
+            return state
+        for name in shards:
+            check_shard_name(name)
+        return replace(state, shards={name: {"sha256": str(e["sha256"]), "bytes": int(e["bytes"])}
+                                      for name, e in shards.items()})
+
+    @property
+    def shards(self) -> dict[str, dict[str, Any]]:
+        """This generation's shard files (name under the index directory -> sha256 and bytes)."""
+        return {name: dict(e) for name, e in self._s.shards.items()}
 
     def _same_generation(self, disk: Mapping[str, Any]) -> bool:
         info = self._s.info
@@ -347,7 +371,8 @@ def _appended(s: State, emb: np.ndarray, rows: list[MetaRow]) -> State:
         index.add(emb)
     pos = dict(s.pos)
     pos.update({r.image_id: len(s.rows) + i for i, r in enumerate(rows)})
-    return State(np.concatenate([s.emb, emb]), s.rows + rows, index, dict(s.info), pos, dict(s.extras))
+    return State(np.concatenate([s.emb, emb]), s.rows + rows, index, dict(s.info), pos, dict(s.extras),
+                 dict(s.shards))
 
 
 def _legacy_extras(d: Path) -> dict[str, bytes]:

@@ -11,6 +11,9 @@ Files in an index directory::
                      Written last: it is the commit point.
     <extras>         small files that belong to the generation (e.g. ``fusion.json``, the re-ranking fitted for
                      this catalogue and model), listed with sha256 + size under the manifest's ``extras``
+    features/...     shard files (e.g. the local-feature store, :mod:`wildtrack.features.store`): immutable files
+                     written beside the index before the commit, listed with sha256 + size under the manifest's
+                     ``shards``; too large to hash at every load, so their reader checks each on first open
     *.prev           the previous committed generation of each file (hard links, so no extra disk until replaced)
     .lock            the writer lock (filelock); readers never take it
 
@@ -25,6 +28,11 @@ A writer holds ``.lock`` and commits generation g+1 in four steps:
 3. ``os.replace`` each data file and extra into place; fsync the directory;
 4. ``os.replace`` the manifest into place and fsync the directory: generation g+1 is now committed. Extras of
    generation g that g+1 does not have are then removed (their ``.prev`` copies stay).
+
+Shards are never replaced in place: a generation that changes them names new files, so the commit only checks
+that every listed shard is there with its recorded size, and after committing g+1 removes the shards that only
+generation g-1 (the old ``.prev``) listed. Shard files that no manifest lists (a killed job's) stay until the job
+that wrote them runs again and commits them.
 
 Extras are verified like data files, so a search never pairs one generation's index with another's fitted
 re-ranking. A manifest without an ``extras`` key was written before extras were committed: its reader takes the
@@ -108,6 +116,7 @@ class State:
     info: dict[str, Any]  # catalogue_id, generation, model_fingerprint, index, data_root, created, updated
     pos: dict[str, int] = field(default_factory=dict)
     extras: dict[str, bytes] = field(default_factory=dict)  # name -> content, committed with the generation
+    shards: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> sha256 + bytes of a file in place
 
     def __post_init__(self) -> None:
         if not self.pos:
@@ -143,7 +152,9 @@ def writer_lock(index_dir: str | os.PathLike[str], timeout: float = DEFAULT_LOCK
 def commit(d: Path, s: State, disk: Mapping[str, Any] | None) -> State:
     """Write ``s`` as the next generation (steps 1-4 of the module docstring); caller holds the lock."""
     _remove_stale_tmp(d)
+    _check_shards(d, s.shards)
     old = _committed_paths(d)
+    superseded = _shards_listed(d / (MANIFEST + PREV)) if old is not None and old[0] == d / MANIFEST else set()
     gen = max(int((disk or {}).get("generation") or 0), int(s.info["generation"] or 0)) + 1
     info = {**s.info, "generation": gen, "updated": ff.now()}
     tmp: dict[str, Path] = {}
@@ -158,7 +169,7 @@ def commit(d: Path, s: State, disk: Mapping[str, Any] | None) -> State:
         extras = {}
         for name, data in s.extras.items():
             tmp[name], extras[name] = _write_tmp(d, name, lambda f, data=data: f.write(data))
-        manifest = ff.manifest_bytes(info, int(s.emb.shape[1]), s.rows, files, extras)
+        manifest = ff.manifest_bytes(info, int(s.emb.shape[1]), s.rows, files, extras, s.shards)
         tmp[MANIFEST], _ = _write_tmp(d, MANIFEST, lambda f: f.write(manifest))
         _pause("tmp-written")
         if old is not None:
@@ -174,6 +185,8 @@ def commit(d: Path, s: State, disk: Mapping[str, Any] | None) -> State:
         ff.fsync_dir(d)
         _pause("committed")
         _remove_dropped_extras(d, old, s.extras)
+        for name in superseded - _shards_listed(d / (MANIFEST + PREV)) - set(s.shards):
+            (d / name).unlink(missing_ok=True)  # listed by generation g-1 only: no manifest reaches it now
     finally:
         for p in tmp.values():
             p.unlink(missing_ok=True)
@@ -211,6 +224,37 @@ def _remove_dropped_extras(d: Path, old: tuple[Path, dict[str, Path]] | None, ke
     for name in names - set(keep):
         (d / name).unlink(missing_ok=True)
     ff.fsync_dir(d)
+
+
+def check_shard_name(name: str) -> None:
+    """A shard lives in a folder of the index directory: ``<folder>/<file>``, plain names, nothing hidden."""
+    parts = name.split("/")
+    if (len(parts) != 2 or any(not p or p.startswith(".") for p in parts) or "\\" in name
+            or name.endswith(PREV) or ff.TMP_MARK in name):
+        raise ValueError(f"{name!r} cannot be an index shard: use '<folder>/<file name>', plain names")
+
+
+def _check_shards(d: Path, shards: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every shard the generation lists is in place with its recorded size (its writer fsynced it)."""
+    for name, expect in shards.items():
+        check_shard_name(name)
+        try:
+            size = (d / name).stat().st_size
+        except FileNotFoundError:
+            raise IndexCorruptError(f"cannot commit {d}: shard {name} is missing") from None
+        if size != expect.get("bytes"):
+            raise IndexCorruptError(f"cannot commit {d}: shard {name} has {size} bytes, expected {expect.get('bytes')}")
+
+
+def _shards_listed(manifest: Path) -> set[str]:
+    try:
+        m = json.loads(manifest.read_bytes())
+    except (OSError, ValueError):
+        return set()
+    shards = m.get("shards") if isinstance(m, dict) else None
+    if not isinstance(shards, dict):
+        return set()
+    return {n for n in shards if isinstance(n, str) and len(n.split("/")) == 2 and ".." not in n}
 
 
 def check_extra_name(name: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from wildtrack.atomic import atomic_write_bytes
 from wildtrack.features import EXTRACTORS, DescriptorProjection, FeatureCache, SiftExtractor
+from wildtrack.features.store import FeatureStore, StoreFeatureCache
 from wildtrack.index import GalleryIndex
 from wildtrack.matching.calibration import FORMAT as SCORE_FUSION_FORMAT
 from wildtrack.matching.calibration import ScoreFusion
@@ -44,10 +45,16 @@ class GalleryFusion:
     # the same decision for several photos of one encounter (the best of them passes more often by chance)
     encounter_threshold: float | None = None
 
-    def reranker(self, cache_dir: str | Path | None = None) -> LocalReranker:
-        """A re-ranker that matches exactly as the fit did."""
-        return LocalReranker(k=self.k, cache=FeatureCache(self.extractor, cache_dir=cache_dir,
-                                                          projection=self.projection))
+    def reranker(self, cache_dir: str | Path | None = None, store: FeatureStore | None = None,
+                 data_root: str | Path | None = None) -> LocalReranker:
+        """A re-ranker that matches exactly as the fit did; with a ``store``, the catalogue's photos (under
+        ``data_root``) are read from it rather than extracted."""
+        if store is not None and data_root is not None:
+            cache: FeatureCache = StoreFeatureCache(store, data_root, self.extractor, cache_dir,
+                                                    projection=self.projection)
+        else:
+            cache = FeatureCache(self.extractor, cache_dir=cache_dir, projection=self.projection)
+        return LocalReranker(k=self.k, cache=cache)
 
     def to_dict(self) -> dict[str, Any]:
         fusion = self.fusion.to_dict()

@@ -11,7 +11,7 @@ import numpy as np
 
 from wildtrack.config import EvalConfig
 from wildtrack.data import Dataset, Record, load_dataset, make_split
-from wildtrack.embed import Embedder, embed_files_cached, load_embedder
+from wildtrack.embed import Embedder, load_embedder
 from wildtrack.evaluate import (
     MetricsReport,
     RetrievalResult,
@@ -23,12 +23,15 @@ from wildtrack.evaluate import (
     write_metrics_json,
 )
 from wildtrack.images import load_image
+from wildtrack.jobs import Engine, LocalEngine, catalogue_feature_cache, embed_photos, extract_features, photo_ids
+from wildtrack.jobs.catalogue import STAGING_DIR, clear_staging
 from wildtrack.visualize.panels import PanelItem, choose_examples, panel_title, retrieval_panel
 from wildtrack.visualize.report import write_report
 from wildtrack.visualize.tsne import plot_tsne
 from wildtrack.workflows import Advance, Log, announce_total, next_stage
 
 if TYPE_CHECKING:
+    from wildtrack.features import FeatureCache
     from wildtrack.matching.gallery_fusion import GalleryFusion
 
 
@@ -41,9 +44,11 @@ class EvaluationOutput:
 
 
 def _embed_records(
-    embedder: Embedder, records: list[Record], advance: Advance | None, log: Log
+    embedder: Embedder, records: list[Record], advance: Advance | None, log: Log,
+    job: tuple[Engine, str | Path, str, Path],
 ) -> tuple[list[Record], np.ndarray]:
-    result = embed_files_cached(embedder, [r.path for r in records], progress=advance)
+    engine, artifacts, backend, stage = job
+    result = embed_photos(engine, embedder, artifacts, backend, [r.path for r in records], stage, advance)
     for i, why in result.failed:
         log(f"skipped {records[i].path}: {why}")
     if result.cached:
@@ -111,7 +116,7 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
 
 def _local_rerank(
     sim: np.ndarray, query: list[Record], gallery: list[Record], g_emb: np.ndarray, cfg: EvalConfig, log: Log,
-    advance: Advance | None = None,
+    advance: Advance | None = None, cache: FeatureCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict, GalleryFusion]:
     """Re-order each query's global top-K by RootSIFT + RANSAC inliers fused with the cosine; returns the fused
     ranking scores, the match probabilities (what the new-individual decision reads), the fit's summary and
@@ -123,9 +128,9 @@ def _local_rerank(
     from wildtrack.matching.collect import local_scores_for_shortlist
     from wildtrack.matching.fit import fit_gallery_fusion
     from wildtrack.matching.fusion import fused_similarity, match_probabilities
-    from wildtrack.matching.reranker import local_reranker
+    from wildtrack.matching.reranker import LocalReranker, local_reranker
 
-    reranker = local_reranker(cfg.rerank_k, cfg.local_focus)
+    reranker = local_reranker(cfg.rerank_k, cfg.local_focus) if cache is None else LocalReranker(cfg.rerank_k, cache)
     t0 = time.perf_counter()
     fitted = fit_gallery_fusion(gallery, g_emb, cfg.rerank_k, reranker, seed=cfg.seed,
                                 projection_dims=cfg.local_dims,
@@ -167,8 +172,13 @@ def run_evaluation(
     log: Log = print,
     advance: Advance | None = None,
     backend: str = "auto",
+    engine: Engine | None = None,
 ) -> EvaluationOutput:
-    """Evaluate a trained model on a query/gallery split and write every output into ``out``."""
+    """Evaluate a trained model on a query/gallery split and write every output into ``out``.
+
+    ``engine`` embeds the photos (and, with re-ranking, extracts their local features) on this machine or a
+    cluster (:mod:`wildtrack.jobs`); a cluster's shards are staged under ``out`` and removed at the end.
+    """
     cfg = cfg or EvalConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,8 +192,10 @@ def run_evaluation(
     announce_total(advance, len(split.query) + len(split.gallery))
 
     t0 = time.perf_counter()
-    query, q_emb = _embed_records(embedder, split.query, advance, log)
-    gallery, g_emb = _embed_records(embedder, split.gallery, advance, log)
+    engine = engine or LocalEngine()
+    job = (engine, artifacts, backend, out / STAGING_DIR)
+    query, q_emb = _embed_records(embedder, split.query, advance, log, job)
+    gallery, g_emb = _embed_records(embedder, split.gallery, advance, log, job)
     timings["embed"] = time.perf_counter() - t0
     timings["embed_images_per_s"] = (len(query) + len(gallery)) / max(timings["embed"], 1e-9)
 
@@ -200,7 +212,8 @@ def run_evaluation(
 
         t0 = time.perf_counter()
         try:
-            fused, probabilities, info, fitted = _local_rerank(sim, query, gallery, g_emb, cfg, log, advance)
+            cache = _cluster_features(engine, query + gallery, dataset.root, cfg, out / STAGING_DIR, advance)
+            fused, probabilities, info, fitted = _local_rerank(sim, query, gallery, g_emb, cfg, log, advance, cache)
         except RerankFitError as exc:
             log(f"local re-ranking skipped, global figures only: {exc}")
             extra["rerank_skipped"] = str(exc)
@@ -246,4 +259,20 @@ def run_evaluation(
     write_metrics_json(report, out / "metrics.json")
     write_report(out, report.model_dump(by_alias=True, mode="json"), [p.name for p in pictures],
                  artifacts=Path(artifacts))
+    clear_staging(out)
     return EvaluationOutput(report, out, pictures)
+
+
+def _cluster_features(engine: Engine, records: list[Record], root: Path, cfg: EvalConfig, stage: Path,
+                      advance: Advance | None) -> FeatureCache | None:
+    """On a cluster engine, every photo's local features extracted there into a staged store (None: locally,
+    the matching reads them through the user's feature cache as it goes)."""
+    if engine.name == "local":
+        return None
+    from wildtrack.features import SiftExtractor
+
+    extractor = SiftExtractor(focus=cfg.local_focus)
+    paths = [r.path for r in records]
+    files = extract_features(engine, extractor, list(zip(photo_ids(paths, root), paths, strict=True)), stage,
+                             next_stage(advance, "extracting local features"))
+    return catalogue_feature_cache(extractor, stage, files, root)

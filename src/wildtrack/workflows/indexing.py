@@ -10,9 +10,11 @@ from pathlib import Path
 
 from wildtrack.config import DEFAULT_FOCUS, DEFAULT_LOCAL_DIMS
 from wildtrack.data import Record, load_dataset
-from wildtrack.embed import Embedder, embed_files_cached, load_embedder
-from wildtrack.features import Focus
+from wildtrack.embed import Embedder, load_embedder
+from wildtrack.features import Focus, SiftExtractor
 from wildtrack.index import GalleryIndex, GalleryIndexError, IndexNotFoundError, MetaRow, image_id_for
+from wildtrack.jobs import Engine, LocalEngine, catalogue_feature_cache, embed_photos, extract_features
+from wildtrack.jobs.catalogue import STAGING_DIR, clear_staging
 from wildtrack.workflows import Advance, announce_total, next_stage
 
 log = logging.getLogger(__name__)
@@ -29,9 +31,11 @@ class IndexReport:
     kept_enrolled: int = 0  # photos enrolled into the previous index, re-embedded and kept
 
 
-def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, advance: Advance | None):
+def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, advance: Advance | None,
+                      engine: Engine, artifacts: str | Path, backend: str, index_dir: Path):
     announce_total(advance, len(records))
-    result = embed_files_cached(embedder, [r.path for r in records], progress=advance)
+    result = embed_photos(engine, embedder, artifacts, backend, [r.path for r in records], index_dir / STAGING_DIR,
+                          advance)
     rows = []
     for i in result.ok:
         rel = Path(os.path.relpath(records[i].path.resolve(), root)).as_posix()  # enrolled photos may lie outside
@@ -45,7 +49,7 @@ def build_index(
     data: str | Path, artifacts: str | Path, index_dir: str | Path, kind: str = "flat",
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
     backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = DEFAULT_FOCUS,
-    local_dims: int = DEFAULT_LOCAL_DIMS, force: bool = False,
+    local_dims: int = DEFAULT_LOCAL_DIMS, force: bool = False, engine: Engine | None = None,
 ) -> IndexReport:
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
@@ -63,21 +67,33 @@ def build_index(
     Photos enrolled into an existing index at ``index_dir`` (by the service, under ``enrolled/``) are kept:
     re-embedded from their files with this model and committed with the catalogue. When some of their files are
     gone the build refuses (ValueError naming how many) unless ``force``, which drops them.
+
+    ``engine`` runs the embedding and local-feature jobs (:mod:`wildtrack.jobs`; default: here, with threads);
+    with re-ranking, the catalogue's local features are committed with the index as its feature store, which
+    searches read instead of extracting the catalogue's photos again.
     """
     from wildtrack.matching.fit import RerankFitError, fit_gallery_fusion
     from wildtrack.matching.gallery_fusion import FUSION_FILE
-    from wildtrack.matching.reranker import local_reranker
+    from wildtrack.matching.reranker import LocalReranker
 
     embedder = load_embedder(artifacts, backend=backend)  # first: a wrong model folder fails before any photo is read
     enrolled = _enrolled_photos(Path(index_dir), force)
     dataset = load_dataset(data)
     known = {r.path.resolve() for r in dataset.records}
     enrolled = [r for r in enrolled if r.path not in known]
-    rows, vectors, skipped, records = _rows_and_vectors(embedder, dataset.records + enrolled, dataset.root, advance)
-    fitted, note = None, "global search only"
+    engine = engine or LocalEngine()
+    index_dir = Path(index_dir)
+    rows, vectors, skipped, records = _rows_and_vectors(embedder, dataset.records + enrolled, dataset.root, advance,
+                                                        engine, artifacts, backend, index_dir)
+    fitted, note, store = None, "global search only", {}
     if rerank_k:
+        extractor = SiftExtractor(focus=local_focus)
+        store = extract_features(engine, extractor, [(row.image_id, r.path) for row, r in zip(rows, records,
+                                                                                              strict=True)],
+                                 index_dir, next_stage(advance, "extracting local features"))
+        cache = catalogue_feature_cache(extractor, index_dir, store, dataset.root)
         try:
-            fitted = fit_gallery_fusion(records, vectors, rerank_k, local_reranker(rerank_k, local_focus),
+            fitted = fit_gallery_fusion(records, vectors, rerank_k, LocalReranker(rerank_k, cache),
                                         projection_dims=local_dims,
                                         progress=next_stage(advance, "fitting local re-ranking"))
         except RerankFitError as exc:
@@ -89,7 +105,8 @@ def build_index(
         fitted.decision_threshold = fitted.encounter_threshold = threshold
     # the fusion is committed with the generation it was fitted for (an old one never pairs with the new index)
     extras = {} if fitted is None else {FUSION_FILE: fitted.to_bytes(embedder.fingerprint)}
-    index.save(index_dir, overwrite=overwrite, extras=extras)
+    index.save(index_dir, overwrite=overwrite, extras=extras, shards=store)
+    clear_staging(index_dir)
     if fitted is not None:
         decision = ("always names the closest turtle" if fitted.decision_threshold is None else
                     f"new individual below match probability {fitted.decision_threshold:.3f}"
@@ -147,12 +164,13 @@ def _enrolled_photos(index_dir: Path, force: bool) -> list[Record]:
 
 def add_folder(
     index_dir: str | Path, artifacts: str | Path, data: str | Path | None = None, advance: Advance | None = None,
-    backend: str = "auto",
+    backend: str = "auto", engine: Engine | None = None,
 ) -> IndexReport:
     """Add the images of ``data`` (default: the index's own data root) that the index does not hold yet.
 
     New photos dropped into the catalogue folder, or a whole new identity folder, are picked up without
-    re-embedding what is already indexed.
+    re-embedding what is already indexed; on an index with a feature store, their local features are extracted
+    and the store grows by their shards. ``engine`` runs both jobs, as for :func:`build_index`.
     """
     embedder = load_embedder(artifacts, backend=backend)
     index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint)
@@ -167,6 +185,22 @@ def add_folder(
         raise ValueError(f"{data} is not inside the catalogue's data root {root}: copy the photos there first") from exc
     if not fresh:
         return IndexReport(Path(index_dir), 0, [], len(index))
-    rows, vectors, skipped, _ = _rows_and_vectors(embedder, fresh, root, advance)
-    index.add(index_dir, vectors, rows, skip_existing=True)
+    engine = engine or LocalEngine()
+    index_dir = Path(index_dir)
+    rows, vectors, skipped, records = _rows_and_vectors(embedder, fresh, root, advance, engine, artifacts, backend,
+                                                        index_dir)
+    store = None
+    fusion = _committed_fusion(index, index_dir)
+    if index.shards and fusion is not None and rows:
+        store = extract_features(engine, fusion.extractor, [(row.image_id, r.path) for row, r in zip(rows, records,
+                                                                                                     strict=True)],
+                                 index_dir, next_stage(advance, "extracting local features"), keep=index.shards)
+    index.add(index_dir, vectors, rows, skip_existing=True, shards=store)
+    clear_staging(index_dir)
     return IndexReport(Path(index_dir), len(rows), skipped, len(index))
+
+
+def _committed_fusion(index: GalleryIndex, index_dir: Path):
+    from wildtrack.matching.gallery_fusion import committed_fusion
+
+    return committed_fusion(index, index_dir)

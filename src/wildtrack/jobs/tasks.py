@@ -1,0 +1,122 @@
+"""What one worker does to one shard: embed its photos, or extract their local features, into one file's bytes.
+
+Tasks are small picklable descriptions (model folder, extractor settings); ``setup()`` loads the model once per
+worker process, so an actor pool pays it once per worker, not once per photo.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wildtrack.embed import Embedder, embed_paths, load_embedder
+from wildtrack.features.rootsift import SiftExtractor
+from wildtrack.features.store import FeatureShard, StoreError, shard_bytes
+from wildtrack.images import ImageError
+from wildtrack.jobs.plan import Shard
+
+__all__ = ["EmbedTask", "FeatureTask", "read_embedding_shard"]
+
+
+def _limit_threads(threads: int) -> None:
+    """One worker per CPU: keep TensorFlow and OpenCV to ``threads`` so workers do not fight over cores."""
+    import cv2
+
+    cv2.setNumThreads(threads)
+    try:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except (ImportError, RuntimeError):  # TensorFlow already initialised in this process: keep its setting
+        pass
+
+
+@dataclass
+class EmbedTask:
+    """Embed a shard's photos with the model in ``artifacts``; output: ``.npz`` of positions, vectors, failures."""
+
+    artifacts: str
+    backend: str = "auto"
+    threads: int | None = None  # None: all cores (local engine); a Ray worker gets its CPU share
+    suffix: str = ".npz"
+    _embedder: Embedder | None = field(default=None, repr=False)
+
+    def setup(self) -> None:
+        if self._embedder is None:
+            if self.threads:
+                _limit_threads(self.threads)
+            self._embedder = load_embedder(self.artifacts, backend=self.backend)
+
+    def __call__(self, shard: Shard) -> bytes:
+        self.setup()
+        assert self._embedder is not None
+        result = embed_paths(self._embedder, [p for _, p in shard.items], workers=self.threads)
+        buf = io.BytesIO()
+        np.savez(buf, ok=np.asarray(result.ok, np.int64), vectors=result.embeddings,
+                 failed=np.asarray(json.dumps(result.failed)))
+        return buf.getvalue()
+
+    @staticmethod
+    def check(path: Path) -> bool:
+        try:
+            read_embedding_shard(path.read_bytes())
+        except (OSError, ValueError, KeyError):
+            return False
+        return True
+
+
+def read_embedding_shard(data: bytes) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
+    """(positions within the shard that embedded, their vectors, (position, reason) of those that failed)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return ([int(i) for i in z["ok"]], np.asarray(z["vectors"], np.float32),
+                [(int(i), str(why)) for i, why in json.loads(str(z["failed"]))])
+
+
+@dataclass
+class FeatureTask:
+    """Extract a shard's local features with ``SiftExtractor(**settings)``; output: a feature-store shard."""
+
+    settings: dict[str, Any]
+    threads: int | None = None
+    suffix: str = ".wtfs"
+    _extractor: SiftExtractor | None = field(default=None, repr=False)
+
+    def setup(self) -> None:
+        if self._extractor is None:
+            if self.threads:
+                _limit_threads(self.threads)
+            self._extractor = SiftExtractor(**self.settings)
+
+    def __call__(self, shard: Shard) -> bytes:
+        self.setup()
+        extractor = self._extractor
+        assert extractor is not None
+
+        def one(item: tuple[str, str]) -> tuple[str, Any]:
+            try:
+                return item[0], extractor.raw(item[1])
+            except (ImageError, OSError) as exc:
+                return item[0], f"{item[1]}: {exc}"
+
+        # OpenCV releases the GIL in SIFT, so threads use every core of this worker
+        with ThreadPoolExecutor(max(1, self.threads or os.cpu_count() or 1)) as pool:
+            done = list(pool.map(one, shard.items))
+        entries = [(i, raw) for i, raw in done if not isinstance(raw, str)]
+        failed = {i: why for i, why in done if isinstance(why, str)}
+        return shard_bytes(extractor.key(), entries, failed)
+
+    @staticmethod
+    def check(path: Path) -> bool:
+        try:
+            FeatureShard(path)
+        except (OSError, StoreError, ValueError, KeyError):
+            return False
+        return True
