@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from wildtrack.config import cache_root
+from wildtrack.data import storage
 from wildtrack.images import iter_decoded_batches, load_image
 from wildtrack.vectors import unit_rows
 
@@ -112,8 +113,9 @@ def load_embedder(artifacts: str | Path, backend: str = "auto") -> Embedder:
 
 
 class EmbeddingCache:
-    """Embeddings keyed by (model fingerprint, absolute path, mtime, size) in one SQLite file per model,
-    so re-evaluating after adding a few photos embeds only those."""
+    """Embeddings keyed by (model fingerprint, photo, its version) in one SQLite file per model, so
+    re-evaluating after adding a few photos embeds only those. A file's version is its mtime and size, an
+    object's (``s3://…``) its ETag and size (:func:`wildtrack.data.storage.stamp`)."""
 
     def __init__(self, fingerprint: str, cache_dir: str | Path | None = None):
         root = Path(cache_dir) if cache_dir else cache_root()
@@ -121,30 +123,31 @@ class EmbeddingCache:
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / f"{fingerprint}.sqlite"
         self._db = sqlite3.connect(self.path)
-        self._db.execute("CREATE TABLE IF NOT EXISTS emb (path TEXT PRIMARY KEY, mtime_ns INT, size INT, vec BLOB)")
+        with self._db:
+            self._db.execute("DROP TABLE IF EXISTS emb")  # keyed by mtime/size columns before object storage
+            self._db.execute("CREATE TABLE IF NOT EXISTS photo_emb (photo TEXT PRIMARY KEY, version TEXT, vec BLOB)")
 
     @staticmethod
-    def _stamp(path: Path) -> tuple[str, int, int]:
-        st = path.stat()
-        return str(path.resolve()), st.st_mtime_ns, st.st_size
+    def _stamp(path: storage.Photo) -> tuple[str, str]:
+        return str(storage.resolve(path)), storage.stamp(path)
 
-    def get(self, path: Path) -> np.ndarray | None:
+    def get(self, path: storage.Photo) -> np.ndarray | None:
         try:
-            key, mtime, size = self._stamp(path)
+            key, version = self._stamp(path)
         except OSError:
             return None
-        row = self._db.execute("SELECT mtime_ns, size, vec FROM emb WHERE path = ?", (key,)).fetchone()
-        if row is None or row[0] != mtime or row[1] != size:
+        row = self._db.execute("SELECT version, vec FROM photo_emb WHERE photo = ?", (key,)).fetchone()
+        if row is None or row[0] != version:
             return None
-        return np.frombuffer(row[2], dtype=np.float32).copy()
+        return np.frombuffer(row[1], dtype=np.float32).copy()
 
-    def put_many(self, items: list[tuple[Path, np.ndarray]]) -> None:
+    def put_many(self, items: list[tuple[storage.Photo, np.ndarray]]) -> None:
         rows = []
         for path, vec in items:
-            key, mtime, size = self._stamp(path)
-            rows.append((key, mtime, size, np.asarray(vec, np.float32).tobytes()))
+            key, version = self._stamp(path)
+            rows.append((key, version, np.asarray(vec, np.float32).tobytes()))
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO photo_emb VALUES (?, ?, ?)", rows)
 
     def close(self) -> None:
         self._db.close()
@@ -168,8 +171,9 @@ def embed_paths(
     progress: Callable[[int], None] | None = None,
     cache: EmbeddingCache | None = None,
 ) -> EmbedResult:
-    """Embed image files in order; unreadable files are reported in ``failed`` and the rest still embedded."""
-    paths = [Path(p) for p in paths]
+    """Embed image files (or objects, ``s3://…``) in order; unreadable ones are reported in ``failed`` and the
+    rest still embedded."""
+    paths = [p if storage.is_url(p) else Path(p) for p in paths]
     vectors: dict[int, np.ndarray] = {}
     todo = list(range(len(paths)))
     if cache is not None:
@@ -181,7 +185,8 @@ def embed_paths(
         if progress and vectors:
             progress(len(vectors))
     failed: list[tuple[int, str]] = []
-    for batch in iter_decoded_batches([paths[i] for i in todo], embedder.image_size, batch_size, workers):
+    for batch in iter_decoded_batches([paths[i] for i in todo], embedder.image_size, batch_size, workers,
+                                      load=storage.load_photo):
         failed.extend((todo[j], msg) for j, msg in batch.failed)
         if batch.indices:
             emb = embedder.embed_pixels(batch.pixels)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -155,11 +156,13 @@ def iter_decoded_batches(
     batch_size: int = 32,
     workers: int | None = None,
     prefetch_batches: int = 2,
+    load: Callable[[Any, tuple[int, int]], np.ndarray] | None = None,
 ) -> Iterator[DecodedBatch]:
     """Decode images in parallel threads, in input order, with at most ``prefetch_batches`` batches in flight.
 
     Memory stays flat however long ``paths`` is, and a consumer (the model) runs while the next batches are
-    decoded. A file that fails is reported in its batch's ``failed`` list; the rest carry on.
+    decoded. A file that fails is reported in its batch's ``failed`` list; the rest carry on. ``load`` (default
+    :func:`load_image`) reads one source, e.g. from object storage (:func:`wildtrack.data.storage.load_photo`).
     """
     target = _as_size(size)
     assert target is not None
@@ -172,7 +175,7 @@ def iter_decoded_batches(
         def fill() -> None:
             nonlocal next_index
             while next_index < len(paths) and len(pending) < window:
-                pending.append((next_index, pool.submit(load_image, paths[next_index], target)))
+                pending.append((next_index, pool.submit(load or load_image, paths[next_index], target)))
                 next_index += 1
 
         fill()

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from wildtrack.config import MAX_SEARCH_K
+from wildtrack.data import storage
 from wildtrack.decide.encounter import pool_encounter
 from wildtrack.decide.identity import Decision, aggregate_identities, decide, decide_reranked
 from wildtrack.decide.threshold import choose_thresholds
@@ -79,7 +80,7 @@ class CatalogueSearch:
         self.index = index
         self.index_dir = Path(index_dir).resolve()
         root = index.data_root
-        self.data_root = Path(root).resolve() if root is not None else self.index_dir
+        self.data_root = storage.resolve(root) if root is not None else self.index_dir  # a folder or an s3:// URL
         self.fusion = (fusion or committed_fusion(index, self.index_dir)) if rerank else None
         # One re-ranker for the searcher's life: its in-memory feature cache keeps the catalogue's hot features.
         # The catalogue's features come from the index's feature store when it has one (verified on first read).

@@ -40,6 +40,20 @@ DIMS_HELP = ("RootSIFT dimensions kept for matching (principal components fitted
              "128).")
 
 
+STORAGE_HELP = ("Object-storage option for an s3://… or gs://… --data, KEY=VALUE (repeatable), e.g. "
+                "endpoint_url=http://127.0.0.1:9000; credentials come from the environment (AWS_ACCESS_KEY_ID …).")
+DATA_HELP = "Catalogue photos (plain or SeaTurtleID2022 layout): a folder, or s3://bucket/prefix (fsspec URL)."
+
+
+def _storage(pairs: list[str] | None) -> dict:
+    """Set the process's object-storage options (``--storage-option``) and return them for the workflow."""
+    from wildtrack.data import storage
+
+    options = storage.parse_options(pairs or [])
+    storage.configure(options)
+    return options
+
+
 def _engine(name: str, ray_address: str):
     from wildtrack.jobs import make_engine
 
@@ -83,7 +97,7 @@ def train(
 
 
 def evaluate(
-    data: Path = typer.Option(..., "--data", help="Dataset folder."),
+    data: str = typer.Option(..., "--data", help="Dataset folder, or s3://bucket/prefix (fsspec URL)."),
     artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
     out: Path = typer.Option(Path("results"), "--out", help="Results folder."),
     split: EvalSplit = typer.Option("auto", help=SPLIT_HELP),
@@ -99,6 +113,7 @@ def evaluate(
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
+    storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
     from wildtrack.data import load_dataset
@@ -106,6 +121,7 @@ def evaluate(
     from wildtrack.workflows.evaluation import run_evaluation
 
     with user_errors():
+        _storage(storage_option)
         dataset = load_dataset(data)
         split = default_split_name(dataset.records) if split == "auto" else split
         cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k,
@@ -182,7 +198,7 @@ index_app = typer.Typer(help="Build and grow the catalogue search index.", no_ar
 
 @index_app.command("build")
 def index_build(
-    data: Path = typer.Option(..., "--data", help="Catalogue photos (plain or SeaTurtleID2022 layout)."),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
     artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
     out: Path = typer.Option(..., "--out", help="Index folder: index.faiss, meta.csv, embeddings.npy, manifest."),
     kind: IndexKind = typer.Option("flat", help="flat: exact (default); hnsw | ivf: approximate, for large "
@@ -203,6 +219,7 @@ def index_build(
                                "cannot be kept (their files are gone, or the index is unreadable): they are dropped."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
+    storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
 ) -> None:
     """Embed every catalogue photo and write the index (atomically)."""
     from wildtrack.workflows.indexing import build_index
@@ -212,7 +229,8 @@ def index_build(
                           local_dims=local_dims)
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
-                             local_dims=cfg.local_dims, force=force, engine=_engine(engine, ray_address))
+                             local_dims=cfg.local_dims, force=force, engine=_engine(engine, ray_address),
+                             storage_options=_storage(storage_option))
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
 
@@ -221,17 +239,19 @@ def index_build(
 def index_add(
     index: Path = typer.Option(..., "--index", help=INDEX_HELP),
     artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
-    data: Path = typer.Option(None, "--data", help="Folder inside the catalogue's data root (default: all of it)."),
+    data: str = typer.Option(None, "--data", help="Folder (or s3:// prefix) inside the catalogue's data root "
+                             "(default: all of it)."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
+    storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
 ) -> None:
     """Add photos (or whole new identities) that are in the catalogue folder but not yet in the index."""
     from wildtrack.workflows.indexing import add_folder
 
     with user_errors(), progress_bar("embedding", None) as advance:
         report = add_folder(index, artifacts, data, advance=advance, backend=backend,
-                            engine=_engine(engine, ray_address))
+                            engine=_engine(engine, ray_address), storage_options=_storage(storage_option))
     console.print(f"added {report.added} images; the index now holds {report.total}")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from wildtrack.config import cache_root
+from wildtrack.data import storage
 from wildtrack.features.projection import DescriptorProjection
 from wildtrack.features.rootsift import SiftExtractor, root_sift
 from wildtrack.features.types import LocalFeatures, Source
@@ -35,7 +36,8 @@ class FeatureCache:
     """Per-image features on disk (one ``.npz`` each) plus a bounded in-memory LRU in front of it
     (``memory_items`` × ~0.8 MB at the default 1500 keypoints, half that when projected).
 
-    The file name is a hash of the absolute path, mtime, size and the extractor's parameters, so an edited photo
+    The file name is a hash of the absolute path (or URL), its version (mtime and size of a file, ETag and size
+    of an object: :func:`wildtrack.data.storage.stamp`) and the extractor's parameters, so an edited photo
     or a changed setting is simply a miss; files are written atomically, so concurrent threads or processes can
     share a cache. ``hits``/``misses`` count lookups (a miss means one extraction). The disk holds the
     extractor's raw SIFT; a ``projection`` is applied as features are loaded, so every projection shares them.
@@ -53,9 +55,7 @@ class FeatureCache:
         self.misses = 0
 
     def key(self, path: str | Path) -> str:
-        p = Path(path).resolve()
-        st = p.stat()
-        text = f"{p}\0{st.st_mtime_ns}\0{st.st_size}\0{self.extractor.key()}"
+        text = f"{storage.resolve(path)}\0{storage.stamp(path)}\0{self.extractor.key()}"
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def file_for(self, key: str) -> Path:
@@ -112,7 +112,7 @@ class FeatureCache:
                 self.hits += 1
             self._remember(key, feats)
             return feats
-        xy, desc, scale, offset = self.extractor.raw(source)
+        xy, desc, scale, offset = self.extractor.raw(storage.photo_source(source))
         with self._lock:
             self.misses += 1
         tmp = file.with_name(f".{file.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")

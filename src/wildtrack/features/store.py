@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from wildtrack.atomic import atomic_write_bytes
+from wildtrack.data import storage
 from wildtrack.features.cache import FeatureCache
 from wildtrack.features.projection import DescriptorProjection
 from wildtrack.features.rootsift import SiftExtractor
@@ -195,7 +196,7 @@ class StoreFeatureCache(FeatureCache):
         super().__init__(extractor, cache_dir, memory_items, projection)
         usable = store is not None and store.extractor_key == self.extractor.key()
         self.store = store if usable else None
-        self.data_root = Path(root).resolve()
+        self.data_root = storage.resolve(root)  # a folder, or an object-storage prefix (s3://…)
         self.store_hits = 0
         self._broken: set[str] = set()
 
@@ -209,8 +210,10 @@ class StoreFeatureCache(FeatureCache):
         """The stored photo ``source`` is, or None (uploaded bytes, a photo the store does not hold)."""
         if isinstance(source, bytes) or self.store is None:
             return None
-        rel = Path(os.path.relpath(Path(source).resolve(), self.data_root)).as_posix()
-        image_id = image_id_for(rel)
+        try:
+            image_id = image_id_for(storage.relative(source, self.data_root))
+        except ValueError:  # a URL outside the catalogue's prefix, or a file beside an object-storage catalogue
+            return None
         return image_id if image_id in self.store and self.store.shard_of[image_id] not in self._broken else None
 
     def get(self, source: Source) -> LocalFeatures:

@@ -324,9 +324,10 @@ class GalleryIndex:
         return self._s.info["generation"]
 
     @property
-    def data_root(self) -> Path | None:
+    def data_root(self) -> Path | str | None:
+        """The catalogue's folder, or its object-storage URL (``s3://bucket/prefix``) as a string."""
         root = self._s.info["data_root"]
-        return None if root is None else Path(root)
+        return None if root is None else root if "://" in root else Path(root)
 
     def __repr__(self) -> str:
         return (

@@ -7,7 +7,6 @@ Nothing here touches the committed index: the caller commits what these return i
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from wildtrack.atomic import atomic_write_bytes
+from wildtrack.data import storage
 from wildtrack.embed import Embedder, EmbedResult, embed_files_cached
 from wildtrack.features import SiftExtractor
 from wildtrack.features.store import (
@@ -66,7 +66,7 @@ def embed_photos(engine: Engine, embedder: Embedder, artifacts: str | Path, back
     """
     if engine.name == "local":
         return embed_files_cached(embedder, paths, progress=advance)
-    items = [(str(n), str(Path(p).resolve())) for n, p in enumerate(paths)]
+    items = [(str(n), str(storage.resolve(p))) for n, p in enumerate(paths)]
     shards = plan_shards(items, engine.shard_size, f"embed:{embedder.fingerprint}")
     files = _run_resumable(engine, EmbedTask(str(Path(artifacts).resolve()), backend), shards,
                            stage / "embeddings", advance)
@@ -87,7 +87,7 @@ def extract_features(engine: Engine, extractor: SiftExtractor, items: Sequence[t
     """Write the local features of ``items`` (image id, path) as feature-store shards under ``root``, and a
     table of them plus the shards of the store ``keep`` (its files, to grow it; ignored when another extractor
     wrote it). Returns the new store's files (name -> sha256 and bytes) for the index's manifest."""
-    shards = plan_shards([(i, str(Path(p).resolve())) for i, p in items], engine.shard_size,
+    shards = plan_shards([(i, str(storage.resolve(p))) for i, p in items], engine.shard_size,
                          f"features:{extractor.key()}")
     files = _run_resumable(engine, FeatureTask(asdict(extractor)), shards, root / STORE_DIR, advance)
     table: dict[str, list[str]] = {}
@@ -106,14 +106,14 @@ def extract_features(engine: Engine, extractor: SiftExtractor, items: Sequence[t
     return entries
 
 
-def photo_ids(paths: Sequence[str | Path], root: Path) -> list[str]:
-    """Image ids of photos as a catalogue under ``root`` names them (relative path, as in the index)."""
-    base = Path(root).resolve()
-    return [image_id_for(Path(os.path.relpath(Path(p).resolve(), base)).as_posix()) for p in paths]
+def photo_ids(paths: Sequence[str | Path], root: str | Path) -> list[str]:
+    """Image ids of photos as a catalogue under ``root`` (a folder or an s3:// prefix) names them (relative
+    path, as in the index)."""
+    return [image_id_for(storage.relative(p, root)) for p in paths]
 
 
 def catalogue_feature_cache(extractor: SiftExtractor, store_root: Path, files: Mapping[str, Mapping[str, Any]],
-                            data_root: Path) -> StoreFeatureCache:
+                            data_root: str | Path) -> StoreFeatureCache:
     """A feature cache that reads the catalogue's photos (under ``data_root``) from the store in ``store_root``."""
     store: FeatureStore | None = open_store(store_root, files)
     return StoreFeatureCache(store, data_root, extractor)

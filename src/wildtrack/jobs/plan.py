@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from wildtrack.data import storage
 
 __all__ = ["DEFAULT_SHARD_SIZE", "Shard", "plan_shards"]
 
@@ -14,7 +15,8 @@ DEFAULT_SHARD_SIZE = 256  # photos per shard: ~50 MB of local features, a few se
 
 @dataclass(frozen=True)
 class Shard:
-    """``items`` are (id, absolute path) of the photos one task handles; ``key`` names its output file."""
+    """``items`` are (id, absolute path or object URL) of the photos one task handles; ``key`` names its output
+    file."""
 
     key: str
     items: tuple[tuple[str, str], ...]
@@ -22,7 +24,8 @@ class Shard:
 
 def plan_shards(items: Sequence[tuple[str, str]], size: int, salt: str) -> list[Shard]:
     """Consecutive runs of ``size`` items. A shard's key hashes ``salt`` (the job and its model or extractor)
-    with each photo's id, path, mtime and size: the same photos, unchanged, give the same key."""
+    with each photo's id, path and version (mtime and size of a file, ETag and size of an object): the same
+    photos, unchanged, give the same key."""
     if size < 1:
         raise ValueError(f"shard size must be >= 1, got {size}")
     shards = []
@@ -31,8 +34,7 @@ def plan_shards(items: Sequence[tuple[str, str]], size: int, salt: str) -> list[
         h = hashlib.sha256(salt.encode())
         for image_id, path in chunk:
             try:
-                st = os.stat(path)
-                stamp = f"{st.st_mtime_ns}:{st.st_size}"
+                stamp = storage.stamp(path)
             except OSError:
                 stamp = "missing"  # reported by the task; the key still changes once the file appears
             h.update(f"\0{image_id}\0{path}\0{stamp}".encode())

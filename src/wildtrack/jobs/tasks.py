@@ -1,7 +1,9 @@
 """What one worker does to one shard: embed its photos, or extract their local features, into one file's bytes.
 
-Tasks are small picklable descriptions (model folder, extractor settings); ``setup()`` loads the model once per
-worker process, so an actor pool pays it once per worker, not once per photo.
+Tasks are small picklable descriptions (model folder, extractor settings, object-storage options); ``setup()``
+loads the model once per worker process, so an actor pool pays it once per worker, not once per photo. Photos are
+read through :mod:`wildtrack.data.storage`, so a worker reads ``s3://…`` objects as well as files (credentials
+from the worker's environment, other options such as the endpoint from the task).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from wildtrack.data import storage
 from wildtrack.embed import Embedder, embed_paths, load_embedder
 from wildtrack.features.rootsift import SiftExtractor
 from wildtrack.features.store import FeatureShard, StoreError, shard_bytes
@@ -46,10 +49,12 @@ class EmbedTask:
     artifacts: str
     backend: str = "auto"
     threads: int | None = None  # None: all cores (local engine); a Ray worker gets its CPU share
+    storage_options: dict[str, Any] = field(default_factory=storage.storage_options)
     suffix: str = ".npz"
     _embedder: Embedder | None = field(default=None, repr=False)
 
     def setup(self) -> None:
+        storage.configure(self.storage_options)
         if self._embedder is None:
             if self.threads:
                 _limit_threads(self.threads)
@@ -86,10 +91,12 @@ class FeatureTask:
 
     settings: dict[str, Any]
     threads: int | None = None
+    storage_options: dict[str, Any] = field(default_factory=storage.storage_options)
     suffix: str = ".wtfs"
     _extractor: SiftExtractor | None = field(default=None, repr=False)
 
     def setup(self) -> None:
+        storage.configure(self.storage_options)
         if self._extractor is None:
             if self.threads:
                 _limit_threads(self.threads)
@@ -102,7 +109,7 @@ class FeatureTask:
 
         def one(item: tuple[str, str]) -> tuple[str, Any]:
             try:
-                return item[0], extractor.raw(item[1])
+                return item[0], extractor.raw(storage.photo_source(item[1]))
             except (ImageError, OSError) as exc:
                 return item[0], f"{item[1]}: {exc}"
 

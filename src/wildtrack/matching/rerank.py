@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wildtrack.data import storage
 from wildtrack.features import Source
 from wildtrack.index import Hit
 from wildtrack.matching.fusion import with_identity_support
@@ -16,7 +17,7 @@ from wildtrack.matching.reranker import LocalReranker
 __all__ = ["rerank_hits"]
 
 
-def rerank_hits(query: Source, hits: list[Hit], data_root: Path, fitted: GalleryFusion,
+def rerank_hits(query: Source, hits: list[Hit], data_root: Path | str, fitted: GalleryFusion,
                 reranker: LocalReranker | None = None) -> list[Hit]:
     """Re-order the first ``k`` hits by fused score with identity support (the rest keep their order).
 
@@ -27,7 +28,7 @@ def rerank_hits(query: Source, hits: list[Hit], data_root: Path, fitted: Gallery
     head, tail = hits[: fitted.k], hits[fitted.k:]
     if not head:
         return hits
-    inliers = reranker.inliers(query, [data_root / h.path for h in head])
+    inliers = reranker.inliers(query, [storage.join(data_root, h.path) for h in head])
     cosines = np.array([h.score for h in head])
     logit = fitted.fusion.logit(cosines, inliers)
     probability = 1.0 / (1.0 + np.exp(-logit))

@@ -1,15 +1,16 @@
-"""Building and growing the catalogue index from a folder of photos."""
+"""Building and growing the catalogue index from a folder of photos, or from object storage (``s3://…``)."""
 
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from wildtrack.config import DEFAULT_FOCUS, DEFAULT_LOCAL_DIMS
-from wildtrack.data import Record, load_dataset
+from wildtrack.data import Record, load_dataset, storage
 from wildtrack.embed import Embedder, load_embedder
 from wildtrack.features import Focus, SiftExtractor
 from wildtrack.index import GalleryIndex, GalleryIndexError, IndexNotFoundError, MetaRow, image_id_for
@@ -31,14 +32,14 @@ class IndexReport:
     kept_enrolled: int = 0  # photos enrolled into the previous index, re-embedded and kept
 
 
-def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path, advance: Advance | None,
+def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path | str, advance: Advance | None,
                       engine: Engine, artifacts: str | Path, backend: str, index_dir: Path):
     announce_total(advance, len(records))
     result = embed_photos(engine, embedder, artifacts, backend, [r.path for r in records], index_dir / STAGING_DIR,
                           advance)
     rows = []
     for i in result.ok:
-        rel = Path(os.path.relpath(records[i].path.resolve(), root)).as_posix()  # enrolled photos may lie outside
+        rel = storage.relative(records[i].path, root)  # enrolled photos may lie outside (../)
         rows.append(MetaRow(image_id_for(rel), rel, records[i].identity,
                             records[i].date.isoformat() if records[i].date else None))
     skipped = [(records[i].path, why) for i, why in result.failed]
@@ -50,6 +51,7 @@ def build_index(
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
     backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = DEFAULT_FOCUS,
     local_dims: int = DEFAULT_LOCAL_DIMS, force: bool = False, engine: Engine | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> IndexReport:
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
@@ -71,15 +73,21 @@ def build_index(
     ``engine`` runs the embedding and local-feature jobs (:mod:`wildtrack.jobs`; default: here, with threads);
     with re-ranking, the catalogue's local features are committed with the index as its feature store, which
     searches read instead of extracting the catalogue's photos again.
+
+    ``data`` may be an object-storage URL (``s3://bucket/prefix``): its photos are read through fsspec with
+    ``storage_options`` (e.g. ``endpoint_url``; credentials from the environment), here and on a cluster's
+    workers, and the index keeps their paths relative to that URL.
     """
     from wildtrack.matching.fit import RerankFitError, fit_gallery_fusion
     from wildtrack.matching.gallery_fusion import FUSION_FILE
     from wildtrack.matching.reranker import LocalReranker
 
     embedder = load_embedder(artifacts, backend=backend)  # first: a wrong model folder fails before any photo is read
+    if storage_options is not None:
+        storage.configure(storage_options)
     enrolled = _enrolled_photos(Path(index_dir), force)
     dataset = load_dataset(data)
-    known = {r.path.resolve() for r in dataset.records}
+    known = {storage.resolve(r.path) for r in dataset.records}
     enrolled = [r for r in enrolled if r.path not in known]
     engine = engine or LocalEngine()
     index_dir = Path(index_dir)
@@ -142,7 +150,9 @@ def _enrolled_photos(index_dir: Path, force: bool) -> list[Record]:
         raise ValueError(f"{index_dir}: the existing index cannot be read ({exc}), so photos enrolled into it cannot "
                          "be kept; rebuild with --force to replace it anyway") from exc
     enrolled_dir = (index_dir / ENROLLED_DIR).resolve()
-    root = (old.data_root or index_dir).resolve()  # the service stores paths relative to this
+    if storage.is_url(old.data_root):  # the service enrols into local folders only: nothing to keep
+        return []
+    root = Path(old.data_root or index_dir).resolve()  # the service stores paths relative to this
     found: list[Record] = []
     missing: list[str] = []
     for row in old.rows:
@@ -164,15 +174,18 @@ def _enrolled_photos(index_dir: Path, force: bool) -> list[Record]:
 
 def add_folder(
     index_dir: str | Path, artifacts: str | Path, data: str | Path | None = None, advance: Advance | None = None,
-    backend: str = "auto", engine: Engine | None = None,
+    backend: str = "auto", engine: Engine | None = None, storage_options: Mapping[str, Any] | None = None,
 ) -> IndexReport:
     """Add the images of ``data`` (default: the index's own data root) that the index does not hold yet.
 
     New photos dropped into the catalogue folder, or a whole new identity folder, are picked up without
     re-embedding what is already indexed; on an index with a feature store, their local features are extracted
-    and the store grows by their shards. ``engine`` runs both jobs, as for :func:`build_index`.
+    and the store grows by their shards. ``engine`` runs both jobs, and ``storage_options`` open an
+    object-storage data root, as for :func:`build_index`.
     """
     embedder = load_embedder(artifacts, backend=backend)
+    if storage_options is not None:
+        storage.configure(storage_options)
     index = GalleryIndex.load(index_dir, expected_model_fingerprint=embedder.fingerprint)
     root = index.data_root
     if root is None:
@@ -180,7 +193,10 @@ def add_folder(
     dataset = load_dataset(data or root)
     try:
         known = {row.path for row in index.rows}
-        fresh = [r for r in dataset.records if r.path.resolve().relative_to(root).as_posix() not in known]
+        rels = [storage.relative(r.path, root) for r in dataset.records]
+        if any(rel.startswith("../") for rel in rels):
+            raise ValueError("outside the data root")
+        fresh = [r for r, rel in zip(dataset.records, rels, strict=True) if rel not in known]
     except ValueError as exc:
         raise ValueError(f"{data} is not inside the catalogue's data root {root}: copy the photos there first") from exc
     if not fresh:
