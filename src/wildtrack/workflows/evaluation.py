@@ -11,6 +11,7 @@ import numpy as np
 
 from wildtrack.config import EvalConfig
 from wildtrack.data import Dataset, Record, load_dataset, make_split
+from wildtrack.data.storage import load_photo
 from wildtrack.embed import Embedder, load_embedder
 from wildtrack.evaluate import (
     MetricsReport,
@@ -22,7 +23,6 @@ from wildtrack.evaluate import (
     retrieval_metrics,
     write_metrics_json,
 )
-from wildtrack.images import load_image
 from wildtrack.jobs import Engine, LocalEngine, catalogue_feature_cache, embed_photos, extract_features, photo_ids
 from wildtrack.jobs.catalogue import STAGING_DIR, clear_staging
 from wildtrack.visualize.panels import PanelItem, choose_examples, panel_title, retrieval_panel
@@ -102,7 +102,8 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
     one_per_turtle = list({q.identity: qi for qi, q in reversed(list(enumerate(query)))}.values())[: cfg.gradcam]
     for n, qi in enumerate(sorted(one_per_turtle)):
         q, match = query[qi], gallery[int(best[qi])]
-        image, match_image = load_image(q.path, embedder.image_size), load_image(match.path, embedder.image_size)
+        # files or s3:// objects (wildtrack.data.storage)
+        image, match_image = load_photo(q.path, embedder.image_size), load_photo(match.path, embedder.image_size)
         heat = gradcam_heatmap(model, image, g_emb[int(best[qi])], layer_name=layer)
         match_heat = gradcam_heatmap(model, match_image, np.asarray(model(image[None].astype(np.float32)))[0],
                                      layer_name=layer)
