@@ -185,6 +185,11 @@ def index_build(
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
+    false_accept_rate: float = typer.Option(
+        EVAL_DEFAULTS.target_far, "--false-accept-rate", min=0.0, max=1.0,
+        help="With --rerank local: where the fitted new-individual thresholds sit, as the share of unknown turtles "
+             "(the catalogue's own photos against its other turtles) that may be named as a known one. Lower: "
+             "fewer wrong names, more known turtles called new."),
     force: bool = typer.Option(False, "--force", metavar="",
                                help="Rebuild even when photos enrolled into the existing index "
                                "cannot be kept (their files are gone, or the index is unreadable): they are dropped."),
@@ -194,10 +199,10 @@ def index_build(
 
     with user_errors(), progress_bar("embedding", None) as advance:
         cfg = IndexConfig(kind=kind, rerank=rerank, rerank_k=rerank_k, local_focus=local_focus,  # validates
-                          local_dims=local_dims)
+                          local_dims=local_dims, target_far=false_accept_rate)
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
-                             local_dims=cfg.local_dims, force=force)
+                             local_dims=cfg.local_dims, force=force, target_far=cfg.target_far)
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
 
