@@ -34,12 +34,12 @@ from starlette.concurrency import run_in_threadpool
 
 from wildtrack import __version__
 from wildtrack.config import MAX_SEARCH_K, ServeConfig
+from wildtrack.decide.operating_point import operating_point
 from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
 from wildtrack.serve.docs import add_offline_docs, offline_docs_assets
+from wildtrack.serve.evidence import evidence_picture
 from wildtrack.serve.limits import InferenceGate
 from wildtrack.serve.reload import ManifestWatch
-from wildtrack.decide.operating_point import operating_point
-from wildtrack.serve.evidence import evidence_picture
 from wildtrack.serve.schemas import (
     Candidate,
     EncounterCandidate,
