@@ -26,7 +26,8 @@ def test_the_operating_point_says_where_the_thresholds_come_from():
                                  "false accepts)")
     given = operating_point("match_probability", 0.5, 0.5, FIT, overridden=True)
     assert given.source == "given" and given.photo_rates is None
-    assert given.sentence() == "new individual below P(same) 0.500 for a photo or an encounter (threshold given by the user)"
+    assert given.sentence() == ("new individual below P(same) 0.500 for a photo or an encounter (threshold given by "
+                                "the user)")
     assert operating_point("cosine", 0.43, 0.43).sentence().endswith("(threshold stored with the index)")
     assert operating_point("cosine", None, None).source == "none"
 
@@ -58,6 +59,7 @@ def test_index_build_fits_the_threshold_at_the_false_accept_rate_asked(synth_dat
     assert report["target_far"] == 0.01 and report["FAR"] <= 0.01
     assert "fitted on the catalogue at 1 % false accepts" in " ".join(strict.output.split())
     loose = runner.invoke(app, [*args, "--out", str(tmp_path / "loose"), "--false-accept-rate", "0.3"])
+    assert loose.exit_code == 0, loose.output
     looser = json.loads((tmp_path / "loose" / "fusion.json").read_text())
     assert looser["fit_report"]["open_set"]["target_far"] == 0.3
     assert looser["decision_threshold"] <= json.loads((tmp_path / "strict" / "fusion.json").read_text())[
