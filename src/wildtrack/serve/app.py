@@ -24,6 +24,7 @@ import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -34,10 +35,9 @@ from starlette.concurrency import run_in_threadpool
 
 from wildtrack import __version__
 from wildtrack.config import MAX_SEARCH_K, ServeConfig
-from wildtrack.decide.operating_point import operating_point
 from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
 from wildtrack.serve.docs import add_offline_docs, offline_docs_assets
-from wildtrack.serve.evidence import evidence_picture
+from wildtrack.serve.evidence import MATCH_RESPONSE, evidence_picture, operating_point_info
 from wildtrack.serve.limits import InferenceGate
 from wildtrack.serve.reload import ManifestWatch
 from wildtrack.serve.schemas import (
@@ -53,7 +53,6 @@ from wildtrack.serve.schemas import (
     IdentityList,
     IdentitySummary,
     Match,
-    OperatingPointInfo,
     PredictResponse,
     SearchResponse,
 )
@@ -156,7 +155,7 @@ async def health(cat: CatalogueDep, request: Request) -> Health:
     return Health(version=__version__, model_fingerprint=cat.embedder.fingerprint, backend=cat.backend,
                   index_count=sum(ids.values()), identities_count=len(ids), dim=cat.index.dim,
                   index_kind=cat.index.kind, generation=cat.index.generation, threshold=cat.threshold,
-                  score_kind=cat.score_kind, operating_point=_operating_point(cat),
+                  score_kind=cat.score_kind, operating_point=operating_point_info(cat),
                   encounter_threshold=cat.encounter_threshold,
                   max_upload_bytes=request.app.state.config.max_upload_bytes)
 
@@ -179,9 +178,7 @@ async def predict(
     return PredictResponse(
         identity=d.identity, score=d.score, score_kind=cat.score_kind, is_unknown=d.is_unknown, threshold=cat.threshold,
         candidates=[
-            Candidate(identity=c.identity, score=c.score, cosine=c.cosine, inliers=c.inliers,
-                      best_image_id=c.best_image_id, support=c.support,
-                      thumbnail_url=_thumb_url(request, c.best_image_id))
+            Candidate(**asdict(c), thumbnail_url=_thumb_url(request, c.best_image_id))
             for c in d.candidates[:k]
         ],
         matches=[_match(request, h) for h in result.hits[:k]],
@@ -210,9 +207,7 @@ async def identify_encounter(
         identity=d.identity, score=d.score, score_kind=result.score_kind, is_unknown=d.is_unknown,
         threshold=result.threshold,
         candidates=[
-            EncounterCandidate(identity=c.identity, score=c.score, cosine=c.cosine, inliers=c.inliers,
-                               best_image_id=c.best_image_id, support=c.support,
-                               thumbnail_url=_thumb_url(request, c.best_image_id))
+            EncounterCandidate(**asdict(c), thumbnail_url=_thumb_url(request, c.best_image_id))
             for c in d.candidates[:k]
         ],
         photos=[
@@ -225,24 +220,17 @@ async def identify_encounter(
     )
 
 
-@router.post("/match", response_class=Response, tags=["identify"], responses={
-    **ERRORS, 200: {"content": {"image/png": {}}, "description": "the two photos side by side, the verified keypoint "
-                    "pairs drawn between them; header X-WildTrack-Inliers: how many pairs"}})
+@router.post("/match", response_class=Response, tags=["identify"], responses={**ERRORS, 200: MATCH_RESPONSE})
 async def match(
-    cat: CatalogueDep,
-    request: Request,
-    file: Annotated[UploadFile, File(description="the photo that was identified (send it again: uploads are not "
-                                               "kept)")],
+    cat: CatalogueDep, request: Request,
+    file: Annotated[UploadFile, File(description="the photo that was identified (again: uploads are not kept)")],
     image_id: Annotated[str, Form(description="a catalogued image, e.g. a candidate's best_image_id")],
 ) -> Response:
-    """Match evidence: the query photo beside one catalogued photo with the keypoint pairs that agree on one
-    geometric transform drawn between them (the inliers ``/predict`` counts), so a person can check a match."""
+    """Match evidence: the photo beside a catalogued one, the keypoint pairs ``/predict`` counted drawn between."""
     await _single_file(request, "file")
     async with request.app.state.gate.slot():
-        upload = await _read(file)
-        picture = await run_in_threadpool(evidence_picture, cat, upload, image_id)
-    return Response(picture.png, media_type="image/png",
-                    headers={"X-WildTrack-Inliers": str(picture.inliers), "Cache-Control": "no-store"})
+        picture = await run_in_threadpool(evidence_picture, cat, await _read(file), image_id)
+    return Response(picture.png, media_type="image/png", headers=picture.headers)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, tags=["identify"])
@@ -337,14 +325,6 @@ async def _read(file: UploadFile) -> Upload:
 
 def _thumb_url(request: Request, image_id: str) -> str:
     return request.scope.get("root_path", "") + request.app.url_path_for("thumbnail", image_id=image_id)
-
-
-def _operating_point(cat: Catalogue) -> OperatingPointInfo:
-    fusion = cat.searcher.fusion
-    point = operating_point(cat.score_kind, cat.threshold, cat.encounter_threshold,
-                            fusion.fit_report if fusion is not None else None,
-                            overridden=cat.threshold_override is not None)
-    return OperatingPointInfo.model_validate(point.to_dict())
 
 
 def _match(request: Request, h: Hit) -> Match:

@@ -1,4 +1,5 @@
-"""Match evidence for the service: an uploaded photo and a catalogued one, their verified keypoint pairs drawn.
+"""What lets a user trust an answer: match evidence (an uploaded photo and a catalogued one, their verified
+keypoint pairs drawn) and the operating point (where the new-individual thresholds come from).
 
 The page asks for it when a card is clicked (``POST /match`` with the same photo and the card's ``image_id``):
 nothing about an upload is kept between requests, so the photo travels again. It is decoded exactly as
@@ -12,13 +13,18 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from wildtrack.decide.operating_point import operating_point
 from wildtrack.features import FeatureCache, SiftExtractor
 from wildtrack.matching.evidence import match_evidence
 from wildtrack.matching.reranker import LocalReranker
+from wildtrack.serve.schemas import OperatingPointInfo
 from wildtrack.serve.service import Catalogue, Upload
 from wildtrack.visualize.matchview import match_picture_png
 
-__all__ = ["EvidencePicture", "evidence_picture"]
+__all__ = ["MATCH_RESPONSE", "EvidencePicture", "evidence_picture", "operating_point_info"]
+
+MATCH_RESPONSE = {"content": {"image/png": {}}, "description": "the two photos side by side, the verified keypoint "
+                  "pairs drawn between them; header X-WildTrack-Inliers: how many pairs"}
 
 _fallback: LocalReranker | None = None
 _fallback_lock = threading.Lock()
@@ -29,6 +35,11 @@ class EvidencePicture:
     png: bytes
     inliers: int
     matches: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The pair count for clients that show it beside the picture; never cached (a photo is not an URL)."""
+        return {"X-WildTrack-Inliers": str(self.inliers), "Cache-Control": "no-store"}
 
 
 def _reranker(cat: Catalogue) -> LocalReranker:
@@ -56,3 +67,12 @@ def evidence_picture(cat: Catalogue, upload: Upload, image_id: str) -> EvidenceP
                             f"{row.identity}: {Path(row.path).name[:40]}" + (f" ({row.date})" if row.date else ""),
                             title)
     return EvidencePicture(png, evidence.inliers, evidence.matches)
+
+
+def operating_point_info(cat: Catalogue) -> OperatingPointInfo:
+    """The thresholds this catalogue decides with, where they come from and the fit's rates (for /health)."""
+    fusion = cat.searcher.fusion
+    point = operating_point(cat.score_kind, cat.threshold, cat.encounter_threshold,
+                            fusion.fit_report if fusion is not None else None,
+                            overridden=cat.threshold_override is not None)
+    return OperatingPointInfo.model_validate(point.to_dict())
