@@ -124,6 +124,30 @@ def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny
     encounters = result.report.extra["encounters"]
     assert encounters["open_set"]["score"] == "match_probability"
     assert encounters["open_set"]["catalogue_threshold"]["threshold"] == rerank["encounter_threshold"]
+    # One threshold story: the catalogue-fitted thresholds searches use, with their rates, in the headline.
+    point = result.report.operating_point
+    assert point["source"] == "fitted" and point["photo_threshold"] == rerank["decision_threshold"]
+    assert point["encounter_threshold"] == rerank["encounter_threshold"] and point["target_far"] == 0.05
+    assert point["photo_rates"]["FAR"] == rerank["fit_report"]["open_set"]["FAR"]
+    assert point["on_evaluation_queries"]["photo"] == open_set["catalogue_threshold"]
+    assert "diagnostic" in open_set["role"]
+    html = (tmp_path / "report.html").read_text()
+    assert "id='operating-point'" in html and f"P(same) {point['photo_threshold']:.3f} for a photo" in html
+    # The match evidence of the panel's first photo is written and shown.
+    assert (tmp_path / "match_0.png").is_file() and "match_0.png" in html
+    picture = Image.open(tmp_path / "match_0.png")
+    assert picture.width > picture.height
+
+
+def test_panels_are_ordered_by_the_score_they_print():
+    from wildtrack.workflows.pictures import RankedScores, display_order
+
+    cosine = np.array([[0.9, 0.8, 0.1]])
+    probability = np.array([[0.2, 0.7, 0.0]])  # local matching: the second photo is the convincing one
+    fused = np.array([[1.5, 1.0, -3.0]])  # identity support kept the first photo first in the fused ranking
+    order = np.argsort(-display_order(RankedScores(cosine, probability, np.zeros((1, 3)), fused))[0])
+    assert order.tolist() == [1, 0, 2]
+    assert display_order(RankedScores(cosine)) is cosine
 
 
 def test_a_gallery_of_single_photos_is_evaluated_without_reranking(tiny_artifacts, tmp_path):

@@ -94,10 +94,25 @@ def test_after_reranking_the_decision_reads_the_match_probability_of_the_first_i
     hits = _reranked(("t1", 0.40, 0.93), ("t2", 0.70, 0.20), ("t1", 0.35, 0.80))
     d = decide_reranked(hits, threshold=0.5)
     assert (d.identity, d.score, d.is_unknown) == ("t1", 0.93, False)
-    assert [c.identity for c in d.candidates] == ["t1", "t2"]  # re-ranked order, not cosine order
-    assert d.candidates[0].score == 0.40  # candidates keep their cosine
+    assert [c.identity for c in d.candidates] == ["t1", "t2"]  # match probability order, not cosine order
+    assert [(c.score, c.cosine, c.inliers, c.support) for c in d.candidates] == [(0.93, 0.40, 10, 2),
+                                                                                 (0.20, 0.70, 10, 1)]
     unknown = decide_reranked(hits, threshold=0.95)
     assert unknown.identity is None and unknown.is_unknown and unknown.score == 0.93
     assert decide_reranked(hits, threshold=None).identity == "t1"
     with pytest.raises(ValueError, match="finite"):
         decide_reranked(hits, threshold=float("nan"))
+
+
+def test_reranked_candidates_are_ordered_by_the_match_probability_they_show():
+    from wildtrack.decide.identity import decide_reranked
+
+    # Identity support put t3's two photos ahead of t4's single, more probable one: the candidates (what a user
+    # reads, best first) follow the probability they display, and the verdict is the most probable turtle.
+    hits = _reranked(("t3", 0.5, 0.60), ("t3", 0.5, 0.58), ("t4", 0.4, 0.70), ("t5", 0.9, 0.10))
+    hits.append(Hit("img9", "t6/9.jpg", "t6", None, 0.95, 5))  # outside the shortlist: no probability
+    d = decide_reranked(hits, threshold=0.5)
+    scores = [c.score for c in d.candidates]
+    assert scores == sorted(scores, reverse=True) == [0.70, 0.60, 0.10]
+    assert (d.identity, d.score) == ("t4", 0.70)
+    assert "t6" not in {c.identity for c in d.candidates}

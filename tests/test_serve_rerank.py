@@ -87,3 +87,57 @@ def test_an_encounters_photos_are_identified_together_as_the_cli_does(reranked_s
     assert [p["filename"] for p in body["photos"]] == [p.name for p in photos]
     assert all(p["matches"][0]["inliers"] is not None for p in body["photos"])
     assert too_many.status_code == 400 and "at most 20 photos" in too_many.json()["detail"]
+
+
+def test_predict_candidates_are_sorted_by_the_score_they_carry(reranked_server, synth_data):
+    """The list a user reads is ordered by the number it shows: the match probability after re-ranking, with
+    the best image's cosine and inliers beside it (the matches list holds the same image's figures)."""
+    server, _ = reranked_server
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for photo in (synth_data / "t004" / "t004_007.jpg", synth_data / "t009" / "t009_002.jpg"):
+            body = client.post("/predict", files={"file": ("q.jpg", photo.read_bytes())},
+                               data={"topk": "10"}).json()
+            scores = [c["score"] for c in body["candidates"]]
+            assert len(scores) > 1 and scores == sorted(scores, reverse=True)
+            assert body["score"] == scores[0]
+            by_image = {m["image_id"]: m for m in body["matches"]}
+            for c in body["candidates"]:
+                if c["best_image_id"] in by_image:
+                    m = by_image[c["best_image_id"]]
+                    assert (c["score"], c["cosine"], c["inliers"]) == (m["match_probability"], m["score"],
+                                                                        m["inliers"])
+
+
+def test_health_states_the_fitted_operating_point(reranked_server):
+    from wildtrack.matching.gallery_fusion import GalleryFusion
+
+    server, index = reranked_server
+    fit = GalleryFusion.load(index).fit_report["open_set"]
+    health = httpx.get(server.url + "/health", timeout=30).json()
+    point = health["operating_point"]
+    assert point["source"] == "fitted" and point["score"] == health["score_kind"] == "match_probability"
+    assert point["photo_threshold"] == pytest.approx(health["threshold"])
+    assert point["photo_rates"]["TAR"] == pytest.approx(fit["TAR"])
+    assert point["photo_rates"]["FAR"] == pytest.approx(fit["FAR"])
+    assert f"P(same) {health['threshold']:.3f} for a photo" in point["sentence"]
+    assert "fitted on the catalogue at 5 % false accepts" in point["sentence"]
+
+
+def test_match_draws_the_inliers_predict_counted(reranked_server, synth_data):
+    import io
+
+    from PIL import Image
+
+    server, _ = reranked_server
+    photo = (synth_data / "t004" / "t004_007.jpg").read_bytes()
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        best = client.post("/predict", files={"file": ("q.jpg", photo)}).json()["candidates"][0]
+        picture = client.post("/match", files={"file": ("q.jpg", photo)}, data={"image_id": best["best_image_id"]})
+        unknown = client.post("/match", files={"file": ("q.jpg", photo)}, data={"image_id": "0" * 16})
+        missing = client.post("/match", files={"file": ("q.jpg", photo)})
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert int(picture.headers["x-wildtrack-inliers"]) == best["inliers"] > 0
+    width, height = Image.open(io.BytesIO(picture.content)).size
+    assert width > height > 100  # the two photos side by side
+    assert unknown.status_code == 404 and "no catalogued image" in unknown.json()["detail"]
+    assert missing.status_code == 422

@@ -43,7 +43,7 @@ def test_retrieval_panel_colours_and_size(tmp_path, photos):
     ]
     out = retrieval_panel(query, results, tmp_path / "panels" / "q0.png")
     png = np.asarray(Image.open(out).convert("RGB"))
-    assert png.shape == (360, 300 * 4, 3)
+    assert png.shape == (385, 300 * 4, 3)
     green, red = _border_pixel(png, 1), _border_pixel(png, 2)
     assert green[1] > 120 and green[0] < 60 and green[2] < 90, green
     assert red[0] > 180 and red[1] < 80 and red[2] < 80, red
@@ -55,7 +55,7 @@ def test_panel_explicit_correct_flag_wins(tmp_path, photos):
     out = retrieval_panel(PanelItem(photos["wide"], "T-001"),
                           [PanelItem(photos["tall"], "T-001", 0.5, correct=False)], tmp_path / "p.png")
     png = np.asarray(Image.open(out).convert("RGB"))
-    assert png.shape == (360, 600, 3)
+    assert png.shape == (385, 600, 3)
     assert _border_pixel(png, 1)[0] > 180
 
 

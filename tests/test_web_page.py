@@ -135,10 +135,25 @@ def test_a_reranked_index_shows_the_local_evidence_on_each_card(browser, synth_d
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.goto(srv.url + "/")
         page.get_by_test_id("file-input").set_input_files(str(synth_data / "t004" / "t004_007.jpg"))
-        first = page.get_by_test_id("result-card").first
+        cards = page.get_by_test_id("result-card")
+        first = cards.first
         expect(first).to_have_attribute("data-identity", "t004")
         expect(first.get_by_test_id("evidence")).to_have_text(re.compile(r"^[1-9]\d* matching keypoints? · "
-                                                                          r"P\(same\) [01]\.\d\d$"))
+                                                                          r"cosine -?[01]\.\d{3}$"))
+        # Each card's big number is the P(same) the list is ordered by: never increasing down the list.
+        shown = [float(t.removeprefix("P(same) ")) for t in cards.get_by_test_id("card-score").all_inner_texts()]
+        assert len(shown) == 5 and shown == sorted(shown, reverse=True), shown
+        expect(page.get_by_test_id("operating-point")).to_contain_text(
+            re.compile(r"^New individual below P\(same\) 0\.\d{3} for a photo.*fitted on the catalogue at 5 % "
+                       r"false accepts \(there: [\d.]+ % of known turtles accepted, [\d.]+ % false accepts\)\.$"))
+        # Click a card: the photo beside the catalogue's, the verified keypoint pairs drawn.
+        first.click()
+        picture = page.get_by_test_id("match-picture")
+        expect(page.get_by_test_id("match-caption")).to_contain_text(re.compile(r"t004: [1-9]\d* keypoint pairs"))
+        expect(picture).to_be_visible()
+        page.wait_for_function("() => document.getElementById('evidence-image').naturalWidth > 0",
+                               timeout=TIMEOUT_MS)
+        assert picture.evaluate("img => img.naturalWidth") > picture.evaluate("img => img.naturalHeight") > 100
         _shot(page, tmp_path, "page_evidence.png")
         # Several photos of one sighting are identified together: the most confident photo decides.
         photos = [str(synth_data / "t004" / f"t004_00{n}.jpg") for n in (7, 8, 9)]

@@ -320,7 +320,10 @@ class MetricsReport(BaseModel):
     dataset_fingerprint: dict[str, Any] = Field(default_factory=dict)
     timings_s: dict[str, float] = Field(default_factory=dict)
     per_identity: dict[str, dict[str, float | int]] = Field(default_factory=dict)
-    open_set: dict[str, Any] | None = None
+    open_set: dict[str, Any] | None = None  # diagnostic: a threshold calibrated on the evaluation queries themselves
+    # The thresholds searches use (fitted on the catalogue at a false-accept target), in one sentence, with their
+    # true/false-accept rates on the catalogue's pseudo-queries and on these queries; None without re-ranking.
+    operating_point: dict[str, Any] | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
@@ -334,6 +337,7 @@ class MetricsReport(BaseModel):
         timings_s: dict[str, float] | None = None,
         open_set: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        operating_point: dict[str, Any] | None = None,
     ) -> MetricsReport:
         """Build a report from :func:`retrieval_metrics` output (which must include k = 1, 5, 10)."""
         missing = {1, 5, 10} - set(result.recall_at_k)
@@ -356,6 +360,7 @@ class MetricsReport(BaseModel):
                 "timings_s": timings_s or {},
                 "per_identity": result.per_identity,
                 "open_set": open_set,
+                "operating_point": operating_point,
                 "extra": extra or {},
             }
         )

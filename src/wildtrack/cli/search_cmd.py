@@ -89,7 +89,7 @@ def _print_encounter(answer: dict) -> None:
     for photo in answer["photos"]:
         console.print(f"  {photo['image']}: {_verdict(photo['decision'])}")
     kind = "P(same)" if answer["reranked"] else "cosine"
-    table = Table("identity", f"best {kind}", "closest in photos", "best catalogue image")
+    table = Table("identity", f"best {kind}", "closest in photos", "best catalogue image", title="turtles, best first")
     for c in answer["identities"]:
         table.add_row(c["identity"], f"{c['score']:.3f}", str(c["support"]), c["best_image_path"] or "-")
     console.print(table)
@@ -97,7 +97,7 @@ def _print_encounter(answer: dict) -> None:
 
 def _verdict(d: dict) -> str:
     who = "[bold yellow]new individual[/]" if d["is_unknown"] else f"[bold green]{d['identity']}[/]"
-    kind = "match probability" if d["score_kind"] == "match_probability" else "cosine"
+    kind = "P(same)" if d["score_kind"] == "match_probability" else "cosine"
     if d["score"] is None:
         return f"{who} (empty catalogue)"
     return f"{who} ({kind} {d['score']:.3f}" + (f", threshold {d['threshold']:.3f})" if d["threshold"] is not None
@@ -105,12 +105,23 @@ def _verdict(d: dict) -> str:
 
 
 def _print_photo(answer: dict) -> None:
+    """The turtles, ordered by the score shown first (P(same) after re-ranking, else the cosine), then the
+    catalogue photos in search order with their evidence."""
     console.print(f"{answer['image']}: {_verdict(answer['decision'])}")
     local = answer["reranked"]
-    table = Table("rank", "identity", "cosine", *(("inliers", "P(same)") if local else ()), "image", "date")
+    kind = "P(same)" if local else "cosine"
+    turtles = Table("#", "identity", kind, *(("inliers", "cosine") if local else ()), "photos", "best image",
+                    title="turtles, best first")
+    for n, c in enumerate(answer["identities"], start=1):
+        evidence = (_or_dash(c["inliers"]), _or_dash(c["cosine"], "{:.3f}")) if local else ()
+        turtles.add_row(str(n), c["identity"], f"[bold]{c['score']:.3f}[/]", *evidence, str(c["support"]),
+                        c.get("best_image_path") or "-")
+    console.print(turtles)
+    table = Table("rank", "identity", *(("P(same)", "inliers") if local else ()), "cosine", "image", "date",
+                  title="catalogue photos, in search order" + (" (re-ranked)" if local else ""))
     for h in answer["hits"]:
-        evidence = (_or_dash(h["inliers"]), _or_dash(h["match_probability"], "{:.2f}")) if local else ()
-        table.add_row(str(h["rank"]), h["identity"], f"{h['score']:.3f}", *evidence, h["path"], h["date"] or "-")
+        evidence = (_or_dash(h["match_probability"], "{:.3f}"), _or_dash(h["inliers"])) if local else ()
+        table.add_row(str(h["rank"]), h["identity"], *evidence, f"{h['score']:.3f}", h["path"], h["date"] or "-")
     console.print(table)
 
 

@@ -47,17 +47,17 @@ def pool_encounter(photo_hits: Sequence[Sequence[Hit]], photo_decisions: Sequenc
     if not photo_hits or len(photo_hits) != len(photo_decisions):
         raise ValueError(f"an encounter needs one decision per photo and at least one photo, got "
                          f"{len(photo_hits)} hit lists and {len(photo_decisions)} decisions")
-    best: dict[str, tuple[float, str]] = {}
+    best: dict[str, tuple[float, Hit]] = {}
     for hits in photo_hits:
         for h in hits:
             score = h.match_probability if by_probability else h.score
             if score is None or not math.isfinite(score):
                 continue
             if h.identity not in best or score > best[h.identity][0]:
-                best[h.identity] = (float(score), h.image_id)
+                best[h.identity] = (float(score), h)
     votes = Counter(d.best.identity for d in photo_decisions if d.best is not None)
-    candidates = sorted((IdentityScore(identity, score, image_id, votes[identity])
-                         for identity, (score, image_id) in best.items()),
+    candidates = sorted((IdentityScore(identity, score, h.image_id, votes[identity], float(h.score), h.inliers)
+                         for identity, (score, h) in best.items()),
                         key=lambda s: (-s.score, -s.support, s.identity))
     scored = [d for d in photo_decisions if d.score is not None and math.isfinite(d.score) and d.best is not None]
     if not scored:

@@ -21,12 +21,16 @@ METHODS: tuple[str, ...] = ("max", "mean-top-n")
 
 @dataclass(frozen=True)
 class IdentityScore:
-    """One candidate individual: its aggregated score, best-matching image, and how many hits support it."""
+    """One candidate individual: its score (what candidates are ordered by: the match probability after
+    re-ranking, else the cosine), best-matching image, and how many hits support it. ``cosine`` is that image's
+    cosine similarity and ``inliers`` its verified keypoint matches (None without local re-ranking)."""
 
     identity: str
     score: float
     best_image_id: str
     support: int
+    cosine: float | None = None
+    inliers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ def _score(identity: str, group: list[Hit], method: AggregateMethod, n: int) -> 
     ranked = sorted(group, key=lambda h: (-h.score, h.rank, h.image_id))
     top = ranked if method == "max" else ranked[:n]
     score = top[0].score if method == "max" else math.fsum(h.score for h in top) / len(top)
-    return IdentityScore(identity, float(score), ranked[0].image_id, len(group))
+    return IdentityScore(identity, float(score), ranked[0].image_id, len(group), float(ranked[0].score))
 
 
 def decide(identity_scores: Sequence[IdentityScore], threshold: float | None) -> Decision:
@@ -89,24 +93,36 @@ def decide(identity_scores: Sequence[IdentityScore], threshold: float | None) ->
 
 
 def decide_reranked(hits: list[Hit], threshold: float | None) -> Decision:
-    """The identity whose image the re-ranked list puts first, scored by that image's match probability (the
-    fusion's, which counts the local evidence); a new individual when it is below ``threshold``.
+    """The turtle with the highest match probability among the re-ranked hits (the fusion's, which counts the
+    local evidence); a new individual when it is below ``threshold``.
 
-    Candidates keep their cosine scores (best image per identity), in re-ranked order. ``hits`` must come from
-    :func:`~wildtrack.matching.rerank.rerank_hits`: the first one carries its match probability.
+    Each candidate is scored by its best image's match probability and ordered by it (ties: the re-ranked
+    order), so the list a user reads is ordered by the number it shows; that image's cosine and inliers ride
+    along. This is the rule the threshold was calibrated for: a known turtle's best probability against the best
+    probability of any other turtle (:func:`~wildtrack.evaluate.calibrate_open_set`). Hits outside the
+    re-ranked shortlist carry no probability and name no candidate. ``hits`` must come from
+    :func:`~wildtrack.matching.rerank.rerank_hits`.
     """
     if threshold is not None and not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold}")
-    first: dict[str, Hit] = {}
-    for h in hits:
-        first.setdefault(h.identity, h)
-    candidates = tuple(sorted(aggregate_identities(hits), key=lambda s: first[s.identity].rank))
-    if not candidates:
-        return Decision(None, None, True, candidates)
-    best = candidates[0]
-    probability = first[best.identity].match_probability
-    if probability is None:
+    if not hits:
+        return Decision(None, None, True, ())
+    if hits[0].match_probability is None:
         raise ValueError("decide_reranked needs re-ranked hits (the first one has no match probability)")
-    score = float(probability)
-    unknown = threshold is not None and not score >= threshold  # NaN is never a confident match
-    return Decision(None if unknown else best.identity, score, unknown, candidates)
+    best: dict[str, Hit] = {}
+    support: dict[str, int] = defaultdict(int)
+    for h in hits:
+        support[h.identity] += 1
+        p = h.match_probability
+        if p is None or math.isnan(p):
+            continue
+        if h.identity not in best or p > best[h.identity].match_probability:  # type: ignore[operator]
+            best[h.identity] = h
+    ranked = sorted(best.values(), key=lambda h: (-h.match_probability, h.rank))  # type: ignore[operator]
+    candidates = tuple(IdentityScore(h.identity, float(h.match_probability), h.image_id,  # type: ignore[arg-type]
+                                     support[h.identity], float(h.score), h.inliers) for h in ranked)
+    if not candidates:  # every probability NaN: never a confident match
+        return Decision(None, float("nan"), True, candidates)
+    top = candidates[0]
+    unknown = threshold is not None and not top.score >= threshold
+    return Decision(None if unknown else top.identity, top.score, unknown, candidates)

@@ -14,7 +14,7 @@ import numpy as np
 
 from wildtrack.features.types import LocalFeatures
 
-__all__ = ["GeometricModel", "MatchResult", "RansacMatcher", "match_pair"]
+__all__ = ["Correspondences", "GeometricModel", "MatchResult", "RansacMatcher", "correspondences", "match_pair"]
 
 GeometricModel = Literal["homography", "affine", "fundamental"]
 
@@ -58,14 +58,29 @@ def _putative_matches(a: np.ndarray, b: np.ndarray, ratio: float) -> tuple[np.nd
     return query, first[query]
 
 
-def match_pair(
+@dataclass(frozen=True)
+class Correspondences:
+    """The ratio-test matches of one pair, as keypoint indices into ``a`` and ``b``, and which of them one
+    geometric transform explains (``inlier``, a boolean mask): the count and the drawn evidence both come from
+    here, so a picture always shows exactly the inliers a score counted."""
+
+    query: np.ndarray  # (M,) int indices into a
+    target: np.ndarray  # (M,) int indices into b
+    inlier: np.ndarray  # (M,) bool
+
+    @property
+    def result(self) -> MatchResult:
+        return MatchResult(int(self.inlier.sum()), len(self.query))
+
+
+def correspondences(
     a: LocalFeatures,
     b: LocalFeatures,
     ratio: float = 0.8,
     model: GeometricModel = "affine",
     threshold: float = 8.0,
-) -> MatchResult:
-    """Putative matches (ratio test) and how many of them one geometric model explains.
+) -> Correspondences:
+    """Putative matches (ratio test) and the mask of those one geometric model explains.
 
     ``affine`` (default) fits a 4-DoF similarity (rotation, scale, shift; ``estimateAffinePartial2D`` with
     RANSAC), ``homography`` an 8-DoF plane (USAC MAGSAC++) and ``fundamental`` an epipolar geometry (MAGSAC++),
@@ -76,12 +91,13 @@ def match_pair(
     """
     if model not in _MIN_POINTS:
         raise ValueError(f"unknown geometric model {model!r}; choose homography, affine or fundamental")
+    empty = np.zeros(0, dtype=np.int64)
     if len(a) < 2 or len(b) < 2:
-        return MatchResult(0, 0)
+        return Correspondences(empty, empty, np.zeros(0, dtype=bool))
     qi, ti = _putative_matches(a.descriptors, b.descriptors, ratio)
-    n = len(qi)
-    if n < _MIN_POINTS[model]:
-        return MatchResult(0, n)
+    none = np.zeros(len(qi), dtype=bool)
+    if len(qi) < _MIN_POINTS[model]:
+        return Correspondences(qi, ti, none)
     src = a.xy[qi].reshape(-1, 1, 2)
     dst = b.xy[ti].reshape(-1, 1, 2)
     try:
@@ -93,9 +109,21 @@ def match_pair(
         else:
             _, mask = cv2.findFundamentalMat(src, dst, cv2.USAC_MAGSAC, threshold / 2, 0.999, 2000)
     except cv2.error:
-        return MatchResult(0, n)  # degenerate sample (e.g. all points on a line): no model, no inliers
-    inliers = int(mask.sum()) if mask is not None else 0
-    return MatchResult(inliers, n)
+        return Correspondences(qi, ti, none)  # degenerate sample (e.g. all points on a line): no model, no inliers
+    inlier = mask.ravel().astype(bool) if mask is not None else none
+    return Correspondences(qi, ti, inlier)
+
+
+def match_pair(
+    a: LocalFeatures,
+    b: LocalFeatures,
+    ratio: float = 0.8,
+    model: GeometricModel = "affine",
+    threshold: float = 8.0,
+) -> MatchResult:
+    """Putative matches (ratio test) and how many of them one geometric model explains
+    (:func:`correspondences`, counted)."""
+    return correspondences(a, b, ratio, model, threshold).result
 
 
 @dataclass(frozen=True)
@@ -111,4 +139,8 @@ class RansacMatcher:
             raise ValueError(f"unknown geometric model {self.model!r}; choose homography, affine or fundamental")
 
     def __call__(self, a: LocalFeatures, b: LocalFeatures) -> MatchResult:
-        return match_pair(a, b, self.ratio, self.model, self.threshold)
+        return self.correspondences(a, b).result
+
+    def correspondences(self, a: LocalFeatures, b: LocalFeatures) -> Correspondences:
+        """The matches behind :meth:`__call__`'s count, with the inlier mask."""
+        return correspondences(a, b, self.ratio, self.model, self.threshold)

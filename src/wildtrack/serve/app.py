@@ -24,6 +24,7 @@ import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,7 @@ from wildtrack import __version__
 from wildtrack.config import MAX_SEARCH_K, ServeConfig
 from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
 from wildtrack.serve.docs import add_offline_docs, offline_docs_assets
+from wildtrack.serve.evidence import MATCH_RESPONSE, evidence_picture, operating_point_info
 from wildtrack.serve.limits import InferenceGate
 from wildtrack.serve.reload import ManifestWatch
 from wildtrack.serve.schemas import (
@@ -153,6 +155,7 @@ async def health(cat: CatalogueDep, request: Request) -> Health:
     return Health(version=__version__, model_fingerprint=cat.embedder.fingerprint, backend=cat.backend,
                   index_count=sum(ids.values()), identities_count=len(ids), dim=cat.index.dim,
                   index_kind=cat.index.kind, generation=cat.index.generation, threshold=cat.threshold,
+                  score_kind=cat.score_kind, operating_point=operating_point_info(cat),
                   encounter_threshold=cat.encounter_threshold,
                   max_upload_bytes=request.app.state.config.max_upload_bytes)
 
@@ -175,8 +178,7 @@ async def predict(
     return PredictResponse(
         identity=d.identity, score=d.score, score_kind=cat.score_kind, is_unknown=d.is_unknown, threshold=cat.threshold,
         candidates=[
-            Candidate(identity=c.identity, score=c.score, best_image_id=c.best_image_id, support=c.support,
-                      thumbnail_url=_thumb_url(request, c.best_image_id))
+            Candidate(**asdict(c), thumbnail_url=_thumb_url(request, c.best_image_id))
             for c in d.candidates[:k]
         ],
         matches=[_match(request, h) for h in result.hits[:k]],
@@ -205,8 +207,7 @@ async def identify_encounter(
         identity=d.identity, score=d.score, score_kind=result.score_kind, is_unknown=d.is_unknown,
         threshold=result.threshold,
         candidates=[
-            EncounterCandidate(identity=c.identity, score=c.score, best_image_id=c.best_image_id, support=c.support,
-                               thumbnail_url=_thumb_url(request, c.best_image_id))
+            EncounterCandidate(**asdict(c), thumbnail_url=_thumb_url(request, c.best_image_id))
             for c in d.candidates[:k]
         ],
         photos=[
@@ -217,6 +218,19 @@ async def identify_encounter(
         ],
         elapsed_ms=timer.ms,
     )
+
+
+@router.post("/match", response_class=Response, tags=["identify"], responses={**ERRORS, 200: MATCH_RESPONSE})
+async def match(
+    cat: CatalogueDep, request: Request,
+    file: Annotated[UploadFile, File(description="the photo that was identified (again: uploads are not kept)")],
+    image_id: Annotated[str, Form(description="a catalogued image, e.g. a candidate's best_image_id")],
+) -> Response:
+    """Match evidence: the photo beside a catalogued one, the keypoint pairs ``/predict`` counted drawn between."""
+    await _single_file(request, "file")
+    async with request.app.state.gate.slot():
+        picture = await run_in_threadpool(evidence_picture, cat, await _read(file), image_id)
+    return Response(picture.png, media_type="image/png", headers=picture.headers)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, tags=["identify"])

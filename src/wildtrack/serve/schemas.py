@@ -23,7 +23,8 @@ class Match(_Schema):
     image_id: str
     identity: str
     date: str | None = Field(None, description="encounter date, YYYY-MM-DD, when known")
-    score: float = Field(description="cosine similarity, -1..1 (1 = identical embedding)")
+    score: float = Field(description="cosine similarity, -1..1 (1 = identical embedding); after re-ranking the "
+                         "order follows match_probability (with the support of the turtle's other photos)")
     rank: int = Field(ge=1)
     thumbnail_url: str
     inliers: int | None = Field(None, description="keypoint matches with the query that agree on one geometric "
@@ -33,11 +34,21 @@ class Match(_Schema):
         "and the inliers (fitted on the catalogue); null without local re-ranking")
 
 
+SCORE_DESCRIPTION = (
+    "the score candidates are ordered by (best first, never increasing down the list), of this individual's best "
+    "image: its calibrated match probability (0..1, from the cosine and the verified keypoints) when the response's "
+    "score_kind is match_probability, else its cosine similarity (-1..1)")
+
+
 class Candidate(_Schema):
-    """One individual among the query's nearest images, scored by its closest image."""
+    """One individual among the query's nearest images, scored by its best image; candidates come best first."""
 
     identity: str
-    score: float
+    score: float = Field(description=SCORE_DESCRIPTION)
+    cosine: float | None = Field(None, description="cosine similarity of the best image's embedding with the "
+                                 "query's (-1..1): the global search's score, shown beside the match probability")
+    inliers: int | None = Field(None, description="the best image's keypoint matches with the query that agree on "
+                                "one geometric transform; null without local re-ranking. POST /match draws them")
     best_image_id: str
     thumbnail_url: str
     support: int = Field(description="how many of the searched images belong to this individual")
@@ -53,8 +64,10 @@ class PredictResponse(_Schema):
         "re-ranks by local matching, else the best image's cosine similarity")
     is_unknown: bool
     threshold: float | None = Field(description="unknown threshold in use; null = always name the best candidate")
-    candidates: list[Candidate]
-    matches: list[Match] = Field(description="the top gallery images themselves")
+    candidates: list[Candidate] = Field(description="individuals, best first: sorted by their own score, the first "
+                                        "is the verdict's (or the closest when unknown)")
+    matches: list[Match] = Field(description="the top gallery images themselves, in search order (re-ranked: by "
+                                 "match probability with the support of each turtle's other photos)")
     elapsed_ms: float
 
 
@@ -133,6 +146,31 @@ class IdentityDetail(_Schema):
     images: list[IdentityImage]
 
 
+class AcceptRates(_Schema):
+    """What a threshold did on the catalogue's own photos used as queries against its other encounters."""
+
+    TAR: float | None = Field(description="true-accept rate: known turtles named (score >= threshold)")
+    FAR: float | None = Field(description="false-accept rate: best wrong turtle at or above the threshold, as an "
+                              "unknown turtle would be named")
+    num_known: int | None = None
+    num_unknown: int | None = None
+
+
+class OperatingPointInfo(_Schema):
+    """The one threshold story: "new individual below P(same) T for a photo, T_enc for an encounter, fitted on the
+    catalogue at 5 % false accepts", with the rates that fit measured."""
+
+    sentence: str = Field(description="the story in one line, for people")
+    score: Literal["cosine", "match_probability"]
+    photo_threshold: float | None
+    encounter_threshold: float | None
+    source: Literal["fitted", "given", "stored", "none"] = Field(
+        description="fitted on the catalogue; given by the user; stored with a global index; none: always name")
+    target_far: float | None = Field(None, description="false-accept rate the fit aimed for (fitted only)")
+    photo_rates: AcceptRates | None = Field(None, description="the fit's rates at the photo threshold")
+    encounter_rates: AcceptRates | None = Field(None, description="the fit's rates at the encounter threshold")
+
+
 class Health(_Schema):
     status: Literal["ok"] = "ok"
     version: str
@@ -143,7 +181,11 @@ class Health(_Schema):
     dim: int
     index_kind: str
     generation: int | None
-    threshold: float | None
+    threshold: float | None = Field(description="new individual below this score for one photo (see score_kind)")
+    score_kind: Literal["cosine", "match_probability"] = Field(
+        "cosine", description="what the thresholds measure: the match probability when the index re-ranks")
+    operating_point: OperatingPointInfo = Field(description="where the thresholds come from and what they did on "
+                                                "the catalogue: the sentence the page shows in its footer")
     encounter_threshold: float | None = Field(
         None, description="threshold for the most confident photo of an encounter (/identify-encounter): fitted on "
         "the catalogue's encounters when the index re-ranks and photos have dates, else the photo threshold")

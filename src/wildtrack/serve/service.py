@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wildtrack.data import storage
 from wildtrack.embed import Embedder
 from wildtrack.images import ImageError, image_date, load_image, open_image
 from wildtrack.index import GalleryIndex, Hit, IndexLockedError, image_id_for
@@ -287,6 +288,9 @@ class Catalogue:
             row = self.index.row(image_id)
         except KeyError:
             raise UploadError(404, f"no catalogued image with id {image_id!r}") from None
+        if storage.is_url(self.data_root):  # photos in object storage: searched from the feature store, not served
+            raise UploadError(404, f"image {image_id!r} lives in object storage ({self.data_root}); the service "
+                              "serves photos of folder catalogues only")
         path = (self.data_root / row.path).resolve()
         if not (path.is_relative_to(self.data_root) or path.is_relative_to(self.index_dir)):
             log.warning("refusing image %s: %s lies outside the data root and index dir", image_id, path)

@@ -29,19 +29,24 @@ DPI = 100
 COLUMN_IN = 3.0  # one column per photo
 CELL_IN = 2.7  # the square photo cell inside a column
 MARGIN_IN = (COLUMN_IN - CELL_IN) / 2
-BOTTOM_IN = 0.55  # room for two label lines under each photo
-HEIGHT_IN = 3.6
+BOTTOM_IN = 0.8  # room for three label lines under each photo
+HEIGHT_IN = 3.85
 BORDER_PX = 8
 
 
 @dataclass(frozen=True)
 class PanelItem:
-    """One photo in a panel. ``correct`` None means "derive it from the identity" (queries ignore it)."""
+    """One photo in a panel. ``correct`` None means "derive it from the identity" (queries ignore it).
+
+    ``score`` is the number the panel's ranking is ordered by, named ``score_name`` (``P(same)`` after re-ranking,
+    ``cosine`` otherwise); ``detail`` is a smaller third line (e.g. inliers and the cosine)."""
 
     path: str | Path
     identity: str
     score: float | None = None
     correct: bool | None = None
+    score_name: str = "cosine"
+    detail: str | None = None
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -66,7 +71,7 @@ def _thumbnail(path: str | Path, cell_px: int, colour: tuple[int, int, int]) -> 
 def retrieval_panel(
     query: PanelItem, results: Sequence[PanelItem], out_path: str | Path, title: str | None = None
 ) -> Path:
-    """Draw the query (left) and its ranked ``results`` (right) to a PNG of (K+1)·300 × 360 px."""
+    """Draw the query (left) and its ranked ``results`` (right) to a PNG of (K+1)·300 × 385 px."""
     if not results:
         raise ValueError("a retrieval panel needs at least one result")
     out_path = Path(out_path)
@@ -86,15 +91,19 @@ def retrieval_panel(
         fig.text(x, (BOTTOM_IN - 0.08) / HEIGHT_IN, lines[0], ha="center", va="top", fontsize=12,
                  fontweight="bold", color=_hex(colour))
         if len(lines) > 1:
-            fig.text(x, (BOTTOM_IN - 0.30) / HEIGHT_IN, lines[1], ha="center", va="top", fontsize=10.5,
-                     color=_hex(colour))
+            fig.text(x, (BOTTOM_IN - 0.30) / HEIGHT_IN, lines[1], ha="center", va="top", fontsize=11.5,
+                     fontweight="bold" if col else "normal", color=_hex(colour))
+        if len(lines) > 2:
+            fig.text(x, (BOTTOM_IN - 0.52) / HEIGHT_IN, lines[2], ha="center", va="top", fontsize=9.5,
+                     color="#555555")
 
     draw(0, query, QUERY_COLOUR, [f"QUERY  {query.identity}", _short_name(query.path)])
     for rank, item in enumerate(results, start=1):
         correct = item.correct if item.correct is not None else item.identity == query.identity
         colour = GREEN if correct else RED
-        second = f"#{rank}" + (f"   sim {item.score:.3f}" if item.score is not None else "")
-        draw(rank, item, colour, [f"{'✓' if correct else '✗'} {item.identity}", second])
+        second = f"#{rank}" + (f"   {item.score_name} {item.score:.3f}" if item.score is not None else "")
+        draw(rank, item, colour, [f"{'✓' if correct else '✗'} {item.identity}", second,
+                                  *([item.detail] if item.detail else [])])
 
     fig.add_artist(Line2D([COLUMN_IN / width_in] * 2, [0.04, 0.92], color="#999999", linewidth=1.5))
     if title is None:

@@ -15,24 +15,24 @@ from wildtrack.data.storage import load_photo
 from wildtrack.embed import Embedder, load_embedder
 from wildtrack.evaluate import (
     MetricsReport,
-    RetrievalResult,
     calibrate_open_set,
     cosine_similarity,
     open_set_rates,
-    rank_gallery,
     retrieval_metrics,
     write_metrics_json,
 )
 from wildtrack.jobs import Engine, LocalEngine, catalogue_feature_cache, embed_photos, extract_features, photo_ids
 from wildtrack.jobs.catalogue import STAGING_DIR, clear_staging
-from wildtrack.visualize.panels import PanelItem, choose_examples, panel_title, retrieval_panel
+from wildtrack.matching.reranker import local_reranker
 from wildtrack.visualize.report import write_report
 from wildtrack.visualize.tsne import plot_tsne
 from wildtrack.workflows import Advance, Log, announce_total, next_stage
+from wildtrack.workflows.pictures import RankedScores, retrieval_pictures
 
 if TYPE_CHECKING:
     from wildtrack.features import FeatureCache
     from wildtrack.matching.gallery_fusion import GalleryFusion
+    from wildtrack.matching.reranker import LocalReranker
 
 
 @dataclass
@@ -54,32 +54,6 @@ def _embed_records(
     if result.cached:
         log(f"{result.cached} embeddings reused from the cache")
     return [records[i] for i in result.ok], result.embeddings
-
-
-def _panels(
-    result: RetrievalResult, sim: np.ndarray, query: list[Record], gallery: list[Record], cfg: EvalConfig, out: Path,
-    cosine: np.ndarray | None = None, reranked: bool = False,
-) -> list[Path]:
-    """Ranked by ``sim`` (fused scores after re-ranking); labelled with the cosine, which a reader can compare.
-    When the final ranking names every query right, one failure of the global ranking is shown instead of none."""
-    cosine = sim if cosine is None else cosine
-    shown = [(qi, sim, result.first_correct_rank[qi], ", re-ranked" if reranked else "")
-             for qi in choose_examples(result.first_correct_rank, cfg.examples, seed=cfg.seed)]
-    if reranked and cfg.examples and not (result.first_correct_rank > 0).any():
-        global_ranks = retrieval_metrics(cosine, [r.identity for r in query], [r.identity for r in gallery],
-                                         ks=(1,)).first_correct_rank
-        failures = choose_examples(np.where(global_ranks > 0, global_ranks, -1), 1, seed=cfg.seed)
-        shown[len(shown) - len(failures):] = [(qi, cosine, global_ranks[qi], ", global ranking before re-ranking")
-                                              for qi in failures]
-    pictures = []
-    for n, (qi, scores, rank, how) in enumerate(shown):
-        q = query[qi]
-        hits = [PanelItem(gallery[j].path, gallery[j].identity, float(cosine[qi, j]),
-                          gallery[j].identity == q.identity) for j in rank_gallery(scores[qi:qi + 1])[0, : cfg.topk]]
-        pictures.append(retrieval_panel(PanelItem(q.path, q.identity, None, None), hits,
-                                        out / f"retrieval_example_{n}.png",
-                                        title=panel_title(q.identity, q.date, int(rank), how)))
-    return pictures
 
 
 def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.ndarray, query: list[Record],
@@ -118,10 +92,10 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
 def _local_rerank(
     sim: np.ndarray, query: list[Record], gallery: list[Record], g_emb: np.ndarray, cfg: EvalConfig, log: Log,
     advance: Advance | None = None, cache: FeatureCache | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict, GalleryFusion]:
-    """Re-order each query's global top-K by RootSIFT + RANSAC inliers fused with the cosine; returns the fused
-    ranking scores, the match probabilities (what the new-individual decision reads), the fit's summary and
-    the fit itself.
+) -> tuple[RankedScores, dict, GalleryFusion, LocalReranker]:
+    """Re-order each query's global top-K by RootSIFT + RANSAC inliers fused with the cosine; returns the
+    scores (fused ranking, match probabilities - what the new-individual decision reads - and inliers), the fit's
+    summary, the fit itself and the re-ranker that matches as it did.
 
     The fusion (and its identity-support weight and decision threshold) is fitted on the gallery alone (its
     photos against its other encounters), never on the evaluation queries, and saved with the results.
@@ -147,7 +121,8 @@ def _local_rerank(
     info = {**fitted.summary(), "seconds_per_query_local": round(per_query, 3)}
     fused = fused_similarity(sim, local, fitted.fusion, cfg.rerank_k, [r.identity for r in gallery],
                              fitted.identity_weight)
-    return fused, match_probabilities(sim, local, fitted.fusion, cfg.rerank_k), info, fitted
+    scores = RankedScores(sim, match_probabilities(sim, local, fitted.fusion, cfg.rerank_k), local, fused)
+    return scores, info, fitted, reranker
 
 
 def _encounter_figures(ranking: np.ndarray, scores: np.ndarray, query: list[Record], g_ids: list[str],
@@ -163,6 +138,23 @@ def _encounter_figures(ranking: np.ndarray, scores: np.ndarray, query: list[Reco
                                cfg.target_far, catalogue_threshold)
     figures["open_set"]["score"] = score
     return figures
+
+
+DIAGNOSTIC = ("diagnostic: a threshold calibrated on these evaluation queries themselves (optimistic); the one "
+              "searches use is operating_point's, fitted on the catalogue")
+
+
+def _operating_point(fitted: GalleryFusion, open_set: dict, encounters: dict | None) -> dict:
+    """The thresholds `index build` fits on this gallery (the ones searches use), where they come from, their
+    rates on the catalogue's pseudo-queries, and what they did on these evaluation queries."""
+    from wildtrack.decide.operating_point import operating_point
+
+    point = operating_point("match_probability", fitted.decision_threshold, fitted.encounter_threshold,
+                            fitted.fit_report).to_dict()
+    on_queries = {"photo": open_set.get("catalogue_threshold")}
+    if encounters is not None:
+        on_queries["encounter"] = encounters.get("open_set", {}).get("catalogue_threshold")
+    return {**point, "on_evaluation_queries": on_queries}
 
 
 def run_evaluation(
@@ -207,34 +199,35 @@ def run_evaluation(
     open_set = {**calibrate_open_set(sim, q_ids, g_ids, cfg.target_far)[1], "score": "cosine"}
     timings["metrics"] = time.perf_counter() - t0
     extra: dict = {"backend": getattr(embedder, "backend", "keras"), "topk": cfg.topk}
-    reranked = False
+    scores, reranker, fitted = RankedScores(cosine), None, None
     if cfg.rerank == "local":
         from wildtrack.matching.fit import RerankFitError
 
         t0 = time.perf_counter()
         try:
             cache = _cluster_features(engine, query + gallery, dataset.root, cfg, out / STAGING_DIR, advance)
-            fused, probabilities, info, fitted = _local_rerank(sim, query, gallery, g_emb, cfg, log, advance, cache)
+            scores, info, fitted, reranker = _local_rerank(sim, query, gallery, g_emb, cfg, log, advance, cache)
         except RerankFitError as exc:
             log(f"local re-ranking skipped, global figures only: {exc}")
             extra["rerank_skipped"] = str(exc)
         else:
             timings["rerank"] = time.perf_counter() - t0
             global_only = result
-            result = retrieval_metrics(fused, q_ids, g_ids, ks=(1, 5, 10))
+            result = retrieval_metrics(scores.fused, q_ids, g_ids, ks=(1, 5, 10))
             extra["rerank"] = {**info, "global_only": {**global_only.headline(), "R@10": global_only.recall_at_k[10]},
                                "fused": {**result.headline(), "R@10": result.recall_at_k[10]}}
             fitted.save(out)  # complete (features, projection): GalleryFusion.load(out) re-ranks as evaluated
-            sim, reranked = fused, True
+            sim = scores.fused
             extra["open_set_cosine"] = open_set
-            open_set = {**calibrate_open_set(probabilities, q_ids, g_ids, cfg.target_far)[1],
+            open_set = {**calibrate_open_set(scores.probability, q_ids, g_ids, cfg.target_far)[1],
                         "score": "match_probability"}
             if info["decision_threshold"] is not None and "note" not in open_set:  # what `index build` stores
-                open_set["catalogue_threshold"] = open_set_rates(probabilities, q_ids, g_ids,
+                open_set["catalogue_threshold"] = open_set_rates(scores.probability, q_ids, g_ids,
                                                                  info["decision_threshold"])
+    open_set["role"] = DIAGNOSTIC
 
-    if reranked:
-        encounters = _encounter_figures(sim, probabilities, query, g_ids, cfg, "match_probability",
+    if fitted is not None:
+        encounters = _encounter_figures(sim, scores.probability, query, g_ids, cfg, "match_probability",
                                         fitted.encounter_threshold)
     else:
         encounters = _encounter_figures(cosine, cosine, query, g_ids, cfg, "cosine")
@@ -244,9 +237,12 @@ def run_evaluation(
         n_right, n_q = round(result.recall_at_k[1] * result.num_queries), result.num_queries
         log(f"encounters (their photos identified together): {round(encounters['accuracy'] * n_enc)} of {n_enc} "
             f"named right, against {n_right} of {n_q} single photos")
+    chosen = None if fitted is None else _operating_point(fitted, open_set, encounters)
 
     t0 = time.perf_counter()
-    pictures = _panels(result, sim, query, gallery, cfg, out, cosine=cosine, reranked=reranked)
+    panels, matches = retrieval_pictures(scores, query, gallery, cfg, out,
+                                         reranker or local_reranker(cfg.rerank_k, cfg.local_focus))
+    pictures = [*panels, *matches]
     pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed,
                               queries=(q_emb, q_ids)))
     pictures += _gradcams(embedder, Path(artifacts), sim, g_emb, query, gallery, cfg, out, log, cosine=cosine)
@@ -256,6 +252,7 @@ def run_evaluation(
         result, split=cfg.split, model_fingerprint=embedder.fingerprint,
         dataset_fingerprint={"root": str(dataset.root), "layout": dataset.layout, **dataset.fingerprint()},
         timings_s={k: round(v, 3) for k, v in timings.items()}, open_set=open_set, extra=extra,
+        operating_point=chosen,
     )
     write_metrics_json(report, out / "metrics.json")
     write_report(out, report.model_dump(by_alias=True, mode="json"), [p.name for p in pictures],

@@ -9,8 +9,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from wildtrack.config import DEFAULT_FOCUS, DEFAULT_LOCAL_DIMS
+from wildtrack.config import DEFAULT_FOCUS, DEFAULT_LOCAL_DIMS, DEFAULT_TARGET_FAR
 from wildtrack.data import Record, load_dataset, storage
+from wildtrack.decide.operating_point import operating_point
 from wildtrack.embed import Embedder, load_embedder
 from wildtrack.features import Focus, SiftExtractor
 from wildtrack.index import GalleryIndex, GalleryIndexError, IndexNotFoundError, MetaRow, image_id_for
@@ -50,8 +51,8 @@ def build_index(
     data: str | Path, artifacts: str | Path, index_dir: str | Path, kind: str = "flat",
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
     backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = DEFAULT_FOCUS,
-    local_dims: int = DEFAULT_LOCAL_DIMS, force: bool = False, engine: Engine | None = None,
-    storage_options: Mapping[str, Any] | None = None,
+    local_dims: int = DEFAULT_LOCAL_DIMS, force: bool = False, target_far: float = DEFAULT_TARGET_FAR,
+    engine: Engine | None = None, storage_options: Mapping[str, Any] | None = None,
 ) -> IndexReport:
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
@@ -63,8 +64,8 @@ def build_index(
     report says why.
 
     ``threshold`` is the new-individual threshold of whichever score decides: the match probability when
-    re-ranking is fitted (default: calibrated by the fit at a 5% false-accept rate), else the cosine (default:
-    none, every photo gets its closest turtle).
+    re-ranking is fitted (default: calibrated by the fit at ``target_far``, 5 % false accepts), else the cosine
+    (default: none, every photo gets its closest turtle).
 
     Photos enrolled into an existing index at ``index_dir`` (by the service, under ``enrolled/``) are kept:
     re-embedded from their files with this model and committed with the catalogue. When some of their files are
@@ -102,7 +103,7 @@ def build_index(
         cache = catalogue_feature_cache(extractor, index_dir, store, dataset.root)
         try:
             fitted = fit_gallery_fusion(records, vectors, rerank_k, LocalReranker(rerank_k, cache),
-                                        projection_dims=local_dims,
+                                        projection_dims=local_dims, target_far=target_far,
                                         progress=next_stage(advance, "fitting local re-ranking"))
         except RerankFitError as exc:
             note = f"global search only: local re-ranking not fitted ({exc})"
@@ -116,11 +117,8 @@ def build_index(
     index.save(index_dir, overwrite=overwrite, extras=extras, shards=store)
     clear_staging(index_dir)
     if fitted is not None:
-        decision = ("always names the closest turtle" if fitted.decision_threshold is None else
-                    f"new individual below match probability {fitted.decision_threshold:.3f}"
-                    + (" (given)" if threshold is not None else " (fitted)"))
-        if threshold is None and fitted.encounter_threshold not in (None, fitted.decision_threshold):
-            decision += f", {fitted.encounter_threshold:.3f} for the best photo of an encounter"
+        decision = operating_point("match_probability", fitted.decision_threshold, fitted.encounter_threshold,
+                                   fitted.fit_report, overridden=threshold is not None).sentence()
         features = ("full 128-d RootSIFT" + (" (too few keypoints to fit a projection)" if local_dims else "")
                     if fitted.projection is None else f"RootSIFT in {fitted.projection.dims} dims")
         note = (f"search re-ranks its top {fitted.k} by local matching ({features}; fitted on "

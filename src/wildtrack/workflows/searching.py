@@ -67,11 +67,14 @@ def encounter_answer(searcher: CatalogueSearch, vectors: np.ndarray, images: Seq
 
 def photo_answer(image: str | Path, answer: Identification, topk: int) -> dict[str, Any]:
     """One photo's identification as JSON-ready data (what ``wildtrack search --json`` prints)."""
+    paths = {h.image_id: h.path for h in answer.hits}
     return {
         "image": str(image),
         "decision": _decision(answer.decision, answer.threshold, answer.score_kind),
         "reranked": answer.reranked,
-        "identities": [asdict(s) for s in answer.decision.candidates[:topk]],
+        # ordered by "score" (the decision's score_kind), with the best image's cosine and inliers beside it
+        "identities": [{**asdict(s), "best_image_path": paths.get(s.best_image_id)}
+                       for s in answer.decision.candidates[:topk]],
         "hits": [asdict(h) for h in answer.hits[:topk]],
     }
 

@@ -12,6 +12,8 @@
     newName: $("enroll-new-name"), newNameField: $("new-name-field"), date: $("enroll-date"),
     enrollSubmit: $("enroll-submit"), enrollStatus: $("enroll-status"), enrollTitle: $("enroll-title"),
     identityCount: $("identity-count"), imageCount: $("image-count"), modelInfo: $("model-info"),
+    operatingPoint: $("operating-point"), evidence: $("evidence"), evidenceImage: $("evidence-image"),
+    evidenceCaption: $("evidence-caption"), cardsHint: $("cards-hint"),
   };
   let currentFiles = [];
   let previewUrl = null;
@@ -73,13 +75,10 @@
       const h = await api("health");
       el.identityCount.textContent = h.identities_count.toLocaleString();
       el.imageCount.textContent = h.index_count.toLocaleString();
-      let threshold = h.threshold == null ? "none (closed set)" : h.threshold.toFixed(3);
-      if (h.encounter_threshold != null && h.encounter_threshold !== h.threshold) {
-        threshold += `, ${h.encounter_threshold.toFixed(3)} for an encounter's best photo`;
-      }
       el.modelInfo.textContent =
-        `WildTrack ${h.version} · model ${h.model_fingerprint.slice(0, 12)} (${h.backend}, ${h.dim}-d) · ` +
-        `unknown threshold ${threshold}`;
+        `WildTrack ${h.version} · model ${h.model_fingerprint.slice(0, 12)} (${h.backend}, ${h.dim}-d)`;
+      // The one threshold story, as the server states it (the same sentence as the demo, index build, report).
+      el.operatingPoint.textContent = h.operating_point.sentence.replace(/^n/, "N") + ".";
     } catch (err) {
       showError(err.message);
     }
@@ -135,6 +134,7 @@
     setBusy(true, encounter ? `Identifying ${files.length} photos of one encounter…` : "Identifying…");
     el.results.replaceChildren();
     el.verdict.hidden = true;
+    el.evidence.hidden = true;
     try {
       const result = await api(encounter ? "identify-encounter" : "predict", { method: "POST", body: form });
       if (encounter) {  // evidence for the cards: every photo's matches
@@ -166,6 +166,7 @@
     renderVerdict(result);
     const cards = result.candidates.map((c, i) => card(c, i + 1, result));
     el.results.replaceChildren(...cards);
+    el.cardsHint.hidden = !cards.length;
   }
 
   function renderVerdict(result) {
@@ -176,7 +177,7 @@
     const text = node("div", "text");
     const best = result.candidates[0];
     // Re-ranking indexes decide on the calibrated match probability, global ones on the cosine similarity.
-    const measure = result.score_kind === "match_probability" ? "match probability" : "similarity";
+    const measure = scoreName(result);
     if (known) {
       text.append(node("div", "label", "Identified as"), node("div", "name", result.identity),
                   node("div", "detail", `${measure} ${fmt(result.score)}` +
@@ -194,50 +195,105 @@
     el.verdict.hidden = false;
   }
 
+  // The number a card shows is the one the list is ordered by: P(same) after re-ranking, else the cosine.
+  function scoreName(result) {
+    return result.score_kind === "match_probability" ? "P(same)" : "cosine";
+  }
+
   function card(candidate, rank, result) {
     const predicted = candidate.identity === result.identity;
     const li = node("li", `card ${predicted ? "predicted" : "other"}`);
     li.dataset.testid = "result-card";
     li.dataset.identity = candidate.identity;
+    li.dataset.score = String(candidate.score);
+    li.tabIndex = 0;
+    li.title = "Show the matching keypoints";
     const img = new Image();
     img.src = candidate.thumbnail_url;
     img.alt = `Closest catalogued photo of ${candidate.identity}`;
     img.loading = "lazy";
     const body = node("div", "body");
     const who = node("div", "who");
-    who.append(node("strong", "", candidate.identity), node("span", "score", fmt(candidate.score)));
+    const score = node("span", "score", `${scoreName(result)} ${fmt(candidate.score)}`);
+    score.dataset.testid = "card-score";
+    who.append(node("strong", "", candidate.identity), score);
     const bar = node("div", "bar");
     bar.setAttribute("role", "meter");
     bar.setAttribute("aria-valuemin", "0");
     bar.setAttribute("aria-valuemax", "1");
     bar.setAttribute("aria-valuenow", String(candidate.score));
-    bar.setAttribute("aria-label", `similarity to ${candidate.identity}`);
+    bar.setAttribute("aria-label", `${scoreName(result)} for ${candidate.identity}`);
     const fill = node("div", "fill");
     fill.style.width = `${Math.round(Math.max(0, Math.min(1, candidate.score)) * 100)}%`;
     bar.append(fill);
     if (result.threshold != null) {
       const mark = node("div", "threshold");
       mark.style.left = `${Math.max(0, Math.min(1, result.threshold)) * 100}%`;
-      mark.title = `threshold ${fmt(result.threshold)}`;
+      mark.title = `new individual below ${scoreName(result)} ${fmt(result.threshold)}`;
       bar.append(mark);
     }
     const support = result.photos
       ? `closest turtle in ${candidate.support} of ${result.photos.length} photos`
       : `${candidate.support} close photo${candidate.support === 1 ? "" : "s"}`;
     body.append(who, bar, node("div", "meta", support));
-    // Local re-ranking's evidence for this individual's best-placed photo: verified keypoints, P(same).
-    const top = (result.matches || [])
-      .filter((m) => m.identity === candidate.identity && m.inliers != null)
-      .sort((a, b) => b.match_probability - a.match_probability)[0];
-    if (top) {
-      const evidence = node("div", "meta evidence",
-                            `${top.inliers} matching keypoint${top.inliers === 1 ? "" : "s"} · ` +
-                            `P(same) ${Number(top.match_probability).toFixed(2)}`);
+    // The evidence beside the score: verified keypoints, and the global search's cosine.
+    const parts = [];
+    if (candidate.inliers != null) {
+      parts.push(`${candidate.inliers} matching keypoint${candidate.inliers === 1 ? "" : "s"}`);
+    }
+    if (result.score_kind === "match_probability" && candidate.cosine != null) {
+      parts.push(`cosine ${fmt(candidate.cosine)}`);
+    }
+    if (parts.length) {
+      const evidence = node("div", "meta evidence", parts.join(" · "));
       evidence.dataset.testid = "evidence";
       body.append(evidence);
     }
     li.append(img, node("span", "rank", `#${rank}`), node("span", "tag", predicted ? "MATCH" : "OTHER"), body);
+    li.addEventListener("click", () => showEvidence(candidate, result));
+    li.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); showEvidence(candidate, result); }
+    });
     return li;
+  }
+
+  // Click a card: POST the photo again with the card's catalogued image; the server draws the keypoint pairs.
+  let evidenceUrl = null;
+  async function showEvidence(candidate, result) {
+    const photo = result.photos  // an encounter: the photo whose matches hold this image
+      ? currentFiles[Math.max(0, result.photos.findIndex(
+          (p) => p.matches.some((m) => m.image_id === candidate.best_image_id)))]
+      : currentFiles[0];
+    if (!photo) return;
+    const form = new FormData();
+    form.append("file", photo, photo.name || "photo.jpg");
+    form.append("image_id", candidate.best_image_id);
+    el.evidence.hidden = false;
+    el.evidence.setAttribute("aria-busy", "true");
+    el.evidenceCaption.textContent = `Matching your photo with ${candidate.identity}…`;
+    try {
+      const response = await send("match", { method: "POST", body: form });
+      if (!response.ok) {
+        const body = (response.headers.get("content-type") || "").includes("json") ? await response.json() : null;
+        throw new Error(describeError(response.status, body));
+      }
+      const blob = await response.blob();
+      if (evidenceUrl) URL.revokeObjectURL(evidenceUrl);
+      evidenceUrl = URL.createObjectURL(blob);
+      el.evidenceImage.src = evidenceUrl;
+      el.evidenceImage.alt = `Your photo beside ${candidate.identity}'s, matching keypoints joined by lines`;
+      const n = response.headers.get("X-WildTrack-Inliers");
+      el.evidenceCaption.textContent =
+        `${candidate.identity}: ${n} keypoint pair${n === "1" ? "" : "s"} agree on one geometric transform. ` +
+        "Each line joins the same spot on both photos; many parallel lines on the head's scales mean the same turtle.";
+      el.evidence.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    } catch (err) {
+      el.evidenceCaption.textContent = "";
+      el.evidence.hidden = true;
+      showError(err.message);
+    } finally {
+      el.evidence.removeAttribute("aria-busy");
+    }
   }
 
   // ---------------------------------------------------------------------------------------- enrol

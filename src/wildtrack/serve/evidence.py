@@ -1,0 +1,78 @@
+"""What lets a user trust an answer: match evidence (an uploaded photo and a catalogued one, their verified
+keypoint pairs drawn) and the operating point (where the new-individual thresholds come from).
+
+The page asks for it when a card is clicked (``POST /match`` with the same photo and the card's ``image_id``):
+nothing about an upload is kept between requests, so the photo travels again. It is decoded exactly as
+``/predict`` decodes it and matched with the catalogue's own features and matcher, so the pairs drawn are the
+inliers ``/predict`` counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from wildtrack.decide.operating_point import operating_point
+from wildtrack.features import FeatureCache, SiftExtractor
+from wildtrack.matching.evidence import match_evidence
+from wildtrack.matching.reranker import LocalReranker
+from wildtrack.serve.schemas import OperatingPointInfo
+from wildtrack.serve.service import Catalogue, Upload
+from wildtrack.visualize.matchview import match_picture_png
+
+__all__ = ["MATCH_RESPONSE", "EvidencePicture", "evidence_picture", "operating_point_info"]
+
+MATCH_RESPONSE = {"content": {"image/png": {}}, "description": "the two photos side by side, the verified keypoint "
+                  "pairs drawn between them; header X-WildTrack-Inliers: how many pairs"}
+
+_fallback: LocalReranker | None = None
+_fallback_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class EvidencePicture:
+    png: bytes
+    inliers: int
+    matches: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The pair count for clients that show it beside the picture; never cached (a photo is not an URL)."""
+        return {"X-WildTrack-Inliers": str(self.inliers), "Cache-Control": "no-store"}
+
+
+def _reranker(cat: Catalogue) -> LocalReranker:
+    """The catalogue's re-ranker (the fit's features and matcher); a global-only catalogue matches whole frames
+    with default RootSIFT (no turtle locator to load), which still shows what agrees."""
+    global _fallback
+    if cat.searcher.reranker is not None:
+        return cat.searcher.reranker
+    with _fallback_lock:
+        if _fallback is None:
+            _fallback = LocalReranker(k=1, cache=FeatureCache(SiftExtractor(focus="frame")))
+        return _fallback
+
+
+def evidence_picture(cat: Catalogue, upload: Upload, image_id: str) -> EvidencePicture:
+    """The picture of ``upload`` against catalogued image ``image_id`` (UploadError 404 for an unknown id)."""
+    target = cat.image_file(image_id)
+    row = cat.index.row(image_id)
+    photo = cat.prepare(upload).image
+    evidence = match_evidence(photo, target, _reranker(cat))
+    title = (f"{evidence.inliers} keypoint pair{'s' if evidence.inliers != 1 else ''} agree on one geometric "
+             f"transform ({evidence.matches} similar-looking before the check)")
+    png = match_picture_png(photo, target, evidence.query_xy, evidence.target_xy,
+                            f"your photo: {Path(upload.name).name[:40]}",
+                            f"{row.identity}: {Path(row.path).name[:40]}" + (f" ({row.date})" if row.date else ""),
+                            title)
+    return EvidencePicture(png, evidence.inliers, evidence.matches)
+
+
+def operating_point_info(cat: Catalogue) -> OperatingPointInfo:
+    """The thresholds this catalogue decides with, where they come from and the fit's rates (for /health)."""
+    fusion = cat.searcher.fusion
+    point = operating_point(cat.score_kind, cat.threshold, cat.encounter_threshold,
+                            fusion.fit_report if fusion is not None else None,
+                            overridden=cat.threshold_override is not None)
+    return OperatingPointInfo.model_validate(point.to_dict())
