@@ -124,7 +124,7 @@ def test_search_of_an_s3_index_reranks_from_its_feature_store(s3_endpoint, s3_ca
     assert searcher.reranker is not None
     photo = synth_data / index.rows[7].path
     vector = embed_image(load_embedder(tiny_artifacts), photo.read_bytes())
-    hits = searcher.search(vector, 5, photo.read_bytes())
+    hits = searcher.search(vector, photo.read_bytes(), 5)
     assert hits[0].identity == index.rows[7].identity
     cache = searcher.reranker.cache
     assert cache.store_hits == 10 and cache.misses == 0  # the shortlist from the store: no gallery photo fetched

@@ -59,7 +59,7 @@ def test_local_build_commits_a_feature_store_that_search_reads(local_index, synt
     photo = synth_data / index.rows[5].path
     from wildtrack.embed import embed_image, load_embedder
 
-    hits = searcher.search(embed_image(load_embedder(tiny_artifacts), photo), 5, photo)
+    hits = searcher.search(embed_image(load_embedder(tiny_artifacts), photo), photo, 5)
     cache = searcher.reranker.cache
     assert isinstance(cache, StoreFeatureCache)
     # the shortlist and the query (a catalogue photo itself) read from the store: nothing extracted
@@ -82,7 +82,7 @@ def test_damaged_shard_is_detected_and_its_photos_extracted_instead(local_index,
     photo = synth_data / index.rows[5].path
     from wildtrack.embed import embed_image, load_embedder
 
-    damaged = searcher.search(embed_image(load_embedder(tiny_artifacts), photo), 5, photo)
+    damaged = searcher.search(embed_image(load_embedder(tiny_artifacts), photo), photo, 5)
     clean = CatalogueSearch(GalleryIndex.load(local_index), local_index)
     expected = clean.search(embed_image(load_embedder(tiny_artifacts), photo), 5, photo)
     assert [(h.image_id, h.inliers) for h in damaged] == [(h.image_id, h.inliers) for h in expected]

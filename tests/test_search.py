@@ -54,7 +54,7 @@ def test_a_reranking_catalogue_refuses_to_decide_without_the_photo(reranked_inde
     vector = embed_image(embedder, _photo(synth_data))
     with pytest.raises(ValueError, match="needs the photo"):
         searcher.identify(vector, None)
-    assert all(h.inliers is None for h in searcher.search(vector, 5))  # plain search still works, unverified
+    assert all(h.inliers is None for h in searcher.search(vector, None, 5))  # plain search still works, unverified
 
 
 def test_without_reranking_the_cosine_decides_against_the_indexs_threshold(reranked_index, synth_data, embedder,

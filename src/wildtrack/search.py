@@ -110,7 +110,7 @@ class CatalogueSearch:
             Image.new("RGB", (64, 64)).save(blank, format="JPEG")
             self.reranker.cache.extractor(blank.getvalue())
 
-    def search(self, vector: np.ndarray, k: int, image: Source | None = None) -> list[Hit]:
+    def search(self, vector: np.ndarray, image: Source | None = None, k: int = 5) -> list[Hit]:
         """Top-``k`` catalogue images for one unit vector, re-ordered by local matching when this search
         re-ranks and the photo itself (a path or its bytes) is given."""
         k = max(1, min(k, MAX_SEARCH_K))
@@ -126,7 +126,7 @@ class CatalogueSearch:
         if self.fusion is not None and image is None:
             raise ValueError("this catalogue re-ranks by local matching: identify() needs the photo, not only its "
                              "embedding")
-        hits = self.search(vector, max(topk * SEARCH_DEPTH, MIN_DEPTH), image)
+        hits = self.search(vector, image, max(topk * SEARCH_DEPTH, MIN_DEPTH))
         decision = (decide_reranked(hits, self.threshold) if self.reranks
                     else decide(aggregate_identities(hits), self.threshold))
         return Identification(decision, hits, self.reranks, self.threshold)

@@ -202,7 +202,7 @@ class Catalogue:
     def search(self, upload: Upload, k: int) -> list[Hit]:
         """Top-``k`` gallery images, re-ordered by local matching when the index carries a fitted fusion."""
         p = self.prepare(upload)
-        return self.searcher.search(self.embed([p])[0], k, p.image)
+        return self.searcher.search(self.embed([p])[0], p.image, k)
 
     def predict(self, upload: Upload, topk: int) -> Identification:
         """Which individual: the catalogue search's verdict on the uploaded photo."""
