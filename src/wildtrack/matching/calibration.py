@@ -29,9 +29,10 @@ __all__ = ["COSINE_TIE_BREAK", "FORMAT", "FUSION_FEATURES", "FusionFeatures", "S
 
 FORMAT = "wildtrack-score-fusion-v1"
 FUSION_FEATURES: tuple[FusionFeatures, ...] = get_args(FusionFeatures)
-# The cosine's weight when it only breaks ties: a cosine spans at most 2, so it moves a logit by at most 0.002,
-# less than one more inlier does at any count a pair reaches (w_local · log((n + 2) / (n + 1)), n ≤ 1500).
-COSINE_TIE_BREAK = 1e-3
+# The cosine's weight, as a share of the inliers', when it only breaks ties: a cosine spans at most 2, so it moves
+# a logit by at most 1e-4 · w_local, less than one more inlier does at any count a pair of up to 5000 keypoints
+# reaches (w_local · log((n + 2) / (n + 1)) ≥ 2e-4 · w_local for n ≤ 5000).
+COSINE_TIE_BREAK = 5e-5
 _NAMES = {"cosine+inliers": ["cosine", "log1p(inliers)"], "inliers": ["log1p(inliers)"]}
 
 
@@ -48,7 +49,7 @@ class ScoreFusion:
 
     The default (unfitted) weights rank by the cosine alone, so an unfitted fusion changes nothing. With
     ``features="inliers"`` a fit learns ``w_local`` and ``bias`` only and sets ``w_global`` to
-    :data:`COSINE_TIE_BREAK`.
+    :data:`COSINE_TIE_BREAK` × ``w_local`` (× 1 when the inliers got no weight: the cosine then ranks alone).
     """
 
     w_global: float = 1.0
@@ -109,7 +110,7 @@ class ScoreFusion:
         self.w_global, self.w_local = float(raw[0]), float(raw[1])
         self.bias = float(intercept - (raw * mean).sum())
         if self.features == "inliers":
-            self.w_global = COSINE_TIE_BREAK
+            self.w_global = COSINE_TIE_BREAK * (self.w_local or 1.0)
         self.num_pairs, self.positive_rate = len(y), float(y.mean())
         self._check()
         return self
