@@ -141,7 +141,8 @@ class SaliencyLocator:
         py, px = np.unravel_index(int(np.argmax(h)), h.shape)
         ys, xs = np.nonzero(labels == labels[py, px])
         rows, cols = h.shape
-        return float(xs.min() / cols), float(ys.min() / rows), float((xs.max() + 1) / cols), float((ys.max() + 1) / rows)
+        return (float(xs.min() / cols), float(ys.min() / rows), float((xs.max() + 1) / cols),
+                float((ys.max() + 1) / rows))
 
     def box(self, image: Image.Image) -> tuple[float, float, float, float]:
         return self.box_from_heatmap(self.heatmap(image))
