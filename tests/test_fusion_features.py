@@ -79,3 +79,20 @@ def test_a_fusion_json_from_before_the_option_loads_as_cosine_plus_inliers():
     without_list = dict(legacy["fusion"])
     del without_list["features"]
     assert ScoreFusion.from_dict(without_list) == fitted.fusion
+
+
+def test_index_build_records_the_chosen_fusion_features_and_extractor(synth_data, tiny_artifacts, tmp_path):
+    from wildtrack.index import GalleryIndex
+    from wildtrack.matching.gallery_fusion import committed_fusion
+    from wildtrack.workflows.indexing import build_index
+
+    index_dir = tmp_path / "index"
+    build_index(synth_data, tiny_artifacts, index_dir, rerank_k=10, local_focus="frame", local_max_side=96,
+                local_keypoints=200, fusion_features="inliers")
+    index = GalleryIndex.load(index_dir)
+    fitted = committed_fusion(index, index_dir)
+    assert fitted is not None and fitted.fusion.features == "inliers"
+    assert fitted.fusion.w_global == pytest.approx(COSINE_TIE_BREAK * (fitted.fusion.w_local or 1.0))
+    assert fitted.extractor == SiftExtractor(max_side=96, max_keypoints=200, focus="frame")
+    doc = json.loads(index.read_extra("fusion.json"))
+    assert doc["fusion"]["features"] == ["log1p(inliers)"] and doc["fusion"]["tie_break"] == "cosine"

@@ -16,6 +16,9 @@ MAX_SEARCH_K = 250  # most gallery images one search returns (and re-ranks): bou
 LocalFocus = Literal["turtle", "saliency", "frame"]
 FusionFeatures = Literal["cosine+inliers", "inliers"]  # what the re-ranking's logistic fusion weighs
 DEFAULT_FOCUS: LocalFocus = "turtle"  # local keypoints from the located turtle, not the whole scene
+DEFAULT_LOCAL_MAX_SIDE = 800  # longer side (px) of the frame or crop RootSIFT runs on
+DEFAULT_LOCAL_KEYPOINTS = 1500  # strongest RootSIFT keypoints kept per photo
+DEFAULT_FUSION_FEATURES: FusionFeatures = "cosine+inliers"
 DEFAULT_LOCAL_DIMS = 64  # RootSIFT principal components kept for matching; 0 keeps all 128
 DEFAULT_RERANK_K = 150  # global shortlist length that local matching re-orders
 DEFAULT_TARGET_FAR = 0.05  # false-accept rate the new-individual threshold is fitted for
@@ -96,9 +99,13 @@ class MatchingConfig(_Config):
         DEFAULT_LOCAL_DIMS, ge=0, le=128,
         description="RootSIFT dimensions kept for matching: principal components fitted on the catalogue (64: "
         "cheaper matching and no loss on real photos, docs/accuracy.md); 0 keeps all 128")
+    local_max_side: int = Field(DEFAULT_LOCAL_MAX_SIDE, ge=64, le=4096,
+                                description="longer side (px) of the frame or crop local keypoints come from")
+    local_keypoints: int = Field(DEFAULT_LOCAL_KEYPOINTS, ge=16, le=5000,
+                                 description="strongest RootSIFT keypoints kept per photo")
     fusion_features: FusionFeatures = Field(
-        "cosine+inliers", description="what the re-ranking fusion weighs: cosine+inliers, or inliers alone with the "
-        "cosine only breaking ties (for an embedder trained on the catalogue, whose catalogue cosines are "
+        DEFAULT_FUSION_FEATURES, description="what the re-ranking fusion weighs: cosine+inliers, or inliers alone "
+        "with the cosine only breaking ties (for an embedder trained on the catalogue, whose catalogue cosines are "
         "optimistic)")
 
 

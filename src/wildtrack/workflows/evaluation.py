@@ -125,10 +125,11 @@ def _local_rerank(
     from wildtrack.matching.fusion import fused_similarity, match_probabilities
     from wildtrack.matching.reranker import local_reranker
 
-    reranker = local_reranker(cfg.rerank_k, cfg.local_focus)
+    reranker = local_reranker(cfg.rerank_k, cfg.local_focus, max_side=cfg.local_max_side,
+                              max_keypoints=cfg.local_keypoints)
     t0 = time.perf_counter()
     fitted = fit_gallery_fusion(gallery, g_emb, cfg.rerank_k, reranker, seed=cfg.seed,
-                                projection_dims=cfg.local_dims,
+                                projection_dims=cfg.local_dims, fusion_features=cfg.fusion_features,
                                 progress=next_stage(advance, "fitting local re-ranking on the gallery"))
     fit_s = time.perf_counter() - t0
     reranker = reranker.with_projection(fitted.projection)  # match as the fit did

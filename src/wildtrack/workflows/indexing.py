@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from wildtrack.config import DEFAULT_FOCUS, DEFAULT_LOCAL_DIMS
+from wildtrack.config import (
+    DEFAULT_FOCUS,
+    DEFAULT_FUSION_FEATURES,
+    DEFAULT_LOCAL_DIMS,
+    DEFAULT_LOCAL_KEYPOINTS,
+    DEFAULT_LOCAL_MAX_SIDE,
+    FusionFeatures,
+)
 from wildtrack.data import Record, load_dataset
 from wildtrack.embed import Embedder, embed_files_cached, load_embedder
 from wildtrack.features import Focus
@@ -45,13 +52,15 @@ def build_index(
     data: str | Path, artifacts: str | Path, index_dir: str | Path, kind: str = "flat",
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
     backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = DEFAULT_FOCUS,
-    local_dims: int = DEFAULT_LOCAL_DIMS, force: bool = False,
+    local_dims: int = DEFAULT_LOCAL_DIMS, force: bool = False, local_max_side: int = DEFAULT_LOCAL_MAX_SIDE,
+    local_keypoints: int = DEFAULT_LOCAL_KEYPOINTS, fusion_features: FusionFeatures = DEFAULT_FUSION_FEATURES,
 ) -> IndexReport:
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
     With ``rerank_k``, a cosine + local-matching fusion is fitted on the catalogue itself (local features from
     ``local_focus``: the located turtle or the whole frame; RootSIFT reduced to ``local_dims`` principal
-    components of the catalogue's, 0 for all 128) and saved as ``fusion.json``, so that ``search``
+    components of the catalogue's, 0 for all 128; ``local_max_side`` px and ``local_keypoints`` keypoints; the
+    fusion weighing ``fusion_features``) and saved as ``fusion.json``, so that ``search``
     re-orders each query's top ``rerank_k`` by local matching and decides "new individual" on the match
     probability. A catalogue that cannot be fitted (no turtle with two photos) gets a global-only index, and the
     report says why.
@@ -77,7 +86,8 @@ def build_index(
     fitted, note = None, "global search only"
     if rerank_k:
         try:
-            fitted = fit_gallery_fusion(records, vectors, rerank_k, local_reranker(rerank_k, local_focus),
+            reranker = local_reranker(rerank_k, local_focus, max_side=local_max_side, max_keypoints=local_keypoints)
+            fitted = fit_gallery_fusion(records, vectors, rerank_k, reranker, fusion_features=fusion_features,
                                         projection_dims=local_dims,
                                         progress=next_stage(advance, "fitting local re-ranking"))
         except RerankFitError as exc:
