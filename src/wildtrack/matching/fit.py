@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from wildtrack.config import DEFAULT_LOCAL_DIMS, DEFAULT_TARGET_FAR
+from wildtrack.config import DEFAULT_LOCAL_DIMS, DEFAULT_TARGET_FAR, FusionFeatures
 from wildtrack.data import Record
 from wildtrack.decide.encounter import encounter_keys, pool_encounter_rows
 from wildtrack.evaluate import calibrate_open_set, cosine_similarity, retrieval_metrics
@@ -91,14 +91,17 @@ def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: 
 def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
                        seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES,
                        target_far: float = DEFAULT_TARGET_FAR, projection_dims: int = DEFAULT_LOCAL_DIMS,
-                       progress: Advance | None = None) -> GalleryFusion:
+                       progress: Advance | None = None, fusion_features: FusionFeatures = "cosine+inliers"
+                       ) -> GalleryFusion:
     """Fit the RootSIFT projection, the cosine + inlier fusion, the identity-support weight and the
     new-individual threshold on the catalogue alone.
 
     Unless ``reranker`` already projects, its descriptors are first reduced to ``projection_dims`` principal
     components of the catalogue's (0: keep all 128); the fit then matches, and searches must match, through
     that projection (``GalleryFusion.reranker()``). ``progress`` follows the pseudo-queries' local matching
-    (:func:`~wildtrack.matching.collect.local_scores_for_shortlist`), the long part.
+    (:func:`~wildtrack.matching.collect.local_scores_for_shortlist`), the long part. ``fusion_features``: what
+    the fusion weighs (:class:`~wildtrack.matching.calibration.ScoreFusion`; ``"inliers"`` keeps the cosine only
+    as a tie-break).
 
     Each pseudo-query is a catalogue photo searched against the catalogue minus its own encounter (same turtle,
     same day; without dates, or with no turtle met on two days, minus the photo itself). Its top-``k`` are
@@ -133,7 +136,7 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     local = local_scores_for_shortlist([gallery[i].path for i in queries], [r.path for r in gallery], sim, fit_k,
                                        reranker, progress)
     try:
-        fusion = ScoreFusion().fit(*shortlist_pairs(sim, local, q_ids, ids, fit_k))
+        fusion = ScoreFusion(features=fusion_features).fit(*shortlist_pairs(sim, local, q_ids, ids, fit_k))
     except ValueError as exc:  # e.g. a single turtle: every shortlisted pair is a true match
         raise RerankFitError(f"cannot fit the re-ranking on this catalogue: {exc}") from exc
     report: dict[str, Any] = {}

@@ -13,6 +13,7 @@ from typing import Any
 
 from wildtrack.atomic import atomic_write_bytes
 from wildtrack.features import EXTRACTORS, DescriptorProjection, FeatureCache, SiftExtractor
+from wildtrack.features.saliency import saliency_weights
 from wildtrack.features.store import FeatureStore, StoreFeatureCache
 from wildtrack.index import GalleryIndex
 from wildtrack.matching.calibration import FORMAT as SCORE_FUSION_FORMAT
@@ -64,7 +65,8 @@ class GalleryFusion:
                 "fusion": fusion, "fit_report": self.fit_report,
                 "extractor": {"name": self.extractor.name, **asdict(self.extractor)},
                 "decision_threshold": self.decision_threshold, "encounter_threshold": self.encounter_threshold,
-                "projection": None if self.projection is None else self.projection.to_dict()}
+                "projection": None if self.projection is None else self.projection.to_dict(),
+                **({"weights": {"saliency": saliency_weights()}} if self.extractor.focus == "saliency" else {})}
 
     def summary(self) -> dict[str, Any]:
         """:meth:`to_dict` for reports (metrics.json, benchmarks): the projection by its size, not its basis."""

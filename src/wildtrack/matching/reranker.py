@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from wildtrack.config import DEFAULT_FOCUS
+from wildtrack.config import DEFAULT_FOCUS, DEFAULT_LOCAL_KEYPOINTS, DEFAULT_LOCAL_MAX_SIDE
 from wildtrack.features import (
     DescriptorProjection,
     FeatureCache,
@@ -65,6 +65,9 @@ class LocalReranker:
         return np.asarray([m.inliers for m in self.match_many(q, gallery)], dtype=np.int64)
 
 
-def local_reranker(k: int, focus: Focus = DEFAULT_FOCUS, cache_dir: str | Path | None = None) -> LocalReranker:
-    """The product's re-ranker: default matching on the default features, from the turtle or the whole frame."""
-    return LocalReranker(k=k, cache=FeatureCache(SiftExtractor(focus=focus), cache_dir=cache_dir))
+def local_reranker(k: int, focus: Focus = DEFAULT_FOCUS, cache_dir: str | Path | None = None,
+                   max_side: int = DEFAULT_LOCAL_MAX_SIDE, max_keypoints: int = DEFAULT_LOCAL_KEYPOINTS
+                   ) -> LocalReranker:
+    """The product's re-ranker: default matching on RootSIFT from the turtle, the salient box or the whole frame."""
+    extractor = SiftExtractor(max_side=max_side, max_keypoints=max_keypoints, focus=focus)
+    return LocalReranker(k=k, cache=FeatureCache(extractor, cache_dir=cache_dir))

