@@ -84,7 +84,7 @@ def test_damaged_shard_is_detected_and_its_photos_extracted_instead(local_index,
 
     damaged = searcher.search(embed_image(load_embedder(tiny_artifacts), photo), photo, 5)
     clean = CatalogueSearch(GalleryIndex.load(local_index), local_index)
-    expected = clean.search(embed_image(load_embedder(tiny_artifacts), photo), 5, photo)
+    expected = clean.search(embed_image(load_embedder(tiny_artifacts), photo), photo, 5)
     assert [(h.image_id, h.inliers) for h in damaged] == [(h.image_id, h.inliers) for h in expected]
     assert searcher.reranker.cache.misses > 1  # the damaged shard's photos were extracted from their files
 
