@@ -4,6 +4,7 @@ salient subject's box."""
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -38,45 +39,32 @@ def decode_grey(source: Source, max_side: int, max_pixels: int = DEFAULT_MAX_PIX
     return np.asarray(img, dtype=np.uint8), original / max(img.size)
 
 
-def decode_turtle_grey(source: Source, max_side: int, locator: TurtleLocator,
-                        max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """The turtle's square (or the whole photo when no turtle is found) as grey, longer side at most
-    ``max_side``; the factor and offset back to the original's pixels.
+class Cropper(Protocol):
+    def crop(self, image: Image.Image) -> tuple[Image.Image, tuple[int, int]]: ...
 
-    The photo is decoded at ``TURTLE_DECODE_FACTOR × max_side`` so that a turtle filling half the frame still
-    reaches ``max_side`` px of its own.
+
+def decode_crop_grey(source: Source, max_side: int, locator: Cropper, decode_factor: float,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """What ``locator`` crops (the turtle's square, the salient box, or the whole photo when it finds nothing)
+    as grey, longer side at most ``max_side``; the factor and offset back to the original's pixels.
+
+    The photo is decoded once at up to ``decode_factor × max_side`` (:data:`TURTLE_DECODE_FACTOR`,
+    :data:`SALIENCY_DECODE_FACTOR`), so that a subject filling part of the frame still reaches ``max_side`` px of
+    its own, cut from full-resolution pixels.
     """
-    img = open_image(source, max_pixels=max_pixels, max_side=TURTLE_DECODE_FACTOR * max_side)
+    img = open_image(source, max_pixels=max_pixels, max_side=round(decode_factor * max_side))
     to_original = img.info.get("original_max_side", max(img.size)) / max(img.size)
     crop, (left, top) = locator.crop(img)
     side = max(crop.size)
     crop = shrink(crop.convert("L"), max_side)
     return np.asarray(crop, dtype=np.uint8), to_original * side / max(crop.size), (left * to_original,
                                                                                     top * to_original)
-
 
 
 @lru_cache(maxsize=1)
 def turtle_locator() -> TurtleLocator:
     """One locator per process: its network is built once and shared by every extractor thread."""
     return TurtleLocator()
-
-
-def decode_salient_grey(source: Source, max_side: int, locator: SaliencyLocator,
-                        max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """The salient subject's box (:class:`~wildtrack.features.saliency.SaliencyLocator`) as grey, longer side
-    at most ``max_side``; the factor and offset back to the original's pixels.
-
-    The photo is decoded once at up to ``SALIENCY_DECODE_FACTOR × max_side`` (full resolution for the dataset's
-    2000 px photos), so the box is cut from full-resolution pixels; the map is computed on a small copy.
-    """
-    img = open_image(source, max_pixels=max_pixels, max_side=round(SALIENCY_DECODE_FACTOR * max_side))
-    to_original = img.info.get("original_max_side", max(img.size)) / max(img.size)
-    crop, (left, top) = locator.crop(img)
-    side = max(crop.size)
-    crop = shrink(crop.convert("L"), max_side)
-    return np.asarray(crop, dtype=np.uint8), to_original * side / max(crop.size), (left * to_original,
-                                                                                    top * to_original)
 
 
 @lru_cache(maxsize=1)

@@ -15,9 +15,10 @@ import numpy as np
 
 from wildtrack.config import DEFAULT_FOCUS
 from wildtrack.features.decode import (
+    SALIENCY_DECODE_FACTOR,
+    TURTLE_DECODE_FACTOR,
+    decode_crop_grey,
     decode_grey,
-    decode_salient_grey,
-    decode_turtle_grey,
     saliency_locator,
     turtle_locator,
 )
@@ -76,9 +77,10 @@ class SiftExtractor:
     def grey(self, source: Source) -> tuple[np.ndarray, float, tuple[float, float]]:
         """The grey frame SIFT runs on, and the factor and offset back to the original's pixels."""
         if self.focus == "turtle":
-            grey, scale, offset = decode_turtle_grey(source, self.max_side, turtle_locator())
+            grey, scale, offset = decode_crop_grey(source, self.max_side, turtle_locator(), TURTLE_DECODE_FACTOR)
         elif self.focus == "saliency":
-            grey, scale, offset = decode_salient_grey(source, self.max_side, saliency_locator())
+            grey, scale, offset = decode_crop_grey(source, self.max_side, saliency_locator(),
+                                                   SALIENCY_DECODE_FACTOR)
         else:
             (grey, scale), offset = decode_grey(source, self.max_side), (0.0, 0.0)
         if self.clahe:

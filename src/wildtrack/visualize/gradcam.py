@@ -142,13 +142,7 @@ def save_gradcam_overlay(
         ax.imshow(img)
         ax.set_title(label, fontsize=11)
         ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=13)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100, format="png", facecolor="white")
-    return out_path
+    return _save(fig, out_path, title)
 
 
 def _blend(photo: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
@@ -173,6 +167,11 @@ def save_gradcam_pair(query: np.ndarray, query_heat: np.ndarray, match: np.ndarr
         axes[1, col].set_title("red: what made the two look alike", fontsize=10)
         for row in (0, 1):
             axes[row, col].set_axis_off()
+    return _save(fig, out_path, title)
+
+
+def _save(fig: Figure, out_path: str | Path, title: str) -> Path:
+    """Title, layout and a white-background PNG at ``out_path`` (its folder created)."""
     if title:
         fig.suptitle(title, fontsize=13)
     fig.tight_layout()
