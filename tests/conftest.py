@@ -52,8 +52,9 @@ def real_data() -> Path:
 @pytest.fixture(scope="session")
 def reranked_index(synth_data, tiny_artifacts, tmp_path_factory) -> Path:
     """An index of `synth_data` built with local re-ranking (fusion.json, K=10). Read-only: copy it to mutate."""
+    from wildtrack.config import MatchingConfig
     from wildtrack.workflows.indexing import build_index
 
     index = tmp_path_factory.mktemp("reranked") / "index"
-    build_index(synth_data, tiny_artifacts, index, rerank_k=10)
+    build_index(synth_data, tiny_artifacts, index, matching=MatchingConfig(rerank_k=10))
     return index

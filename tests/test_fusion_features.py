@@ -89,8 +89,8 @@ def test_index_build_records_the_chosen_fusion_features_and_extractor(synth_data
     from wildtrack.workflows.indexing import build_index
 
     index_dir = tmp_path / "index"
-    build_index(synth_data, tiny_artifacts, index_dir, rerank_k=10, local_focus="frame", local_max_side=96,
-                local_keypoints=200, fusion_features="inliers")
+    build_index(synth_data, tiny_artifacts, index_dir, matching=MatchingConfig(
+        rerank_k=10, local_focus="frame", local_max_side=96, local_keypoints=200, fusion_features="inliers"))
     index = GalleryIndex.load(index_dir)
     fitted = committed_fusion(index, index_dir)
     assert fitted is not None and fitted.fusion.features == "inliers"

@@ -119,6 +119,7 @@ def test_the_fusion_records_its_model_and_a_mismatch_is_refused(reranked_index, 
 BUILD_B = """
 import sys, time
 from wildtrack.index import set_commit_pause
+from wildtrack.config import MatchingConfig
 from wildtrack.workflows.indexing import build_index
 
 def pause(point):
@@ -127,7 +128,7 @@ def pause(point):
         time.sleep(3600)
 
 set_commit_pause(pause)
-build_index(sys.argv[1], sys.argv[2], sys.argv[3], rerank_k=10)
+build_index(sys.argv[1], sys.argv[2], sys.argv[3], matching=MatchingConfig(rerank_k=10))
 """
 
 

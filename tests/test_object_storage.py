@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wildtrack.config import MatchingConfig
 from wildtrack.data import SkippedFilesWarning, load_dataset, storage
 from wildtrack.index import GalleryIndex
 from wildtrack.jobs import LocalEngine, RayEngine
@@ -86,7 +87,8 @@ def s3_catalogue(s3_endpoint, synth_data) -> str:
 @pytest.fixture(scope="module")
 def folder_index(synth_data, tiny_artifacts, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("folder") / "index"
-    build_index(synth_data, tiny_artifacts, out, rerank_k=10, local_focus="frame", engine=LocalEngine(shard_size=32))
+    build_index(synth_data, tiny_artifacts, out,
+                matching=MatchingConfig(rerank_k=10, local_focus="frame"), engine=LocalEngine(shard_size=32))
     return out
 
 
@@ -118,7 +120,7 @@ def test_search_of_an_s3_index_reranks_from_its_feature_store(s3_endpoint, s3_ca
 
     storage.configure({"endpoint_url": s3_endpoint})
     out = tmp_path / "index"
-    build_index(s3_catalogue, tiny_artifacts, out, rerank_k=10, local_focus="frame")
+    build_index(s3_catalogue, tiny_artifacts, out, matching=MatchingConfig(rerank_k=10, local_focus="frame"))
     index = GalleryIndex.load(out)
     searcher = CatalogueSearch(index, out)
     assert searcher.reranker is not None
@@ -194,7 +196,7 @@ def test_ray_workers_read_the_photos_from_s3(s3_endpoint, s3_catalogue, folder_i
              runtime_env={"env_vars": CREDENTIALS})  # workers take credentials from their environment
     try:
         out = tmp_path / "index"
-        build_index(s3_catalogue, tiny_artifacts, out, rerank_k=10, local_focus="frame",
+        build_index(s3_catalogue, tiny_artifacts, out, matching=MatchingConfig(rerank_k=10, local_focus="frame"),
                     engine=RayEngine(ray.get_runtime_context().gcs_address, shard_size=32),
                     storage_options={"endpoint_url": s3_endpoint})
     finally:

@@ -154,16 +154,17 @@ def test_undated_photos_fall_back_to_leave_one_photo_out(catalogue):
 
 
 def test_index_build_falls_back_to_global_search_and_drops_a_stale_fusion(synth_data, tiny_artifacts, tmp_path):
+    from wildtrack.config import MatchingConfig
     from wildtrack.data.synth import generate_synthetic
     from wildtrack.matching.gallery_fusion import FUSION_FILE
     from wildtrack.workflows.indexing import build_index
 
     index = tmp_path / "index"
-    fitted = build_index(synth_data, tiny_artifacts, index, rerank_k=5)
+    fitted = build_index(synth_data, tiny_artifacts, index, matching=MatchingConfig(rerank_k=5))
     assert (index / FUSION_FILE).is_file() and "re-ranks its top 5" in fitted.rerank
     singles = tmp_path / "singles"
     generate_synthetic(singles, identities=4, images_per_id=1, image_size=96, encounters_per_id=1, seed=5)
-    report = build_index(singles, tiny_artifacts, index, rerank_k=5)
+    report = build_index(singles, tiny_artifacts, index, matching=MatchingConfig(rerank_k=5))
     assert report.total == 4 and "global search only" in report.rerank and "two photos" in report.rerank
     assert not (index / FUSION_FILE).exists()  # the old catalogue's fusion must not re-rank the new one
 

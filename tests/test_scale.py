@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wildtrack.config import MatchingConfig
 from wildtrack.features.store import STORE_DIR, FeatureStore, StoreFeatureCache
 from wildtrack.index import GalleryIndex
 from wildtrack.jobs import LocalEngine, RayEngine
@@ -45,7 +46,8 @@ def _same_index(a: Path, b: Path) -> None:
 def local_index(synth_data, tiny_artifacts, tmp_path_factory) -> Path:
     """The synthetic catalogue built with re-ranking by the local engine, small shards so it has several."""
     out = tmp_path_factory.mktemp("local") / "index"
-    build_index(synth_data, tiny_artifacts, out, rerank_k=10, local_focus="frame", engine=LocalEngine(shard_size=32))
+    build_index(synth_data, tiny_artifacts, out,
+                matching=MatchingConfig(rerank_k=10, local_focus="frame"), engine=LocalEngine(shard_size=32))
     return out
 
 
@@ -99,7 +101,8 @@ def test_index_add_grows_the_store_by_new_shards(synth_data, tiny_artifacts, tmp
     for p in moved:
         shutil.move(p, aside / p.name)
     out = tmp_path / "index"
-    build_index(data, tiny_artifacts, out, rerank_k=10, local_focus="frame", engine=LocalEngine(shard_size=64))
+    build_index(data, tiny_artifacts, out,
+                matching=MatchingConfig(rerank_k=10, local_focus="frame"), engine=LocalEngine(shard_size=64))
     before = GalleryIndex.load(out).shards
     for p in moved:
         shutil.move(aside / p.name, p)
@@ -145,8 +148,10 @@ def test_a_killed_ray_job_rerun_redoes_only_missing_shards(ray_address, local_in
                                                            tmp_path):
     out = tmp_path / "index"
     script = (f"from wildtrack.jobs import RayEngine\nfrom wildtrack.workflows.indexing import build_index\n"
-              f"build_index({str(synth_data)!r}, {str(tiny_artifacts)!r}, {str(out)!r}, rerank_k=10, "
-              f"local_focus='frame', engine=RayEngine({ray_address!r}, shard_size=4, workers=1))\n")
+              f"from wildtrack.config import MatchingConfig\n"
+              f"build_index({str(synth_data)!r}, {str(tiny_artifacts)!r}, {str(out)!r}, "
+              f"matching=MatchingConfig(rerank_k=10, local_focus='frame'), "
+              f"engine=RayEngine({ray_address!r}, shard_size=4, workers=1))\n")
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     job = subprocess.Popen([sys.executable, "-c", script], env=env)
     store_dir = out / STORE_DIR
@@ -161,7 +166,7 @@ def test_a_killed_ray_job_rerun_redoes_only_missing_shards(ray_address, local_in
     staged = {p.name: p.stat().st_mtime_ns for p in (out / ".staging" / "embeddings").glob("*.npz")}
     assert 2 <= len(written) < 30 and len(staged) == 30  # killed while extracting features
 
-    build_index(synth_data, tiny_artifacts, out, rerank_k=10, local_focus="frame",
+    build_index(synth_data, tiny_artifacts, out, matching=MatchingConfig(rerank_k=10, local_focus="frame"),
                 engine=RayEngine(ray_address, shard_size=4))
     _same_index(out, local_index)
     kept = {n for n, t in written.items() if (store_dir / n).stat().st_mtime_ns == t}

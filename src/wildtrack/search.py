@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from wildtrack.config import MAX_SEARCH_K
+from wildtrack.config import MAX_RERANK_K, MAX_SEARCH_K
 from wildtrack.data import storage
 from wildtrack.decide.encounter import pool_encounter
 from wildtrack.decide.identity import Decision, aggregate_identities, decide, decide_reranked
@@ -116,7 +116,7 @@ class CatalogueSearch:
         k = max(1, min(k, MAX_SEARCH_K))
         if self.fusion is None or image is None:
             return self.index.search(vector, k)[0]
-        hits = self.index.search(vector, min(max(k, self.fusion.k), MAX_SEARCH_K))[0]
+        hits = self.index.search(vector, min(max(k, self.fusion.k), MAX_RERANK_K))[0]
         return rerank_hits(image, hits, self.data_root, self.fusion, self.reranker)[:k]
 
     def identify(self, vector: np.ndarray, image: Source | None, topk: int = 5) -> Identification:

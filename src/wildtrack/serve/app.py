@@ -37,7 +37,7 @@ from wildtrack import __version__
 from wildtrack.config import MAX_SEARCH_K, ServeConfig
 from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
 from wildtrack.serve.docs import add_offline_docs, offline_docs_assets
-from wildtrack.serve.evidence import MATCH_RESPONSE, evidence_picture, operating_point_info
+from wildtrack.serve.evidence import MATCH_RESPONSE, evidence_picture, matching_info, operating_point_info
 from wildtrack.serve.limits import InferenceGate
 from wildtrack.serve.reload import ManifestWatch
 from wildtrack.serve.schemas import (
@@ -157,7 +157,7 @@ async def health(cat: CatalogueDep, request: Request) -> Health:
                   index_kind=cat.index.kind, generation=cat.index.generation, threshold=cat.threshold,
                   score_kind=cat.score_kind, operating_point=operating_point_info(cat),
                   encounter_threshold=cat.encounter_threshold,
-                  max_upload_bytes=request.app.state.config.max_upload_bytes)
+                  max_upload_bytes=request.app.state.config.max_upload_bytes, matching=matching_info(cat))
 
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["identify"])

@@ -17,11 +17,11 @@ from wildtrack.decide.operating_point import operating_point
 from wildtrack.features import FeatureCache, SiftExtractor
 from wildtrack.matching.evidence import match_evidence
 from wildtrack.matching.reranker import LocalReranker
-from wildtrack.serve.schemas import OperatingPointInfo
+from wildtrack.serve.schemas import MatchingInfo, OperatingPointInfo
 from wildtrack.serve.service import Catalogue, Upload
 from wildtrack.visualize.matchview import match_picture_png
 
-__all__ = ["MATCH_RESPONSE", "EvidencePicture", "evidence_picture", "operating_point_info"]
+__all__ = ["MATCH_RESPONSE", "EvidencePicture", "evidence_picture", "matching_info", "operating_point_info"]
 
 MATCH_RESPONSE = {"content": {"image/png": {}}, "description": "the two photos side by side, the verified keypoint "
                   "pairs drawn between them; header X-WildTrack-Inliers: how many pairs"}
@@ -76,3 +76,13 @@ def operating_point_info(cat: Catalogue) -> OperatingPointInfo:
                             fusion.fit_report if fusion is not None else None,
                             overridden=cat.threshold_override is not None)
     return OperatingPointInfo.model_validate(point.to_dict())
+
+
+def matching_info(cat: Catalogue) -> MatchingInfo | None:
+    """The catalogue's local matching as fitted (preset, features, matcher, pretrained weights), for /health."""
+    fusion = cat.searcher.fusion
+    if fusion is None:
+        return None
+    return MatchingInfo(preset=fusion.preset, rerank_k=fusion.k, features=fusion.features_summary(),
+                        extractor=fusion.extractor_record(), matcher=fusion.matcher_record(),
+                        weights=fusion.weights())

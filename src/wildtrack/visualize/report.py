@@ -169,6 +169,29 @@ def _operating_point_section(point: Mapping[str, Any] | None) -> list[str]:
             "known ones new.</p>"]
 
 
+def _matching_section(rerank: Mapping[str, Any] | None) -> list[str]:
+    """How photos were matched beyond the cosine (the --matching preset, features, matcher) and which pretrained
+    weights each stage used, so a reader can tell exactly what produced the figures."""
+    if not rerank:
+        return []
+    esc = html.escape
+    extractor = dict(rerank.get("extractor") or {})
+    matcher = dict(rerank.get("matcher") or {})
+    settings = ", ".join(f"{k}={v}" for k, v in extractor.items() if k != "name")
+    matcher_settings = ", ".join(f"{k}={v}" for k, v in matcher.items() if k != "name")
+    rows = "".join(
+        f"<tr><td>{esc(stage)}</td><td>{esc(str(w.get('package', '?')))}</td><td><code>{esc(str(w.get('file', '?')))}"
+        f"</code></td><td><code>{esc(str(w.get('sha256', '?'))[:16])}…</code></td><td>{esc(str(w.get('licence', '?')))}"
+        "</td></tr>"
+        for stage, w in (rerank.get("weights") or {}).items())
+    weights = ("<div class='scroll'><table><tr><th>stage</th><th>package</th><th>file</th><th>sha256</th>"
+               f"<th>licence</th></tr>{rows}</table></div>") if rows else ""
+    return [f"<h2>Matching</h2><p id='matching'>Preset <b>{esc(str(rerank.get('preset', 'custom')))}</b>: the "
+            f"global top {esc(str(rerank.get('k', '?')))} re-ranked by <b>{esc(str(extractor.get('name', '?')))}"
+            f"</b> features ({esc(settings)}), matched by <b>{esc(str(matcher.get('name', '?')))}</b> "
+            f"({esc(matcher_settings)}).</p>" + weights]
+
+
 def _caption(name: str) -> str:
     stem = Path(name).stem
     for prefix, text in CAPTIONS.items():
@@ -218,6 +241,7 @@ def write_report(
         "mAP: how high all of its photos rank. Queries whose turtle has no gallery photo are not counted "
         "here.</p>",
         *_operating_point_section(metrics.get("operating_point")),
+        *_matching_section((metrics.get("extra") or {}).get("rerank")),
         "<h2>Counts</h2>" + _kv_table({k: metrics[k] for k in COUNTS if k in metrics}),
     ]
     if pictures:

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wildtrack.config import EvalConfig, TrainConfig
+from wildtrack.config import EvalConfig, MatchingConfig, TrainConfig
 from wildtrack.data.synth import generate_synthetic
 from wildtrack.train import train
 from wildtrack.workflows import Log
@@ -55,9 +55,7 @@ def _build_index(data: Path, artifacts: Path, index_dir: Path, evaluation: Evalu
 
     open_set = evaluation.report.open_set or {}
     threshold = open_set.get("threshold") if open_set.get("score") == "cosine" and cfg.rerank != "local" else None
-    report = build_index(data, artifacts, index_dir, threshold=threshold,
-                         rerank_k=cfg.rerank_k if cfg.rerank == "local" else None, local_focus=cfg.local_focus,
-                         local_dims=cfg.local_dims, local_max_side=cfg.local_max_side,
-                         local_keypoints=cfg.local_keypoints, fusion_features=cfg.fusion_features)
+    matching = MatchingConfig(**{k: getattr(cfg, k) for k in MatchingConfig.model_fields})  # as evaluated
+    report = build_index(data, artifacts, index_dir, threshold=threshold, matching=matching)
     log(f"    {report.rerank}")
     return index_dir

@@ -103,14 +103,14 @@ def _local_rerank(
     from wildtrack.matching.collect import local_scores_for_shortlist
     from wildtrack.matching.fit import fit_gallery_fusion
     from wildtrack.matching.fusion import fused_similarity, match_probabilities
-    from wildtrack.matching.reranker import LocalReranker, local_reranker
+    from wildtrack.matching.reranker import LocalReranker, matcher_for
 
-    reranker = (local_reranker(cfg.rerank_k, cfg.local_focus, max_side=cfg.local_max_side,
-                               max_keypoints=cfg.local_keypoints)
-                if cache is None else LocalReranker(cfg.rerank_k, cache))
+    reranker = (local_reranker(cfg) if cache is None
+                else LocalReranker(cfg.rerank_k, cache, matcher=matcher_for(cache.extractor)))
     t0 = time.perf_counter()
     fitted = fit_gallery_fusion(gallery, g_emb, cfg.rerank_k, reranker, seed=cfg.seed,
                                 projection_dims=cfg.local_dims, fusion_features=cfg.fusion_features,
+                                preset=cfg.preset_in_effect(),
                                 progress=next_stage(advance, "fitting local re-ranking on the gallery"))
     fit_s = time.perf_counter() - t0
     reranker = reranker.with_projection(fitted.projection)  # match as the fit did
@@ -242,8 +242,7 @@ def run_evaluation(
     chosen = None if fitted is None else _operating_point(fitted, open_set, encounters)
 
     t0 = time.perf_counter()
-    reranker = reranker or local_reranker(cfg.rerank_k, cfg.local_focus, max_side=cfg.local_max_side,
-                                          max_keypoints=cfg.local_keypoints)
+    reranker = reranker or local_reranker(cfg)
     panels, matches = retrieval_pictures(scores, query, gallery, cfg, out, reranker)
     pictures = [*panels, *matches]
     pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed,
@@ -270,9 +269,9 @@ def _cluster_features(engine: Engine, records: list[Record], root: Path, cfg: Ev
     the matching reads them through the user's feature cache as it goes)."""
     if engine.name == "local":
         return None
-    from wildtrack.features import SiftExtractor
+    from wildtrack.features import make_extractor
 
-    extractor = SiftExtractor(max_side=cfg.local_max_side, max_keypoints=cfg.local_keypoints, focus=cfg.local_focus)
+    extractor = make_extractor(cfg.local_features, cfg.local_max_side, cfg.local_keypoints, cfg.local_focus)
     paths = [r.path for r in records]
     files = extract_features(engine, extractor, list(zip(photo_ids(paths, root), paths, strict=True)), stage,
                              next_stage(advance, "extracting local features"))

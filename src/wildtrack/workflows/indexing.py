@@ -9,19 +9,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from wildtrack.config import (
-    DEFAULT_FOCUS,
-    DEFAULT_FUSION_FEATURES,
-    DEFAULT_LOCAL_DIMS,
-    DEFAULT_LOCAL_KEYPOINTS,
-    DEFAULT_LOCAL_MAX_SIDE,
-    DEFAULT_TARGET_FAR,
-    FusionFeatures,
-)
+from wildtrack.config import MatchingConfig
 from wildtrack.data import Record, load_dataset, storage
 from wildtrack.decide.operating_point import operating_point
 from wildtrack.embed import Embedder, load_embedder
-from wildtrack.features import Focus, SiftExtractor
+from wildtrack.features import make_extractor
 from wildtrack.index import GalleryIndex, GalleryIndexError, IndexNotFoundError, MetaRow, image_id_for
 from wildtrack.jobs import Engine, LocalEngine, catalogue_feature_cache, embed_photos, extract_features
 from wildtrack.jobs.catalogue import STAGING_DIR, clear_staging
@@ -58,25 +50,21 @@ def _rows_and_vectors(embedder: Embedder, records: list[Record], root: Path | st
 def build_index(
     data: str | Path, artifacts: str | Path, index_dir: str | Path, kind: str = "flat",
     threshold: float | None = None, advance: Advance | None = None, overwrite: bool = True,
-    backend: str = "auto", rerank_k: int | None = None, local_focus: Focus = DEFAULT_FOCUS,
-    local_dims: int = DEFAULT_LOCAL_DIMS, force: bool = False, target_far: float = DEFAULT_TARGET_FAR,
-    local_max_side: int = DEFAULT_LOCAL_MAX_SIDE, local_keypoints: int = DEFAULT_LOCAL_KEYPOINTS,
-    fusion_features: FusionFeatures = DEFAULT_FUSION_FEATURES,
+    backend: str = "auto", matching: MatchingConfig | None = None, force: bool = False,
     engine: Engine | None = None, storage_options: Mapping[str, Any] | None = None,
 ) -> IndexReport:
     """Embed every image of ``data`` and commit a new index (the previous one stays until the commit).
 
-    With ``rerank_k``, a cosine + local-matching fusion is fitted on the catalogue itself (local features from
-    ``local_focus``: the located turtle or the whole frame; RootSIFT reduced to ``local_dims`` principal
-    components of the catalogue's, 0 for all 128; ``local_max_side`` px and ``local_keypoints`` keypoints; the
-    fusion weighing ``fusion_features``) and saved as ``fusion.json``, so that ``search``
+    With ``matching`` (e.g. ``MatchingConfig()``, the ``best`` preset, or ``MatchingConfig(matching="fast")``) and
+    its ``rerank="local"``, a cosine + local-matching fusion is fitted on the catalogue itself (its local features,
+    focus, size, keypoints, projection and fusion features) and saved as ``fusion.json``, so that ``search``
     re-orders each query's top ``rerank_k`` by local matching and decides "new individual" on the match
-    probability. A catalogue that cannot be fitted (no turtle with two photos) gets a global-only index, and the
-    report says why.
+    probability. Without it (None, or ``rerank="none"``) search is global only. A catalogue that cannot be fitted
+    (no turtle with two photos) gets a global-only index, and the report says why.
 
     ``threshold`` is the new-individual threshold of whichever score decides: the match probability when
-    re-ranking is fitted (default: calibrated by the fit at ``target_far``, 5 % false accepts), else the cosine
-    (default: none, every photo gets its closest turtle).
+    re-ranking is fitted (default: calibrated by the fit at ``matching.target_far``, 5 % false accepts), else the
+    cosine (default: none, every photo gets its closest turtle).
 
     Photos enrolled into an existing index at ``index_dir`` (by the service, under ``enrolled/``) are kept:
     re-embedded from their files with this model and committed with the catalogue. When some of their files are
@@ -92,7 +80,7 @@ def build_index(
     """
     from wildtrack.matching.fit import RerankFitError, fit_gallery_fusion
     from wildtrack.matching.gallery_fusion import FUSION_FILE
-    from wildtrack.matching.reranker import LocalReranker
+    from wildtrack.matching.reranker import LocalReranker, matcher_for
 
     embedder = load_embedder(artifacts, backend=backend)  # first: a wrong model folder fails before any photo is read
     if storage_options is not None:
@@ -106,16 +94,19 @@ def build_index(
     rows, vectors, skipped, records = _rows_and_vectors(embedder, dataset.records + enrolled, dataset.root, advance,
                                                         engine, artifacts, backend, index_dir)
     fitted, note, store = None, "global search only", {}
-    if rerank_k:
-        extractor = SiftExtractor(max_side=local_max_side, max_keypoints=local_keypoints, focus=local_focus)
+    if matching is not None and matching.rerank == "local":
+        rerank_k = matching.rerank_k
+        extractor = make_extractor(matching.local_features, matching.local_max_side, matching.local_keypoints,
+                                   matching.local_focus)
         store = extract_features(engine, extractor, [(row.image_id, r.path) for row, r in zip(rows, records,
                                                                                               strict=True)],
                                  index_dir, next_stage(advance, "extracting local features"))
         cache = catalogue_feature_cache(extractor, index_dir, store, dataset.root)
         try:
-            fitted = fit_gallery_fusion(records, vectors, rerank_k, LocalReranker(rerank_k, cache),
-                                        fusion_features=fusion_features, projection_dims=local_dims,
-                                        target_far=target_far,
+            fitted = fit_gallery_fusion(records, vectors, rerank_k,
+                                        LocalReranker(rerank_k, cache, matcher=matcher_for(extractor)),
+                                        fusion_features=matching.fusion_features, projection_dims=matching.local_dims,
+                                        target_far=matching.target_far, preset=matching.preset_in_effect(),
                                         progress=next_stage(advance, "fitting local re-ranking"))
         except RerankFitError as exc:
             note = f"global search only: local re-ranking not fitted ({exc})"
@@ -131,9 +122,8 @@ def build_index(
     if fitted is not None:
         decision = operating_point("match_probability", fitted.decision_threshold, fitted.encounter_threshold,
                                    fitted.fit_report, overridden=threshold is not None).sentence()
-        features = ("full 128-d RootSIFT" + (" (too few keypoints to fit a projection)" if local_dims else "")
-                    if fitted.projection is None else f"RootSIFT in {fitted.projection.dims} dims")
-        note = (f"search re-ranks its top {fitted.k} by local matching ({features}; fitted on "
+        features = fitted.features_summary(matching.local_dims)
+        note = (f"search ({fitted.preset}) re-ranks its top {fitted.k} by local matching ({features}; fitted on "
                 f"{fitted.pseudo_queries} catalogue photos, identity weight {fitted.identity_weight}); {decision}")
     enrolled_paths = {r.path for r in enrolled}
     kept = sum(r.path in enrolled_paths for r in records)
