@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.data.is_dir():
         sys.exit(f"no data at {args.data}: pass --data (the SeaTurtleID2022 sample or the full dataset)")
-    from wildtrack.config import EvalConfig, TrainConfig
+    from wildtrack.config import MATCHING_PRESETS, EvalConfig, TrainConfig
     from wildtrack.model.export import onnx_export_status
 
     default_loss = args.default_loss or TrainConfig().loss
@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     default_dir = work / f"model_{slug(default_loss)}"
     tta = step(work / "tta.json", [py, str(HERE / "bench_tta.py"), "--data", data, "--artifacts", str(default_dir),
                                    "--sizes", "224", "320", "--out", str(work / "tta.json")], args.reuse)
+    matching_dir = work / "matching"  # every matcher and crop, alone and re-ranking, with the default model
+    step(matching_dir / "table.json", [py, str(HERE / "bench_matching.py"), "--data", data, "--artifacts",
+                                       str(default_dir), "--out", str(matching_dir), *(["--reuse"] if args.reuse
+                                                                                       else [])], args.reuse)
+    matching_table = (matching_dir / "table.md").read_text(encoding="utf-8").rstrip("\n").splitlines()
     a224, a448 = rerank_rows(anchors[224]), rerank_rows(anchors[448])
     lines = [
         "| method | R@1 | R@5 | R@10 | mAP | s/query | training (min) | notes |",
@@ -212,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                              a448[f"global+local@{k}"], None, "fusion fitted on the gallery"))
     focused = rerank_rows(trained[default_loss]["rerank"])
     lines += [
-        fmt_row("RootSIFT + RANSAC on the located turtle, whole gallery", focused["local-all"], None,
+        fmt_row(f"RootSIFT + RANSAC, {EvalConfig().local_focus} focus, whole gallery", focused["local-all"], None,
                 "no global model"),
         fmt_row("same, ties by the default model's cosine", focused["local-all+cos-ties"], None, ""),
     ]
@@ -299,6 +304,15 @@ def main(argv: list[str] | None = None) -> int:
         "false accepts. True-accept: share of queries whose own turtle's best score passes the threshold.",
         "",
         *open_lines,
+        "",
+        "## Matchers and crops (`scripts/bench_matching.py`)",
+        "",
+        "Each local matcher with each place keypoints come from, with the default model: alone over the whole "
+        "gallery (`local-all+cos-ties`: inliers, the cosine breaking ties) and re-ranking the global top K as the "
+        f"product does (K={MATCHING_PRESETS['best']['rerank_k']} is the whole gallery here: the `best` preset). "
+        "s/query: embedding + one extraction + the K matches on this machine, nothing cached.",
+        "",
+        *matching_table,
         "",
         "## Test-time options (`scripts/bench_tta.py`)",
         "",

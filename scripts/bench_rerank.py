@@ -65,7 +65,7 @@ from typing import Any, get_args
 
 import numpy as np
 
-from wildtrack.config import EvalConfig, LocalFocus
+from wildtrack.config import EvalConfig, LocalFeaturesName, LocalFocus
 from wildtrack.data import load_dataset, official_split
 from wildtrack.decide.encounter import encounter_keys, encounter_report
 from wildtrack.embed import embed_files_cached, embed_image, load_embedder, unit_rows
@@ -76,14 +76,14 @@ from wildtrack.evaluate import (
     rank_gallery,
     retrieval_metrics,
 )
-from wildtrack.features import FeatureCache, SiftExtractor
+from wildtrack.features import FeatureCache, SiftExtractor, make_extractor
 from wildtrack.features.saliency import saliency_weights
 from wildtrack.matching.calibration import FUSION_FEATURES, ScoreFusion
 from wildtrack.matching.collect import local_scores_for_shortlist
 from wildtrack.matching.fit import fit_gallery_fusion
 from wildtrack.matching.fusion import fused_similarity, match_probabilities
 from wildtrack.matching.ransac import RansacMatcher
-from wildtrack.matching.reranker import LocalReranker
+from wildtrack.matching.reranker import LocalReranker, matcher_for
 
 KS = (1, 5, 10)
 EVIDENCE_INLIERS = 6  # whole-gallery inliers that count as local evidence (wrong pairs: <= 4 in 99 %)
@@ -96,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--artifacts", type=Path, default=None, help="trained model (default: ImageNet MobileNetV2)")
     p.add_argument("--image-size", type=int, default=448, help="input size of the ImageNet MobileNetV2")
     p.add_argument("--ks", type=int, nargs="*", default=[20, 50], help="shortlist sizes (none: global only)")
+    p.add_argument("--features", default="rootsift", choices=list(get_args(LocalFeaturesName)),
+                   help="local features (xfeat: mutual nearest neighbours; --ratio etc. are RootSIFT's only)")
     p.add_argument("--max-side", type=int, default=EvalConfig().local_max_side)
     p.add_argument("--max-keypoints", type=int, default=EvalConfig().local_keypoints)
     p.add_argument("--contrast-threshold", type=float, default=SiftExtractor.contrast_threshold)
@@ -226,6 +228,18 @@ def match_cost(query_paths: list[Path], shortlists: np.ndarray, gallery_paths: l
     return float(np.mean(times))
 
 
+def shortlist_recall(sim: np.ndarray, q_ids: list[str], g_ids: list[str],
+                     ks: tuple[int, ...] = (10, 20, 40, 60, 100, 150, 200)) -> dict[str, float]:
+    """Share of queries with a match whose own turtle is among their top K by ``sim``: what a re-ranker of that
+    shortlist can at best find."""
+    q, g = np.asarray(q_ids), np.asarray(g_ids)
+    known = np.flatnonzero(np.isin(q, g))
+    ranked = rank_gallery(sim[known])
+    own = g[ranked] == q[known, None]
+    first = np.where(own.any(axis=1), own.argmax(axis=1), len(g))
+    return {f"@{k}": round(float((first < k).mean()), 4) for k in ks if k < len(g)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cache_dir:
@@ -244,11 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     emb_g, emb_q = emb.embeddings[: len(g_paths)], emb.embeddings[len(g_paths):]
     log(f"global embeddings ({embedder.fingerprint}): {time.perf_counter() - t0:.1f} s, {emb.cached} cached")
     sim = cosine_similarity(emb_q, emb_g)
+    recall = shortlist_recall(sim, q_ids, g_ids)
+    log(f"shortlist recall of the global stage: {recall}")
 
-    extractor = SiftExtractor(args.max_side, args.max_keypoints, args.contrast_threshold, args.clahe, args.focus)
+    if args.features == "rootsift":
+        extractor = SiftExtractor(args.max_side, args.max_keypoints, args.contrast_threshold, args.clahe, args.focus)
+        matcher = RansacMatcher(args.ratio, args.model, args.threshold)
+    else:
+        extractor = make_extractor(args.features, args.max_side, args.max_keypoints, args.focus)
+        matcher = matcher_for(extractor)
     features = FeatureCache(extractor)
-    reranker = LocalReranker(k=max(args.ks, default=20), cache=features, workers=args.workers,
-                             matcher=RansacMatcher(args.ratio, args.model, args.threshold))
+    reranker = LocalReranker(k=max(args.ks, default=20), cache=features, workers=args.workers, matcher=matcher)
     t0 = time.perf_counter()
     features.get_many(g_paths + q_paths, reranker.workers)
     log(f"local features ({extractor.key()}): {time.perf_counter() - t0:.1f} s, {features.misses} extracted")
@@ -313,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data), "split": split.summary(), "global_model": embedder.fingerprint,
         "local_features": extractor.key(),
         **({"saliency_weights": saliency_weights()} if args.focus == "saliency" else {}),
-        "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold},
+        "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold}
+        if args.features == "rootsift" else {"name": type(matcher).__name__},
+        "shortlist_recall": recall,
+        **({"weights": extractor.weights()} if hasattr(extractor, "weights") else {}),
         "results": rows, "timing_breakdown_s": timing, "open_set": open_sets,
         **({} if args.skip_anchor else {"evidence": evidence}), "encounters": encounters,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
