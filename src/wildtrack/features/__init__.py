@@ -10,8 +10,10 @@ from wildtrack.features.cache import FeatureCache, default_workers
 from wildtrack.features.projection import DescriptorProjection
 from wildtrack.features.rootsift import SiftExtractor, root_sift
 from wildtrack.features.types import Focus, LocalFeatures, Source
+from wildtrack.features.xfeat import XFeatExtractor  # imports torch only when used
 
-EXTRACTORS: dict[str, type[SiftExtractor]] = {SiftExtractor.name: SiftExtractor}
+EXTRACTORS: dict[str, type[SiftExtractor] | type[XFeatExtractor]] = {SiftExtractor.name: SiftExtractor,
+                                                                      XFeatExtractor.name: XFeatExtractor}
 
 __all__ = ["EXTRACTORS", "DescriptorProjection", "FeatureCache", "Focus", "LocalFeatures", "SiftExtractor", "Source",
-           "default_workers", "root_sift"]
+           "XFeatExtractor", "default_workers", "root_sift"]

@@ -16,7 +16,7 @@ import numpy as np
 from wildtrack.config import cache_root
 from wildtrack.data import storage
 from wildtrack.features.projection import DescriptorProjection
-from wildtrack.features.rootsift import SiftExtractor, root_sift
+from wildtrack.features.rootsift import SiftExtractor
 from wildtrack.features.types import LocalFeatures, Source
 from wildtrack.images import ImageError
 
@@ -84,7 +84,7 @@ class FeatureCache:
 
     def _features(self, xy: np.ndarray, desc: np.ndarray, scale: float, offset: tuple[float, float]
                   ) -> LocalFeatures:
-        feats = LocalFeatures(xy, root_sift(desc), self.extractor.max_side, scale, offset)
+        feats = self.extractor.features(xy, desc, scale, offset)
         return self.projection(feats) if self.projection is not None else feats
 
     def with_projection(self, projection: DescriptorProjection | None) -> FeatureCache:
