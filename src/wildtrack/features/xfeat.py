@@ -129,10 +129,11 @@ class XFeatExtractor:
         return xfeat_weights()
 
     def raw(self, source: Source) -> tuple[np.ndarray, np.ndarray, float, tuple[float, float]]:
-        """``(xy, float16 descriptors, scale, offset)``: keypoints strongest first. float16 halves the cache and
-        changes no match (unit vectors; cosines move by < 1e-3, tested)."""
+        """``(xy, float32 descriptors, scale, offset)``: keypoints strongest first. Kept float32 in the cache:
+        float16 would halve it (140 KB instead of 270 KB a photo at 1024 keypoints), but moved cosines by up to
+        2e-4, enough to change the inlier count by one in 2 of 45 pairs of real photos at ``min_cos`` 0.82."""
         grey, scale, offset = focus_grey(source, self.max_side, self.focus)
-        empty = np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.float16), scale, offset
+        empty = np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.float32), scale, offset
         if min(grey.shape) < _MIN_SIDE:
             return empty
         torch = learned_torch()
@@ -141,7 +142,7 @@ class XFeatExtractor:
         with _RUN_LOCK, torch.inference_mode():
             out = network.detectAndCompute(image, top_k=self.max_keypoints,
                                            detection_threshold=self.detection_threshold)[0]
-        xy, desc = _to_numpy(out["keypoints"], np.float32), _to_numpy(out["descriptors"], np.float16)
+        xy, desc = _to_numpy(out["keypoints"], np.float32), _to_numpy(out["descriptors"], np.float32)
         if len(xy) == 0:
             return empty
         return xy.reshape(-1, 2), desc.reshape(-1, DESCRIPTOR_DIM), scale, offset
