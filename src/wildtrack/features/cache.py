@@ -40,7 +40,8 @@ class FeatureCache:
     of an object: :func:`wildtrack.data.storage.stamp`) and the extractor's parameters, so an edited photo
     or a changed setting is simply a miss; files are written atomically, so concurrent threads or processes can
     share a cache. ``hits``/``misses`` count lookups (a miss means one extraction). The disk holds the
-    extractor's raw SIFT; a ``projection`` is applied as features are loaded, so every projection shares them.
+    extractor's raw output (uint8 SIFT, XFeat's float32 rows), rebuilt by its ``features()``; a ``projection``
+    is applied as features are loaded, so every projection shares them.
     """
 
     def __init__(self, extractor: SiftExtractor | None = None, cache_dir: str | Path | None = None,
