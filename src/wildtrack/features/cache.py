@@ -16,7 +16,7 @@ import numpy as np
 from wildtrack.config import cache_root
 from wildtrack.data import storage
 from wildtrack.features.projection import DescriptorProjection
-from wildtrack.features.rootsift import SiftExtractor, root_sift
+from wildtrack.features.rootsift import SiftExtractor
 from wildtrack.features.types import LocalFeatures, Source
 from wildtrack.images import ImageError
 
@@ -40,7 +40,8 @@ class FeatureCache:
     of an object: :func:`wildtrack.data.storage.stamp`) and the extractor's parameters, so an edited photo
     or a changed setting is simply a miss; files are written atomically, so concurrent threads or processes can
     share a cache. ``hits``/``misses`` count lookups (a miss means one extraction). The disk holds the
-    extractor's raw SIFT; a ``projection`` is applied as features are loaded, so every projection shares them.
+    extractor's raw output (uint8 SIFT, XFeat's float32 rows), rebuilt by its ``features()``; a ``projection``
+    is applied as features are loaded, so every projection shares them.
     """
 
     def __init__(self, extractor: SiftExtractor | None = None, cache_dir: str | Path | None = None,
@@ -84,7 +85,7 @@ class FeatureCache:
 
     def _features(self, xy: np.ndarray, desc: np.ndarray, scale: float, offset: tuple[float, float]
                   ) -> LocalFeatures:
-        feats = LocalFeatures(xy, root_sift(desc), self.extractor.max_side, scale, offset)
+        feats = self.extractor.features(xy, desc, scale, offset)
         return self.projection(feats) if self.projection is not None else feats
 
     def with_projection(self, projection: DescriptorProjection | None) -> FeatureCache:

@@ -71,3 +71,23 @@ def turtle_locator() -> TurtleLocator:
 def saliency_locator() -> SaliencyLocator:
     """One saliency locator per process (its onnxruntime session is shared by every extractor thread)."""
     return SaliencyLocator()
+
+
+def focus_grey(source: Source, max_side: int, focus: str) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """The grey frame an extractor runs on for ``focus`` (frame, turtle or saliency), longer side at most
+    ``max_side``, and the factor and offset back to the original's pixels: one frame for every extractor."""
+    if focus == "turtle":
+        return decode_crop_grey(source, max_side, turtle_locator(), TURTLE_DECODE_FACTOR)
+    if focus == "saliency":
+        return decode_crop_grey(source, max_side, saliency_locator(), SALIENCY_DECODE_FACTOR)
+    grey, scale = decode_grey(source, max_side)
+    return grey, scale, (0.0, 0.0)
+
+
+def focus_key(focus: str) -> str:
+    """The part of an extractor's cache key that names its locator (empty for the whole frame)."""
+    if focus == "turtle":
+        return f",{turtle_locator().key()}"
+    if focus == "saliency":
+        return f",{saliency_locator().key()}"
+    return ""

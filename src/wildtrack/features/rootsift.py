@@ -14,14 +14,7 @@ import cv2
 import numpy as np
 
 from wildtrack.config import DEFAULT_FOCUS
-from wildtrack.features.decode import (
-    SALIENCY_DECODE_FACTOR,
-    TURTLE_DECODE_FACTOR,
-    decode_crop_grey,
-    decode_grey,
-    saliency_locator,
-    turtle_locator,
-)
+from wildtrack.features.decode import focus_grey, focus_key
 from wildtrack.features.types import Focus, LocalFeatures, Source
 
 __all__ = ["SiftExtractor", "root_sift"]
@@ -67,22 +60,11 @@ class SiftExtractor:
 
     def key(self) -> str:
         fields = ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
-        locator = ""
-        if self.focus == "turtle":
-            locator = f",{turtle_locator().key()}"
-        elif self.focus == "saliency":
-            locator = f",{saliency_locator().key()}"
-        return f"sift-v{self.version}[{fields}{locator}]"
+        return f"sift-v{self.version}[{fields}{focus_key(self.focus)}]"
 
     def grey(self, source: Source) -> tuple[np.ndarray, float, tuple[float, float]]:
         """The grey frame SIFT runs on, and the factor and offset back to the original's pixels."""
-        if self.focus == "turtle":
-            grey, scale, offset = decode_crop_grey(source, self.max_side, turtle_locator(), TURTLE_DECODE_FACTOR)
-        elif self.focus == "saliency":
-            grey, scale, offset = decode_crop_grey(source, self.max_side, saliency_locator(),
-                                                   SALIENCY_DECODE_FACTOR)
-        else:
-            (grey, scale), offset = decode_grey(source, self.max_side), (0.0, 0.0)
+        grey, scale, offset = focus_grey(source, self.max_side, self.focus)
         if self.clahe:
             grey = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(grey)
         return grey, scale, offset
@@ -102,7 +84,10 @@ class SiftExtractor:
             xy, desc = xy[keep], desc[keep]
         return xy, np.clip(np.rint(desc), 0, 255).astype(np.uint8), scale, offset
 
-    def __call__(self, source: Source) -> LocalFeatures:
-        xy, desc, scale, offset = self.raw(source)
+    def features(self, xy: np.ndarray, desc: np.ndarray, scale: float, offset: tuple[float, float]) -> LocalFeatures:
+        """:meth:`raw`'s output (fresh or read back from a cache) as matchable features."""
         return LocalFeatures(xy, root_sift(desc), self.max_side, scale, offset)
+
+    def __call__(self, source: Source) -> LocalFeatures:
+        return self.features(*self.raw(source))
 

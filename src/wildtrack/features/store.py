@@ -62,7 +62,10 @@ def shard_bytes(extractor_key: str, entries: Sequence[tuple[str, RawFeatures]],
     """One shard's file content: ``entries`` are (image id, ``SiftExtractor.raw`` output); ``failed`` the photos
     that could not be read (image id -> why), recorded so a re-run does not retry them."""
     images, start = {}, 0
-    for image_id, (xy, _desc, scale, offset) in entries:
+    for image_id, (xy, desc, scale, offset) in entries:
+        if np.asarray(desc).dtype != np.uint8 or np.asarray(desc).shape[1:] != (128,):
+            raise StoreError(f"the feature store holds RootSIFT (uint8 × 128) only; {image_id} has "
+                             f"{np.asarray(desc).dtype} × {np.asarray(desc).shape[1:]} descriptors")
         images[image_id] = [start, len(xy), float(scale), float(offset[0]), float(offset[1])]
         start += len(xy)
     header = json.dumps({"extractor": extractor_key, "rows": start, "images": images,

@@ -6,15 +6,17 @@ never happen by chance between two different turtles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
 
 from wildtrack.features.types import LocalFeatures
 
-__all__ = ["Correspondences", "GeometricModel", "MatchResult", "RansacMatcher", "correspondences", "match_pair"]
+__all__ = ["Correspondences", "GeometricModel", "MatchResult", "RansacMatcher", "correspondences", "match_pair",
+           "settings_of", "verify"]
 
 GeometricModel = Literal["homography", "affine", "fundamental"]
 
@@ -89,17 +91,30 @@ def correspondences(
     between different turtles at ≤ 4 inliers in 99 % of pairs (homography: 6, fundamental: 12), so weak true
     matches stand out (see ``scripts/bench_rerank.py``).
     """
-    if model not in _MIN_POINTS:
-        raise ValueError(f"unknown geometric model {model!r}; choose homography, affine or fundamental")
-    empty = np.zeros(0, dtype=np.int64)
+    _check_model(model)
     if len(a) < 2 or len(b) < 2:
+        empty = np.zeros(0, dtype=np.int64)
         return Correspondences(empty, empty, np.zeros(0, dtype=bool))
     qi, ti = _putative_matches(a.descriptors, b.descriptors, ratio)
+    return verify(a, b, qi, ti, model, threshold)
+
+
+def _check_model(model: str) -> None:
+    if model not in _MIN_POINTS:
+        raise ValueError(f"unknown geometric model {model!r}; choose homography, affine or fundamental")
+
+
+def verify(a: LocalFeatures, b: LocalFeatures, query: np.ndarray, target: np.ndarray,
+           model: GeometricModel = "affine", threshold: float = 8.0) -> Correspondences:
+    """Which putative matches (``a.xy[query[i]]`` ↔ ``b.xy[target[i]]``, from any matcher) one geometric
+    ``model`` explains within ``threshold`` px of the common frame (see :func:`correspondences`)."""
+    _check_model(model)
+    qi, ti = np.asarray(query, dtype=np.int64), np.asarray(target, dtype=np.int64)
     none = np.zeros(len(qi), dtype=bool)
     if len(qi) < _MIN_POINTS[model]:
         return Correspondences(qi, ti, none)
-    src = a.xy[qi].reshape(-1, 1, 2)
-    dst = b.xy[ti].reshape(-1, 1, 2)
+    src = np.ascontiguousarray(a.xy[qi], dtype=np.float32).reshape(-1, 1, 2)
+    dst = np.ascontiguousarray(b.xy[ti], dtype=np.float32).reshape(-1, 1, 2)
     try:
         if model == "homography":
             _, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, threshold, maxIters=2000, confidence=0.999)
@@ -134,9 +149,10 @@ class RansacMatcher:
     model: GeometricModel = "affine"
     threshold: float = 8.0
 
+    name: ClassVar[str] = "ransac"
+
     def __post_init__(self) -> None:
-        if self.model not in _MIN_POINTS:
-            raise ValueError(f"unknown geometric model {self.model!r}; choose homography, affine or fundamental")
+        _check_model(self.model)
 
     def __call__(self, a: LocalFeatures, b: LocalFeatures) -> MatchResult:
         return self.correspondences(a, b).result
@@ -144,3 +160,23 @@ class RansacMatcher:
     def correspondences(self, a: LocalFeatures, b: LocalFeatures) -> Correspondences:
         """The matches behind :meth:`__call__`'s count, with the inlier mask."""
         return correspondences(a, b, self.ratio, self.model, self.threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The matcher's name and settings, as a saved fit records them (:func:`from_dict` rebuilds it)."""
+        return {"name": self.name, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RansacMatcher:
+        return cls(**settings_of(cls, data))
+
+
+def settings_of(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings in a matcher's :meth:`to_dict` output, checked against ``cls`` (its name, its fields)."""
+    settings = dict(data)
+    name = settings.pop("name", cls.name)
+    if name != cls.name:
+        raise ValueError(f"settings of the {name!r} matcher cannot build a {cls.name!r} matcher")
+    unknown = set(settings) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.name} matcher settings: {', '.join(sorted(unknown))}")
+    return settings
