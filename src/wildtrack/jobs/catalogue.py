@@ -18,7 +18,7 @@ import numpy as np
 from wildtrack.atomic import atomic_write_bytes
 from wildtrack.data import storage
 from wildtrack.embed import Embedder, EmbedResult, embed_files_cached
-from wildtrack.features import SiftExtractor
+from wildtrack.features import Extractor
 from wildtrack.features.store import (
     STORE_DIR,
     FeatureStore,
@@ -81,7 +81,7 @@ def embed_photos(engine: Engine, embedder: Embedder, artifacts: str | Path, back
     return EmbedResult(np.concatenate(vectors), ok, sorted(failed))
 
 
-def extract_features(engine: Engine, extractor: SiftExtractor, items: Sequence[tuple[str, str | Path]],
+def extract_features(engine: Engine, extractor: Extractor, items: Sequence[tuple[str, str | Path]],
                      root: Path, advance: Advance | None = None,
                      keep: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Write the local features of ``items`` (image id, path) as feature-store shards under ``root``, and a
@@ -89,7 +89,8 @@ def extract_features(engine: Engine, extractor: SiftExtractor, items: Sequence[t
     wrote it). Returns the new store's files (name -> sha256 and bytes) for the index's manifest."""
     shards = plan_shards([(i, str(storage.resolve(p))) for i, p in items], engine.shard_size,
                          f"features:{extractor.key()}")
-    files = _run_resumable(engine, FeatureTask(asdict(extractor)), shards, root / STORE_DIR, advance)
+    task = FeatureTask({"name": extractor.name, **asdict(extractor)})
+    files = _run_resumable(engine, task, shards, root / STORE_DIR, advance)
     table: dict[str, list[str]] = {}
     entries: dict[str, dict[str, Any]] = {}
     old = open_store(root, keep or {})
@@ -112,7 +113,7 @@ def photo_ids(paths: Sequence[str | Path], root: str | Path) -> list[str]:
     return [image_id_for(storage.relative(p, root)) for p in paths]
 
 
-def catalogue_feature_cache(extractor: SiftExtractor, store_root: Path, files: Mapping[str, Mapping[str, Any]],
+def catalogue_feature_cache(extractor: Extractor, store_root: Path, files: Mapping[str, Mapping[str, Any]],
                             data_root: str | Path) -> StoreFeatureCache:
     """A feature cache that reads the catalogue's photos (under ``data_root``) from the store in ``store_root``."""
     store: FeatureStore | None = open_store(store_root, files)

@@ -20,7 +20,7 @@ import numpy as np
 
 from wildtrack.data import storage
 from wildtrack.embed import Embedder, embed_paths, load_embedder
-from wildtrack.features.rootsift import SiftExtractor
+from wildtrack.features import EXTRACTORS, Extractor, SiftExtractor
 from wildtrack.features.store import FeatureShard, StoreError, shard_bytes
 from wildtrack.images import ImageError
 from wildtrack.jobs.plan import Shard
@@ -87,20 +87,22 @@ def read_embedding_shard(data: bytes) -> tuple[list[int], np.ndarray, list[tuple
 
 @dataclass
 class FeatureTask:
-    """Extract a shard's local features with ``SiftExtractor(**settings)``; output: a feature-store shard."""
+    """Extract a shard's local features with the extractor ``settings`` name (``EXTRACTORS[name](**rest)``, RootSIFT
+    when unnamed); output: a feature-store shard."""
 
     settings: dict[str, Any]
     threads: int | None = None
     storage_options: dict[str, Any] = field(default_factory=storage.storage_options)
     suffix: str = ".wtfs"
-    _extractor: SiftExtractor | None = field(default=None, repr=False)
+    _extractor: Extractor | None = field(default=None, repr=False)
 
     def setup(self) -> None:
         storage.configure(self.storage_options)
         if self._extractor is None:
             if self.threads:
                 _limit_threads(self.threads)
-            self._extractor = SiftExtractor(**self.settings)
+            settings = dict(self.settings)
+            self._extractor = EXTRACTORS[settings.pop("name", SiftExtractor.name)](**settings)
 
     def __call__(self, shard: Shard) -> bytes:
         self.setup()

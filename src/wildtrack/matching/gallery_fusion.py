@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from wildtrack.atomic import atomic_write_bytes
-from wildtrack.features import EXTRACTORS, DescriptorProjection, FeatureCache, SiftExtractor
+from wildtrack.features import EXTRACTORS, DescriptorProjection, Extractor, FeatureCache, SiftExtractor
 from wildtrack.features.saliency import saliency_weights
 from wildtrack.features.store import FeatureStore, StoreFeatureCache
 from wildtrack.index import GalleryIndex
+from wildtrack.matching import Matcher, matcher_from_dict
 from wildtrack.matching.calibration import FORMAT as SCORE_FUSION_FORMAT
 from wildtrack.matching.calibration import ScoreFusion
 from wildtrack.matching.reranker import LocalReranker, matcher_for
@@ -40,12 +41,13 @@ class GalleryFusion:
     pseudo_queries: int
     identity_weight: float = 0.0
     fit_report: dict[str, Any] | None = None
-    extractor: SiftExtractor = field(default_factory=SiftExtractor)
+    extractor: Extractor = field(default_factory=SiftExtractor)
     decision_threshold: float | None = None  # match probability below which a photo is a new individual
     projection: DescriptorProjection | None = None  # None: full 128-d RootSIFT
     # the same decision for several photos of one encounter (the best of them passes more often by chance)
     encounter_threshold: float | None = None
     preset: str = "custom"  # the `--matching` preset it was fitted with (MatchingConfig.preset_in_effect)
+    matcher: Matcher | None = None  # None: the extractor's own (matcher_for); fusion.json records it either way
 
     def reranker(self, cache_dir: str | Path | None = None, store: FeatureStore | None = None,
                  data_root: str | Path | None = None) -> LocalReranker:
@@ -56,7 +58,7 @@ class GalleryFusion:
                                                     projection=self.projection)
         else:
             cache = FeatureCache(self.extractor, cache_dir=cache_dir, projection=self.projection)
-        return LocalReranker(k=self.k, cache=cache, matcher=matcher_for(self.extractor))
+        return LocalReranker(k=self.k, cache=cache, matcher=self.matcher or matcher_for(self.extractor))
 
     def features_summary(self, requested_dims: int = 0) -> str:
         """The local features it matches, in words (for logs and reports)."""
@@ -74,7 +76,7 @@ class GalleryFusion:
 
     def matcher_record(self) -> dict[str, Any]:
         """The matcher's name and settings, as ``fusion.json`` records them."""
-        return _matcher_record(matcher_for(self.extractor))
+        return (self.matcher or matcher_for(self.extractor)).to_dict()
 
     def weights(self) -> dict[str, Any]:
         """Which pretrained weights each stage of the matching uses (package, file, sha256, licence)."""
@@ -83,7 +85,12 @@ class GalleryFusion:
             out["saliency"] = saliency_weights()
         extractor_weights = getattr(self.extractor, "weights", None)
         if callable(extractor_weights):
-            out[self.extractor.name] = extractor_weights()
+            record = extractor_weights()
+            out[self.extractor.name] = record if isinstance(record, dict) else asdict(record)
+        matcher_weights = getattr(self.matcher, "weights", None)
+        if callable(matcher_weights):
+            record = matcher_weights()
+            out[f"matcher:{self.matcher.name}"] = record if isinstance(record, dict) else asdict(record)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,7 +131,8 @@ class GalleryFusion:
                    None if threshold is None else float(threshold),
                    None if projection is None else DescriptorProjection.from_dict(projection),
                    None if encounter_threshold is None else float(encounter_threshold),
-                   str(data.get("preset", "custom")))
+                   str(data.get("preset", "custom")),
+                   matcher_from_dict(data["matcher"]) if data.get("matcher") else None)
 
     def save(self, directory: str | Path) -> Path:
         """``fusion.json`` in ``directory`` (an evaluation's results), replaced whole and durably."""
@@ -165,12 +173,6 @@ class GalleryFusion:
         """A ``fusion.json`` saved by :meth:`save` (an evaluation's results); None when there is none."""
         path = Path(directory) / FUSION_FILE
         return cls.from_bytes(path.read_bytes(), str(path)) if path.is_file() else None
-
-
-def _matcher_record(matcher: object) -> dict[str, Any]:
-    to_dict = getattr(matcher, "to_dict", None)
-    settings = to_dict() if callable(to_dict) else asdict(matcher)  # type: ignore[call-overload]
-    return {"name": getattr(matcher, "name", type(matcher).__name__), **settings}
 
 
 def committed_fusion(index: GalleryIndex, index_dir: str | Path) -> GalleryFusion | None:

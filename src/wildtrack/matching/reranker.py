@@ -16,13 +16,14 @@ from threadpoolctl import threadpool_limits
 from wildtrack.config import MatchingConfig
 from wildtrack.features import (
     DescriptorProjection,
+    Extractor,
     FeatureCache,
     LocalFeatures,
-    SiftExtractor,
     Source,
     default_workers,
     make_extractor,
 )
+from wildtrack.matching import Matcher, MutualNNMatcher
 from wildtrack.matching.ransac import MatchResult, RansacMatcher
 
 __all__ = ["LocalReranker", "local_reranker", "matcher_for", "one_blas_thread"]
@@ -38,7 +39,7 @@ class LocalReranker:
     """Features from ``cache`` matched by ``matcher``, for the first ``k`` entries of a shortlist."""
 
     def __init__(self, k: int = 20, cache: FeatureCache | None = None, workers: int | None = None,
-                 matcher: RansacMatcher | None = None):
+                 matcher: Matcher | None = None):
         if k < 1:
             raise ValueError("k must be >= 1")
         self.k = k
@@ -65,14 +66,10 @@ class LocalReranker:
         return np.asarray([m.inliers for m in self.match_many(q, gallery)], dtype=np.int64)
 
 
-def matcher_for(extractor: SiftExtractor) -> RansacMatcher:
+def matcher_for(extractor: Extractor) -> Matcher:
     """The matcher each kind of local features is verified with: RootSIFT's ratio test, XFeat's mutual nearest
     neighbours (its learned descriptors have no reliable second-best distance), both then one RANSAC similarity."""
-    if extractor.name == "xfeat":
-        from wildtrack.matching.mnn import MutualNNMatcher
-
-        return MutualNNMatcher()  # type: ignore[return-value]
-    return RansacMatcher()
+    return MutualNNMatcher() if extractor.name == "xfeat" else RansacMatcher()
 
 
 def local_reranker(cfg: MatchingConfig, cache_dir: str | Path | None = None) -> LocalReranker:
