@@ -60,6 +60,7 @@ bench-train: install
 # default pipeline, written as one table to docs/accuracy.md. About an hour on 2 cores (four trainings);
 # REUSE=1 keeps the steps already done.
 bench-accuracy: install
+	$(BIN)/pip install -q -e '.[learned]' '$(TORCH)'
 	$(BIN)/python scripts/bench_accuracy.py --data $(DATA) $(if $(REUSE),--reuse)
 
 bench-embed: install

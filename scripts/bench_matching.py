@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Every matcher and crop side by side on the dev split: one table for `make bench-accuracy`.
 
-For each local-feature configuration (features × where keypoints come from) it runs
+For the two presets exactly as ``--matching fast|best`` sets them, and each other local-feature configuration
+(features × where keypoints come from), it runs
 :mod:`bench_rerank` (the product's extractor, matcher, gallery-only fit and identity support) and collects:
 
 * the matcher **alone over the whole gallery** (inliers, the cosine breaking ties);
@@ -13,7 +14,8 @@ For each local-feature configuration (features × where keypoints come from) it 
 
 Features and embeddings are cached (``WILDTRACK_CACHE_DIR``), so a rerun of one row costs only its matching.
 
-    python scripts/bench_matching.py --data ../shared/data/seaturtleid2022-dev --artifacts bench_out/default/artifacts
+    python scripts/bench_matching.py --data ../shared/data/seaturtleid2022-dev \
+        --artifacts bench_out/accuracy/model_arcface_triplet
 """
 
 from __future__ import annotations
@@ -27,13 +29,27 @@ from typing import Any
 
 from wildtrack.config import MATCHING_PRESETS
 
+
+def _preset_args(name: str) -> list[str]:
+    """bench_rerank arguments that match exactly as ``--matching NAME`` does."""
+    p = MATCHING_PRESETS[name]
+    return ["--features", str(p["local_features"]), "--focus", str(p["local_focus"]),
+            "--max-side", str(p["local_max_side"]), "--max-keypoints", str(p["local_keypoints"]),
+            "--local-dims", str(p["local_dims"]), "--fusion-features", str(p["fusion_features"]),
+            "--ks", str(p["rerank_k"])]
+
+
+SHORTLISTS = ["--ks", "100", str(MATCHING_PRESETS["best"]["rerank_k"])]  # beyond a small gallery: all of it
 CONFIGS: dict[str, list[str]] = {
-    # name: bench_rerank arguments
-    "rootsift/saliency": ["--features", "rootsift", "--focus", "saliency", "--max-side", "1024",
-                          "--max-keypoints", "1000"],
-    "rootsift/turtle": ["--features", "rootsift", "--focus", "turtle", "--max-side", "800", "--max-keypoints", "1500"],
-    "rootsift/frame": ["--features", "rootsift", "--focus", "frame", "--max-side", "1024", "--max-keypoints", "1000"],
-    "xfeat/saliency": ["--features", "xfeat", "--focus", "saliency", "--max-side", "1024", "--max-keypoints", "1024"],
+    # name: bench_rerank arguments (the matcher alone over the whole gallery, then re-ranking each shortlist)
+    "preset best": [*_preset_args("best")],
+    "preset fast": [*_preset_args("fast"), "--skip-anchor"],
+    "rootsift/turtle": ["--features", "rootsift", "--focus", "turtle", "--max-side", "800", "--max-keypoints", "1500",
+                        "--local-dims", "0", "--fusion-features", "inliers", *SHORTLISTS],
+    "rootsift/frame": ["--features", "rootsift", "--focus", "frame", "--max-side", "1024", "--max-keypoints", "1000",
+                       "--local-dims", "0", "--fusion-features", "inliers", *SHORTLISTS],
+    "xfeat/saliency": ["--features", "xfeat", "--focus", "saliency", "--max-side", "1024", "--max-keypoints", "1024",
+                       "--fusion-features", "inliers", "cosine+inliers", *SHORTLISTS],
 }
 
 
@@ -49,7 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--artifacts", type=Path, required=True, help="trained model (the global stage and shortlist)")
     p.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
-    p.add_argument("--ks", type=int, nargs="*", default=[100, 150], help="shortlist lengths besides the whole gallery")
     p.add_argument("--out", type=Path, default=Path("bench_out/matching"))
     p.add_argument("--reuse", action="store_true", help="keep a configuration's JSON from an earlier run")
     return p.parse_args(argv)
@@ -112,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / (name.replace("/", "__") + ".json")
         if not (args.reuse and path.is_file()):
             print(f"== {name}", file=sys.stderr, flush=True)
-            best = int(MATCHING_PRESETS["best"]["rerank_k"])  # beyond a small gallery: all of it, as `best` does
-            bench.main(["--data", str(args.data), "--artifacts", str(args.artifacts), *CONFIGS[name],
-                        "--ks", *map(str, sorted({*args.ks, best})), "--out", str(path)])
+            bench.main(["--data", str(args.data), "--artifacts", str(args.artifacts), *CONFIGS[name], "--out",
+                        str(path)])
         report = json.loads(path.read_text())
         recall = report.get("shortlist_recall", recall)
         rows += _rows(name, report)

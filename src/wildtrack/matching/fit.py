@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from wildtrack.config import DEFAULT_LOCAL_DIMS, DEFAULT_TARGET_FAR, FusionFeatures
+from wildtrack.config import DEFAULT_TARGET_FAR, FusionFeatures
 from wildtrack.data import Record
 from wildtrack.decide.encounter import encounter_keys, pool_encounter_rows
 from wildtrack.evaluate import calibrate_open_set, cosine_similarity, retrieval_metrics
@@ -31,6 +31,7 @@ __all__ = ["RerankFitError", "fit_gallery_fusion", "fit_projection"]
 IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight, chosen on the pseudo-queries
 MAX_PSEUDO_QUERIES = 150  # bounds the fitting cost: pseudo-queries × k local matches
 PROJECTION_IMAGES = 100  # catalogue photos whose descriptors fit the projection
+PROJECTION_DIMS = 64  # components a projection keeps unless told (the `fast` preset's)
 PROJECTION_DESCRIPTORS = 50_000
 
 
@@ -38,7 +39,7 @@ class RerankFitError(ValueError):
     """The catalogue cannot teach the fusion anything (no turtle with two photos, or no wrong candidates)."""
 
 
-def fit_projection(cache: FeatureCache, paths: list[str | Path], dims: int = DEFAULT_LOCAL_DIMS, seed: int = 0,
+def fit_projection(cache: FeatureCache, paths: list[str | Path], dims: int = PROJECTION_DIMS, seed: int = 0,
                    max_images: int = PROJECTION_IMAGES, max_descriptors: int = PROJECTION_DESCRIPTORS,
                    progress: Advance | None = None) -> DescriptorProjection | None:
     """A RootSIFT projection fitted on (a seeded sample of) the catalogue's own photos; None when they hold
@@ -90,7 +91,7 @@ def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: 
 
 def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
                        seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES,
-                       target_far: float = DEFAULT_TARGET_FAR, projection_dims: int = DEFAULT_LOCAL_DIMS,
+                       target_far: float = DEFAULT_TARGET_FAR, projection_dims: int = PROJECTION_DIMS,
                        progress: Advance | None = None, fusion_features: FusionFeatures = "cosine+inliers",
                        preset: str = "custom") -> GalleryFusion:
     """Fit the RootSIFT projection, the cosine + inlier fusion, the identity-support weight and the

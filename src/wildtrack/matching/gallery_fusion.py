@@ -27,6 +27,7 @@ FUSION_FILE = "fusion.json"
 # The fusion's weights are for inlier counts of projected descriptors: a new format name, so that a wildtrack
 # from before projections refuses such a fusion.json instead of matching full RootSIFT against them.
 PROJECTED_FUSION_FORMAT = "wildtrack-score-fusion-v1+projected-rootsift"
+_DISPLAY_NAMES = {"rootsift": "RootSIFT", "xfeat": "XFeat"}
 
 
 @dataclass
@@ -62,13 +63,13 @@ class GalleryFusion:
 
     def features_summary(self, requested_dims: int = 0) -> str:
         """The local features it matches, in words (for logs and reports)."""
-        name = {"rootsift": "RootSIFT", "xfeat": "XFeat"}.get(self.extractor.name, self.extractor.name)
         where = f"{self.extractor.max_keypoints} keypoints from the {self.extractor.focus}"
+        if self.extractor.name != "rootsift":
+            return f"{_DISPLAY_NAMES.get(self.extractor.name, self.extractor.name)}, {where}"
         if self.projection is not None:
-            return f"{name} in {self.projection.dims} dims, {where}"
-        short = " (too few keypoints to fit a projection)" if requested_dims and self.extractor.name == "rootsift" \
-            else ""
-        return f"{name}{short}, {where}"
+            return f"RootSIFT in {self.projection.dims} dims, {where}"
+        short = " (too few keypoints to fit a projection)" if requested_dims else ""
+        return f"full 128-d RootSIFT{short}, {where}"
 
     def extractor_record(self) -> dict[str, Any]:
         """The extractor's name and settings, as ``fusion.json`` records them."""
