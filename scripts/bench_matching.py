@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     recall: dict[str, float] = {}
     for name in args.configs:
-        path = args.out / (name.replace("/", "__") + ".json")
+        path = args.out / (name.replace("/", "__").replace(" ", "_") + ".json")
         if not (args.reuse and path.is_file()):
             print(f"== {name}", file=sys.stderr, flush=True)
             bench.main(["--data", str(args.data), "--artifacts", str(args.artifacts), *CONFIGS[name], "--out",

@@ -28,6 +28,7 @@ FUSION_FILE = "fusion.json"
 # from before projections refuses such a fusion.json instead of matching full RootSIFT against them.
 PROJECTED_FUSION_FORMAT = "wildtrack-score-fusion-v1+projected-rootsift"
 _DISPLAY_NAMES = {"rootsift": "RootSIFT", "xfeat": "XFeat"}
+_FOCUS_WORDS = {"saliency": "salient subject's box", "turtle": "located turtle", "frame": "whole frame"}
 
 
 @dataclass
@@ -63,7 +64,7 @@ class GalleryFusion:
 
     def features_summary(self, requested_dims: int = 0) -> str:
         """The local features it matches, in words (for logs and reports)."""
-        where = f"{self.extractor.max_keypoints} keypoints from the {self.extractor.focus}"
+        where = f"{self.extractor.max_keypoints} keypoints from the {_FOCUS_WORDS.get(self.extractor.focus, 'photo')}"
         if self.extractor.name != "rootsift":
             return f"{_DISPLAY_NAMES.get(self.extractor.name, self.extractor.name)}, {where}"
         if self.projection is not None:
