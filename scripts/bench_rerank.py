@@ -60,6 +60,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, get_args
 
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold}
         if args.features == "rootsift" else {"name": type(matcher).__name__},
         "shortlist_recall": recall,
-        **({"weights": extractor.weights()} if hasattr(extractor, "weights") else {}),
+        **({"weights": asdict(extractor.weights())} if hasattr(extractor, "weights") else {}),
         "results": rows, "timing_breakdown_s": timing, "open_set": open_sets,
         **({} if args.skip_anchor else {"evidence": evidence}), "encounters": encounters,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
