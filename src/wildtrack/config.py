@@ -26,7 +26,7 @@ MATCHING_PRESETS: dict[str, dict[str, object]] = {
              "local_focus": "saliency", "local_max_side": 800, "local_keypoints": 1000, "local_dims": 64,
              "fusion_features": "inliers"},
     "best": {"rerank": "local", "rerank_k": 400, "local_features": "rootsift", "local_matcher": "auto",
-             "local_focus": "saliency", "local_max_side": 1024, "local_keypoints": 1000, "local_dims": 0,
+             "local_focus": "turtle", "local_max_side": 800, "local_keypoints": 1500, "local_dims": 0,
              "fusion_features": "inliers"},
 }
 DEFAULT_MATCHING: MatchingPreset = "best"

