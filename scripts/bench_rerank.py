@@ -60,7 +60,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, get_args
 
@@ -337,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold}
         if args.features == "rootsift" else {"name": type(matcher).__name__},
         "shortlist_recall": recall,
-        **({"weights": asdict(extractor.weights())} if hasattr(extractor, "weights") else {}),
+        **({"weights": extractor.weights().to_dict()} if hasattr(extractor, "weights") else {}),
         "results": rows, "timing_breakdown_s": timing, "open_set": open_sets,
         **({} if args.skip_anchor else {"evidence": evidence}), "encounters": encounters,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

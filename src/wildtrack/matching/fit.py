@@ -121,8 +121,7 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
     if not queries:
         raise RerankFitError("fitting the re-ranking needs at least one turtle with two photos; the catalogue has "
                              "none")
-    if reranker.cache.projection is None and projection_dims and getattr(reranker.cache.extractor, "projectable",
-                                                                         True):
+    if reranker.cache.projection is None and projection_dims and reranker.cache.extractor.projectable:
         # sampled from the pseudo-queries, whose features the fit reads anyway; its own bar, so that a cold
         # cache does not leave the fit's bar at 0 while the sample is extracted
         projection = fit_projection(reranker.cache, [gallery[i].path for i in queries], projection_dims, seed,

