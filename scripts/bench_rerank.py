@@ -94,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--artifacts", type=Path, default=None, help="trained model (default: ImageNet MobileNetV2)")
+    p.add_argument("--embeddings", type=Path, default=None,
+                   help="precomputed global embeddings instead of a model (.npy: gallery rows, then query rows, in "
+                        "the official split's order; e.g. from scripts/study_dinov2_finetune.py)")
     p.add_argument("--image-size", type=int, default=448, help="input size of the ImageNet MobileNetV2")
     p.add_argument("--ks", type=int, nargs="*", default=[20, 50], help="shortlist sizes (none: global only)")
     p.add_argument("--features", default="rootsift", choices=list(get_args(LocalFeaturesName)),
@@ -137,6 +140,19 @@ class ImagenetGap:
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return unit_rows(np.asarray(self.model.predict_on_batch(pixels.astype(np.float32)), np.float32))
+
+
+class Precomputed:
+    """Global embeddings computed elsewhere (a research model outside the product), read from a ``.npy`` file."""
+
+    backend = "numpy"
+
+    def __init__(self, path: Path, n_rows: int):
+        self.embeddings = unit_rows(np.load(path).astype(np.float32))
+        if len(self.embeddings) != n_rows:
+            raise SystemExit(f"{path} holds {len(self.embeddings)} rows; the split has {n_rows} photos")
+        self.dim = self.embeddings.shape[1]
+        self.fingerprint = f"precomputed:{path.name}"
 
 
 def log(msg: str) -> None:
@@ -201,13 +217,15 @@ def local_evidence(sim: np.ndarray, inliers: np.ndarray, q_ids: list[str], g_ids
 
 
 def cold_costs(paths: list[Path], embedder: Any, extractor: SiftExtractor) -> dict[str, float]:
-    """Mean seconds to embed one photo (decode + model) and to extract its local features, nothing cached."""
-    embed_image(embedder, paths[0])  # warm-up: the first call builds the model's graph
+    """Mean seconds to embed one photo (decode + model) and to extract its local features, nothing cached.
+    Precomputed embeddings cost 0 here: their model's time is the study's to report."""
+    embed = (lambda path: None) if isinstance(embedder, Precomputed) else (lambda path: embed_image(embedder, path))
+    embed(paths[0])  # warm-up: the first call builds the model's graph
     extractor(paths[0])  # ... and the turtle locator's network (once per process); the extractor never caches
     t_glob, t_ext = [], []
     for path in paths:
         t0 = time.perf_counter()
-        embed_image(embedder, path)
+        embed(path)
         t1 = time.perf_counter()
         extractor(path)
         t_glob.append(t1 - t0)
@@ -250,13 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     g_ids, q_ids = [r.identity for r in split.gallery], [r.identity for r in split.query]
     log(f"official split: {len(g_paths)} gallery, {len(q_paths)} queries, {len(set(g_ids))} gallery ids")
 
-    embedder = load_embedder(args.artifacts) if args.artifacts else ImagenetGap(args.image_size)
     t0 = time.perf_counter()
-    emb = embed_files_cached(embedder, g_paths + q_paths)
-    if emb.failed:
-        raise SystemExit(f"unreadable images: {emb.failed[:3]}")
-    emb_g, emb_q = emb.embeddings[: len(g_paths)], emb.embeddings[len(g_paths):]
-    log(f"global embeddings ({embedder.fingerprint}): {time.perf_counter() - t0:.1f} s, {emb.cached} cached")
+    if args.embeddings:
+        embedder: Any = Precomputed(args.embeddings, len(g_paths) + len(q_paths))
+        all_rows, cached = embedder.embeddings, len(g_paths) + len(q_paths)
+    else:
+        embedder = load_embedder(args.artifacts) if args.artifacts else ImagenetGap(args.image_size)
+        emb = embed_files_cached(embedder, g_paths + q_paths)
+        if emb.failed:
+            raise SystemExit(f"unreadable images: {emb.failed[:3]}")
+        all_rows, cached = emb.embeddings, emb.cached
+    emb_g, emb_q = all_rows[: len(g_paths)], all_rows[len(g_paths):]
+    log(f"global embeddings ({embedder.fingerprint}): {time.perf_counter() - t0:.1f} s, {cached} cached")
     sim = cosine_similarity(emb_q, emb_g)
     recall = shortlist_recall(sim, q_ids, g_ids)
     log(f"shortlist recall of the global stage: {recall}")
