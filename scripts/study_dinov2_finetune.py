@@ -37,6 +37,7 @@ from PIL import Image, ImageEnhance
 from torch import nn
 
 from wildtrack.data import load_dataset, official_split
+from wildtrack.evaluate import retrieval_metrics
 from wildtrack.features.saliency import SaliencyLocator, _model_path
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -188,14 +189,9 @@ class ArcHead(nn.Module):
 
 
 def recall(emb: np.ndarray, ids: np.ndarray, n_gallery: int) -> tuple[float, float]:
-    """Query Recall@1 and @5 against the gallery, over queries whose turtle the gallery holds."""
-    sim = emb[n_gallery:] @ emb[:n_gallery].T
-    order = np.argsort(-sim, axis=1)
-    g, q = ids[:n_gallery], ids[n_gallery:]
-    known = np.isin(q, g)
-    r1 = (g[order[:, 0]] == q)[known].mean()
-    r5 = np.array([q[i] in g[order[i, :5]] for i in range(len(q))])[known].mean()
-    return round(float(r1), 3), round(float(r5), 3)
+    """Query Recall@1 and @5 against the gallery (:func:`wildtrack.evaluate.retrieval_metrics`)."""
+    result = retrieval_metrics(emb[n_gallery:] @ emb[:n_gallery].T, ids[n_gallery:], ids[:n_gallery], ks=(1, 5))
+    return round(result.recall_at_k[1], 3), round(result.recall_at_k[5], 3)
 
 
 def log(msg: str) -> None:
