@@ -54,6 +54,24 @@ def tiny_artifacts(synth_data, tmp_path_factory) -> Path:
     return out
 
 
+# Fake credentials for the local S3 server (moto) of the object-storage tests; Ray workers read them from their
+# environment, so the one Ray runtime of the session is started with them.
+S3_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One Ray runtime of 2 CPUs for the whole session (starting one costs seconds; every Ray test shares it),
+    stopped at the end. Tests that use it skip where Ray is not installed."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'wildtrack[scale]')")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": S3_TEST_CREDENTIALS})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     if not REAL_DATA.is_dir():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import S3_TEST_CREDENTIALS as CREDENTIALS
 
 from wildtrack.config import MatchingConfig
 from wildtrack.data import SkippedFilesWarning, load_dataset, storage
@@ -26,7 +27,6 @@ moto_server = pytest.importorskip("moto.server", reason="object-storage tests ne
 boto3 = pytest.importorskip("boto3", reason="object-storage tests need boto3: pip install 'wildtrack[test]'")
 pytest.importorskip("s3fs", reason="s3:// photos need s3fs: pip install 'wildtrack[test]'")
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def _free_port() -> int:
@@ -188,18 +188,10 @@ def test_an_unknown_bucket_is_one_clear_error(s3_endpoint):
 
 
 @pytest.mark.ray
-def test_ray_workers_read_the_photos_from_s3(s3_endpoint, s3_catalogue, folder_index, tiny_artifacts, tmp_path):
-    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'wildtrack[scale]')")
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": CREDENTIALS})  # workers take credentials from their environment
-    try:
-        out = tmp_path / "index"
-        build_index(s3_catalogue, tiny_artifacts, out, matching=MatchingConfig(rerank_k=10, local_focus="frame"),
-                    engine=RayEngine(ray.get_runtime_context().gcs_address, shard_size=32),
-                    storage_options={"endpoint_url": s3_endpoint})
-    finally:
-        ray.shutdown()
+def test_ray_workers_read_the_photos_from_s3(ray_address, s3_endpoint, s3_catalogue, folder_index, tiny_artifacts,
+                                             tmp_path):
+    out = tmp_path / "index"  # the session's Ray workers take the credentials from their environment (conftest)
+    build_index(s3_catalogue, tiny_artifacts, out, matching=MatchingConfig(rerank_k=10, local_focus="frame"),
+                engine=RayEngine(ray_address, shard_size=32), storage_options={"endpoint_url": s3_endpoint})
     a, b = _by_path(GalleryIndex.load(folder_index)), _by_path(GalleryIndex.load(out))
     assert set(a) == set(b) and max(float(np.abs(a[p] - b[p]).max()) for p in a) <= 1e-5

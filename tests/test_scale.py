@@ -117,16 +117,6 @@ def test_index_add_grows_the_store_by_new_shards(synth_data, tiny_artifacts, tmp
 
 # ------------------------------------------------------------------------------------------------- Ray
 
-@pytest.fixture(scope="module")
-def ray_address():
-    """A Ray runtime of 2 CPUs on this machine for the module, stopped at its end (the tests that use it skip
-    where Ray is not installed; the others still run)."""
-    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'wildtrack[scale]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
 @pytest.mark.ray
 def test_ray_engine_builds_the_same_index_as_the_local_engine(ray_address, local_index, synth_data, tiny_artifacts,
                                                                tmp_path):
