@@ -82,7 +82,7 @@ from wildtrack.matching.calibration import FUSION_FEATURES, ScoreFusion
 from wildtrack.matching.collect import local_scores_for_shortlist
 from wildtrack.matching.fit import fit_gallery_fusion
 from wildtrack.matching.fusion import fused_similarity, match_probabilities
-from wildtrack.matching.ransac import RansacMatcher
+from wildtrack.matching.ratio_test import RansacMatcher
 from wildtrack.matching.reranker import LocalReranker, matcher_for
 
 KS = (1, 5, 10)

@@ -17,7 +17,7 @@ from wildtrack.matching.calibration import ScoreFusion
 from wildtrack.matching.collect import local_scores_for_shortlist
 from wildtrack.matching.fusion import fused_similarity, with_identity_support
 from wildtrack.matching.gallery_fusion import GalleryFusion
-from wildtrack.matching.ransac import _two_nn, match_pair
+from wildtrack.matching.ratio_test import _two_nn, match_pair
 from wildtrack.matching.rerank import rerank_hits
 from wildtrack.matching.reranker import LocalReranker
 from wildtrack.matching.shortlist import shortlist_pairs

@@ -12,7 +12,7 @@ from PIL import Image
 
 from wildtrack.features import FeatureCache, SiftExtractor
 from wildtrack.matching.evidence import match_evidence
-from wildtrack.matching.ransac import RansacMatcher, correspondences, match_pair
+from wildtrack.matching.ratio_test import RansacMatcher, correspondences, match_pair
 from wildtrack.matching.reranker import LocalReranker
 from wildtrack.visualize.matchview import match_picture, match_picture_png
 

@@ -1,7 +1,7 @@
 """Comparing a query with catalogue photos beyond the global cosine: pairwise matchers, the shortlist they look
 at, the calibration that turns their evidence into a match probability, and applying or fitting it.
 
-* :mod:`~wildtrack.matching.ransac` - a matcher: ratio-test correspondences counted as RANSAC inliers;
+* :mod:`~wildtrack.matching.ratio_test` - a matcher: ratio-test correspondences counted as RANSAC inliers;
 * :mod:`~wildtrack.matching.mnn` - a matcher for learned descriptors: mutual nearest neighbours, the same check;
 * :mod:`~wildtrack.matching.lighterglue` - a learned matcher (XFeat features, ~1 s a pair: short shortlists only);
 * :mod:`~wildtrack.matching.reranker` - one query against a list of catalogue photos (features from the cache);
@@ -16,7 +16,7 @@ at, the calibration that turns their evidence into a match probability, and appl
 
 from wildtrack.matching.lighterglue import LighterGlueMatcher  # imports torch only when used
 from wildtrack.matching.mnn import MutualNNMatcher
-from wildtrack.matching.ransac import RansacMatcher
+from wildtrack.matching.ratio_test import RansacMatcher
 
 Matcher = RansacMatcher | MutualNNMatcher | LighterGlueMatcher
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from wildtrack.features import LocalFeatures, Source
-from wildtrack.matching.ransac import Correspondences
+from wildtrack.matching.ratio_test import Correspondences
 from wildtrack.matching.reranker import LocalReranker
 
 __all__ = ["MatchEvidence", "match_evidence", "original_pixels", "pair_evidence"]

@@ -26,7 +26,7 @@ from wildtrack.features.xfeat import (
     require_learned,
     xfeat_weights,
 )
-from wildtrack.matching.ransac import (
+from wildtrack.matching.ratio_test import (
     Correspondences,
     GeometricModel,
     MatchResult,
@@ -60,7 +60,7 @@ def _network() -> Any:
 @dataclass(frozen=True)
 class LighterGlueMatcher:
     """LighterGlue matches with confidence >= ``min_conf`` on XFeat features (64-d), counted by how many one
-    geometric ``model`` explains within ``threshold`` px (:func:`~wildtrack.matching.ransac.verify`).
+    geometric ``model`` explains within ``threshold`` px (:func:`~wildtrack.matching.ratio_test.verify`).
 
     Keypoints go in as they are, in the common frame; its ``image_size`` is that frame's square
     (``frame_side`` × ``frame_side``): LightGlue divides positions by half the longer side, and its positional

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from wildtrack.features.types import LocalFeatures
-from wildtrack.matching.ransac import (
+from wildtrack.matching.ratio_test import (
     Correspondences,
     GeometricModel,
     MatchResult,
@@ -48,7 +48,7 @@ def mutual_nearest(a: np.ndarray, b: np.ndarray, min_cos: float) -> tuple[np.nda
 @dataclass(frozen=True)
 class MutualNNMatcher:
     """Mutual nearest neighbours with cosine >= ``min_cos``, counted by how many one geometric ``model`` explains
-    within ``threshold`` px (:func:`~wildtrack.matching.ransac.verify`, as :class:`RansacMatcher` does)."""
+    within ``threshold`` px (:func:`~wildtrack.matching.ratio_test.verify`, as :class:`RansacMatcher` does)."""
 
     min_cos: float = 0.82
     model: GeometricModel = "affine"

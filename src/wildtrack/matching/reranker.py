@@ -24,7 +24,7 @@ from wildtrack.features import (
     make_extractor,
 )
 from wildtrack.matching import MATCHERS, Matcher, MutualNNMatcher
-from wildtrack.matching.ransac import MatchResult, RansacMatcher
+from wildtrack.matching.ratio_test import MatchResult, RansacMatcher
 
 __all__ = ["LocalReranker", "local_reranker", "matcher_for", "one_blas_thread"]
 
