@@ -9,7 +9,7 @@ import pytest
 
 from wildtrack.embed import embed_image, load_embedder
 from wildtrack.index import GalleryIndex
-from wildtrack.matching.gallery_fusion import GalleryFusion
+from wildtrack.matching.pipeline import load_pipeline
 from wildtrack.search import CatalogueSearch
 from wildtrack.workflows.searching import search_image
 
@@ -25,7 +25,7 @@ def _photo(synth_data):
 
 def test_a_reranking_catalogue_decides_on_the_first_turtles_match_probability(reranked_index, synth_data, embedder):
     searcher = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index)
-    fitted = GalleryFusion.load(reranked_index)
+    fitted = load_pipeline(reranked_index)
     photo = _photo(synth_data)
     answer = searcher.identify(embed_image(embedder, photo), photo, topk=3)
     assert answer.reranked and answer.score_kind == "match_probability"
@@ -97,7 +97,7 @@ def test_an_encounters_photos_are_identified_together(reranked_index, synth_data
     """Each photo is identified as on its own; the encounter takes the most confident photo's verdict, decided
     against the encounter threshold the fit calibrated (stricter than a single photo's)."""
     searcher = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index)
-    fitted = GalleryFusion.load(reranked_index)
+    fitted = load_pipeline(reranked_index)
     assert fitted.encounter_threshold is not None and searcher.encounter_threshold == fitted.encounter_threshold
     assert fitted.encounter_threshold != fitted.decision_threshold  # on this catalogue the two differ
     photos = [synth_data / "t004" / f"t004_00{n}.jpg" for n in (7, 8, 9)]

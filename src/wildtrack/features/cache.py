@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from wildtrack.config import cache_root
 from wildtrack.data import storage
 from wildtrack.features.projection import DescriptorProjection
 from wildtrack.features.rootsift import SiftExtractor
-from wildtrack.features.types import LocalFeatures, Source
+from wildtrack.features.types import Extractor, LocalFeatures, Source
 from wildtrack.images import ImageError
 
 __all__ = ["FeatureCache", "default_workers"]
@@ -44,7 +45,7 @@ class FeatureCache:
     is applied as features are loaded, so every projection shares them.
     """
 
-    def __init__(self, extractor: SiftExtractor | None = None, cache_dir: str | Path | None = None,
+    def __init__(self, extractor: Extractor | None = None, cache_dir: str | Path | None = None,
                  memory_items: int = 256, projection: DescriptorProjection | None = None):
         self.extractor = extractor or SiftExtractor()
         self.root = _cache_root(cache_dir)
@@ -93,8 +94,9 @@ class FeatureCache:
         return FeatureCache(self.extractor, self.root.parent, self.memory_items, projection)
 
     def get(self, source: Source) -> LocalFeatures:
-        """Features of a file (cached) or of uploaded bytes (extracted, never cached: they have no stable key)."""
-        if isinstance(source, bytes):
+        """Features of a file (cached), or of uploaded bytes or decoded pixels (extracted, never cached: they have no
+        stable key)."""
+        if isinstance(source, bytes | Image.Image):
             return self._features(*self.extractor.raw(source))
         try:
             key = self.key(source)
