@@ -87,3 +87,12 @@ def test_every_function_the_walkthrough_names_is_defined_where_it_says():
     for path, name in re.findall(r"`([\w/]+\.py): ([\w.]+)`", text):
         source = (ROOT / "src" / "wildtrack" / path).read_text(encoding="utf-8")
         assert re.search(rf"(def|class) {name.split('.')[-1]}\b", source), f"{path} defines no {name}"
+
+
+def test_the_server_loads_neither_the_fitting_code_nor_the_metrics():
+    code = ("import sys, wildtrack.serve.app; "
+            "print(sorted(m for m in ('wildtrack.evaluate', 'wildtrack.matching.fit', 'sklearn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(ROOT / "src")}, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -42,6 +42,7 @@ DEFAULT_LOCAL_DIMS: int = _DEFAULT["local_dims"]  # type: ignore[assignment]
 DEFAULT_RERANK_K: int = _DEFAULT["rerank_k"]  # type: ignore[assignment]
 DEFAULT_TARGET_FAR = 0.05  # false-accept rate the new-individual threshold is fitted for
 CACHE_ENV_VAR = "WILDTRACK_CACHE_DIR"
+ENROLLED_DIR = "enrolled"  # where the service stores enrolled photos, inside the index dir (index build keeps them)
 
 
 def cache_root() -> Path:

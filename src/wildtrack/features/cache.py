@@ -70,6 +70,15 @@ class FeatureCache:
             while len(self._memory) > self.memory_items:
                 self._memory.popitem(last=False)
 
+    def _recall(self, key: str, counter: str = "hits") -> LocalFeatures | None:
+        """Features kept in memory under ``key`` (now the most recently used; ``counter`` counted), or None."""
+        with self._lock:
+            feats = self._memory.get(key)
+            if feats is not None:
+                self._memory.move_to_end(key)
+                setattr(self, counter, getattr(self, counter) + 1)
+            return feats
+
     def _read(self, file: Path) -> LocalFeatures | None:
         try:
             with np.load(file) as z:
@@ -102,12 +111,9 @@ class FeatureCache:
             key = self.key(source)
         except OSError as exc:
             raise ImageError(f"{source}: cannot open ({exc.strerror or exc})") from exc
-        with self._lock:
-            feats = self._memory.get(key)
-            if feats is not None:
-                self._memory.move_to_end(key)
-                self.hits += 1
-                return feats
+        feats = self._recall(key)
+        if feats is not None:
+            return feats
         file = self.file_for(key)
         feats = self._read(file)
         if feats is not None:

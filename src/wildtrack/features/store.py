@@ -245,12 +245,9 @@ class StoreFeatureCache(FeatureCache):
         if image_id is None or self.store is None:
             return super().get(source)
         memo = f"store:{image_id}"
-        with self._lock:
-            feats = self._memory.get(memo)
-            if feats is not None:
-                self._memory.move_to_end(memo)
-                self.store_hits += 1
-                return feats
+        feats = self._recall(memo, "store_hits")
+        if feats is not None:
+            return feats
         try:
             xy, desc, scale, offset = self.store.raw(image_id)
         except (StoreError, OSError) as exc:

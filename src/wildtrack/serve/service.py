@@ -47,7 +47,6 @@ from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, i
 
 log = logging.getLogger(__name__)
 
-ENROLLED_DIR = enrolment.ENROLLED_DIR
 THUMBNAIL_PX = 256
 THUMBNAIL_CACHE = 512  # ~10 kB each: a few MB keeps a whole results page and the identity pages hot
 MAX_IDENTITY_LENGTH = 100

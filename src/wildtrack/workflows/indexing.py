@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from wildtrack.config import MatchingConfig
+from wildtrack.config import ENROLLED_DIR, MatchingConfig
 from wildtrack.data import Record, load_dataset, storage
 from wildtrack.decide.policy import operating_point
 from wildtrack.embed import Embedder, load_embedder
@@ -19,7 +19,6 @@ from wildtrack.jobs.catalogue import STAGING_DIR, clear_staging
 from wildtrack.workflows import Advance, announce_total, next_stage
 
 log = logging.getLogger(__name__)
-ENROLLED_DIR = "enrolled"  # where the service stores enrolled photos, inside the index dir (serve.service)
 
 
 @dataclass
