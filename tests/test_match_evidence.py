@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from wildtrack.features import FeatureCache, SiftExtractor
-from wildtrack.matching.evidence import match_evidence
+from wildtrack.matching.inlier_pairs import match_evidence
 from wildtrack.matching.pipeline import MatchingPipeline
 from wildtrack.matching.ratio_test import RatioTestMatcher, correspondences, match_pair
 from wildtrack.visualize.matchview import match_picture, match_picture_png

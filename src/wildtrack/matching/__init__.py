@@ -9,6 +9,7 @@ at, the calibration that turns their evidence into a match probability, and the 
 * :mod:`~wildtrack.matching.calibration` - cosine + inliers → one monotone probability (``ScoreFusion``);
 * :mod:`~wildtrack.matching.pipeline` - the re-ranking pipeline (extractor, matcher, calibration, identity
   support) as ``fusion.json`` records it, for one photo's hits or a whole score matrix;
+* :mod:`~wildtrack.matching.inlier_pairs` - the inlier pairs in the photos' pixels, for match pictures;
 * :mod:`~wildtrack.matching.fit` - fitting it on a catalogue (never imported by a server).
 
 Matchers are registered in :data:`wildtrack.registry.MATCHERS` (re-exported here).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from wildtrack.config import MatchingConfig
 from wildtrack.decide.policy import DecisionPolicy
-from wildtrack.matching.evidence import match_evidence
+from wildtrack.matching.inlier_pairs import match_evidence
 from wildtrack.matching.pipeline import MatchingPipeline, build_pipeline
 from wildtrack.serve.schemas import MatchingInfo, OperatingPointInfo
 from wildtrack.serve.service import Catalogue, Upload

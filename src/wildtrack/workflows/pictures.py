@@ -3,7 +3,7 @@
 A panel ranks the gallery by the score it prints (the match probability after re-ranking, inliers and cosine on
 the line below; the cosine otherwise), so its order and its numbers never disagree; its title's verdict is read
 from that same order. Beside each panel, ``match_<n>.png`` draws the query and its first photo with the keypoint
-pairs local matching verified (:mod:`wildtrack.matching.evidence`, drawn by
+pairs local matching verified (:mod:`wildtrack.matching.inlier_pairs`, drawn by
 :mod:`wildtrack.visualize.matchview`).
 """
 
@@ -18,7 +18,7 @@ from wildtrack.config import EvalConfig
 from wildtrack.data import Record
 from wildtrack.evaluate import rank_gallery, retrieval_metrics
 from wildtrack.images import ImageError
-from wildtrack.matching.evidence import match_evidence
+from wildtrack.matching.inlier_pairs import match_evidence
 from wildtrack.matching.pipeline import MatchingPipeline
 from wildtrack.visualize.matchview import match_picture
 from wildtrack.visualize.panels import PanelItem, choose_examples, panel_title, retrieval_panel
