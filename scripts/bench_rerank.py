@@ -27,7 +27,7 @@ the inliers (default), or the inliers alone with the cosine breaking ties (rows 
 is the product's RootSIFT projection for the re-ranked rows (principal components fitted on the gallery; 0: all
 128); the whole-gallery anchor always matches plain 128-d RootSIFT.
 
-The fusion is fitted on the *gallery* only (:func:`wildtrack.matching.fit.fit_gallery_fusion`: gallery photos as
+The fusion is fitted on the *gallery* only (:func:`wildtrack.matching.fit.fit_pipeline`: gallery photos as
 pseudo-queries against the gallery's other encounters), never on the evaluation queries. With ``--artifacts`` the
 embedder was trained on those gallery images, so its cosines there are optimistic and the fusion may
 under-weight the local score.

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from wildtrack.atomic import atomic_write_bytes
-from wildtrack.config import MatchingConfig
+from wildtrack.config import DEFAULT_RERANK_K, MatchingConfig
 from wildtrack.data import storage
 from wildtrack.features import (
     EXTRACTORS,
@@ -70,7 +70,7 @@ class MatchingPipeline:
     extractor: Extractor
     matcher: Matcher
     calibration: ScoreFusion = field(default_factory=ScoreFusion)
-    k: int = 20
+    k: int = DEFAULT_RERANK_K
     identity_weight: float = 0.0
     projection: DescriptorProjection | None = None  # None: the extractor's own descriptors
     decision_threshold: float | None = None
