@@ -126,3 +126,20 @@ def test_a_matcher_is_one_file_and_one_registration_line(toy_matcher, photos, tm
     pipeline.save(tmp_path)  # fusion.json names it, and a search rebuilds it from there
     assert json.loads((tmp_path / "fusion.json").read_text())["matcher"]["name"] == "nearest"
     assert load_pipeline(tmp_path).matcher == pipeline.matcher
+
+
+def test_the_cli_offers_the_registered_extractors_and_matchers():
+    from typer.testing import CliRunner
+
+    from wildtrack.cli import app
+    from wildtrack.registry import EXTRACTORS
+
+    runner = CliRunner()
+    for command in (["evaluate"], ["index", "build"]):
+        result = runner.invoke(app, [*command, "--help"], terminal_width=200)
+        assert result.exit_code == 0
+        words = " ".join(result.output.split())
+        assert all(name in words for name in [*EXTRACTORS.names(), *MATCHERS.names(), "auto"])
+    wrong = runner.invoke(app, ["index", "build", "--data", ".", "--artifacts", ".", "--out", "x",
+                                "--local-matcher", "farthest"])
+    assert wrong.exit_code == 2 and "farthest" in wrong.output

@@ -37,6 +37,20 @@ def test_a_reranking_catalogue_decides_on_the_first_turtles_match_probability(re
     assert answer.decision.score == pytest.approx(answer.hits[0].match_probability)
 
 
+def test_every_answer_carries_the_policy_that_decided_it(reranked_index, synth_data, embedder):
+    """The threshold and sentence an answer reports are those it was decided with, even when the catalogue's
+    policy changes before the answer is read (a reload between the two)."""
+    from wildtrack.decide.policy import decision_policy
+
+    searcher = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index)
+    photo = _photo(synth_data)
+    answer = searcher.identify(embed_image(embedder, photo), photo, topk=3)
+    decided_with = searcher.policy
+    searcher.policy = decision_policy(True, override=0.99)  # what a reload would swap in
+    assert answer.policy is decided_with and answer.threshold == decided_with.photo_threshold != 0.99
+    assert answer.policy.source == "fitted" and "fitted on the catalogue" in answer.policy.sentence()
+
+
 def test_a_threshold_override_applies_to_the_deciding_score(reranked_index, synth_data, embedder):
     photo = _photo(synth_data)
     vector = embed_image(embedder, photo)
