@@ -143,3 +143,6 @@ def test_the_cli_offers_the_registered_extractors_and_matchers():
     wrong = runner.invoke(app, ["index", "build", "--data", ".", "--artifacts", ".", "--out", "x",
                                 "--local-matcher", "farthest"])
     assert wrong.exit_code == 2 and "farthest" in wrong.output
+    old_name = runner.invoke(app, ["index", "build", "--data", ".", "--artifacts", ".", "--out", "x",
+                                   "--local-matcher", "ransac"])  # the ratio test's name before the rename
+    assert "Invalid value" not in old_name.output and "missing" in old_name.output  # it got as far as the model

