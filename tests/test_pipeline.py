@@ -146,3 +146,27 @@ def test_the_cli_offers_the_registered_extractors_and_matchers():
     old_name = runner.invoke(app, ["index", "build", "--data", ".", "--artifacts", ".", "--out", "x",
                                    "--local-matcher", "ransac"])  # the ratio test's name before the rename
     assert "Invalid value" not in old_name.output and "missing" in old_name.output  # it got as far as the model
+
+
+def test_a_photo_is_prepared_once_for_the_model_and_local_matching(photos, tmp_path):
+    """Up to LOCAL_DECODE_SIDE the model gets exactly what every batch decodes and local matching reads the file;
+    a larger photo is decoded once and local matching gets its pixels, the same features a lossless copy gives."""
+    import io
+
+    from PIL import Image
+
+    from wildtrack.images import LOCAL_DECODE_SIDE, load_image, prepare_photo
+
+    small = prepare_photo(photos["query"], (64, 64))
+    assert small.local == photos["query"] and np.array_equal(small.pixels, load_image(photos["query"], (64, 64)))
+    big = Image.open(photos["query"]).convert("RGB").resize((3 * LOCAL_DECODE_SIDE // 2 * 2, 3 * LOCAL_DECODE_SIDE))
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90)
+    prepared = prepare_photo(buf.getvalue(), (64, 64))
+    assert isinstance(prepared.local, Image.Image) and max(prepared.local.size) == LOCAL_DECODE_SIDE
+    assert prepared.pixels.shape == (64, 64, 3)
+    lossless = io.BytesIO()
+    prepared.local.save(lossless, format="PNG")
+    from_pixels, from_copy = EXTRACTOR(prepared.local), EXTRACTOR(lossless.getvalue())
+    assert np.array_equal(from_pixels.xy, from_copy.xy) and np.array_equal(from_pixels.descriptors,
+                                                                          from_copy.descriptors)
