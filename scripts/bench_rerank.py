@@ -27,7 +27,7 @@ the inliers (default), or the inliers alone with the cosine breaking ties (rows 
 is the product's RootSIFT projection for the re-ranked rows (principal components fitted on the gallery; 0: all
 128); the whole-gallery anchor always matches plain 128-d RootSIFT.
 
-The fusion is fitted on the *gallery* only (:func:`wildtrack.matching.fit.fit_gallery_fusion`: gallery photos as
+The fusion is fitted on the *gallery* only (:func:`wildtrack.matching.fit.fit_pipeline`: gallery photos as
 pseudo-queries against the gallery's other encounters), never on the evaluation queries. With ``--artifacts`` the
 embedder was trained on those gallery images, so its cosines there are optimistic and the fusion may
 under-weight the local score.
@@ -60,12 +60,14 @@ import os
 import platform
 import sys
 import time
+import typing
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 
-from wildtrack.config import EvalConfig, LocalFeaturesName, LocalFocus
+from wildtrack.config import EvalConfig, LocalFocus
 from wildtrack.data import load_dataset, official_split
 from wildtrack.decide.encounter import encounter_keys, encounter_report
 from wildtrack.embed import embed_files_cached, embed_image, load_embedder, unit_rows
@@ -78,12 +80,12 @@ from wildtrack.evaluate import (
 )
 from wildtrack.features import FeatureCache, SiftExtractor, make_extractor
 from wildtrack.features.saliency import saliency_weights
+from wildtrack.matching import matcher_for
 from wildtrack.matching.calibration import FUSION_FEATURES, ScoreFusion
-from wildtrack.matching.collect import local_scores_for_shortlist
-from wildtrack.matching.fit import fit_gallery_fusion
-from wildtrack.matching.fusion import fused_similarity, match_probabilities
-from wildtrack.matching.ransac import RansacMatcher
-from wildtrack.matching.reranker import LocalReranker, matcher_for
+from wildtrack.matching.fit import fit_pipeline
+from wildtrack.matching.pipeline import MatchingPipeline
+from wildtrack.matching.ratio_test import RatioTestMatcher
+from wildtrack.registry import EXTRACTORS
 
 KS = (1, 5, 10)
 EVIDENCE_INLIERS = 6  # whole-gallery inliers that count as local evidence (wrong pairs: <= 4 in 99 %)
@@ -99,20 +101,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the official split's order; e.g. from scripts/study_dinov2_finetune.py)")
     p.add_argument("--image-size", type=int, default=448, help="input size of the ImageNet MobileNetV2")
     p.add_argument("--ks", type=int, nargs="*", default=[20, 50], help="shortlist sizes (none: global only)")
-    p.add_argument("--features", default="rootsift", choices=list(get_args(LocalFeaturesName)),
+    p.add_argument("--features", default="rootsift", choices=EXTRACTORS.names(),
                    help="local features (xfeat: mutual nearest neighbours; --ratio etc. are RootSIFT's only)")
     p.add_argument("--max-side", type=int, default=EvalConfig().local_max_side)
     p.add_argument("--max-keypoints", type=int, default=EvalConfig().local_keypoints)
     p.add_argument("--contrast-threshold", type=float, default=SiftExtractor.contrast_threshold)
     p.add_argument("--clahe", action="store_true", help="equalise local contrast before SIFT")
-    p.add_argument("--focus", default=EvalConfig().local_focus, choices=list(get_args(LocalFocus)),
+    p.add_argument("--focus", default=EvalConfig().local_focus, choices=list(typing.get_args(LocalFocus)),
                    help="extract keypoints from the whole photo, the located turtle or the salient subject's box")
     p.add_argument("--fusion-features", nargs="+", default=[EvalConfig().fusion_features],
                    choices=list(FUSION_FEATURES), help="fit one re-ranking fusion on each (rows per value)")
     p.add_argument("--local-dims", type=int, default=EvalConfig().local_dims,
                    help="RootSIFT dimensions kept for the re-ranked rows (0: all 128)")
     p.add_argument("--model", default="affine", choices=["homography", "affine", "fundamental"])
-    p.add_argument("--threshold", type=float, default=8.0, help="reprojection threshold, px in the max-side frame")
+    p.add_argument("--reproj-px", "--threshold", dest="reproj_px", type=float, default=8.0,
+                   help="reprojection error allowed by the geometric check, px in the max-side frame")
     p.add_argument("--ratio", type=float, default=0.8)
     p.add_argument("--skip-anchor", action="store_true", help="skip local matching against the whole gallery")
     p.add_argument("--timing-queries", type=int, default=10)
@@ -234,14 +237,14 @@ def cold_costs(paths: list[Path], embedder: Any, extractor: SiftExtractor) -> di
 
 
 def match_cost(query_paths: list[Path], shortlists: np.ndarray, gallery_paths: list[Path],
-               reranker: LocalReranker) -> float:
+               pipeline: MatchingPipeline) -> float:
     """Mean seconds to match one query against its shortlist, threads over all cores, gallery in memory."""
     times = []
     for path, top in zip(query_paths, shortlists, strict=True):
-        q = reranker.cache.get(path)
-        gallery = [reranker.cache.get(gallery_paths[j]) for j in top]
+        q = pipeline.cache.get(path)
+        gallery = [pipeline.cache.get(gallery_paths[j]) for j in top]
         t0 = time.perf_counter()
-        reranker.match_many(q, gallery)
+        pipeline.count(q, gallery)
         times.append(time.perf_counter() - t0)
     return float(np.mean(times))
 
@@ -286,14 +289,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.features == "rootsift":
         extractor = SiftExtractor(args.max_side, args.max_keypoints, args.contrast_threshold, args.clahe, args.focus)
-        matcher = RansacMatcher(args.ratio, args.model, args.threshold)
+        matcher = RatioTestMatcher(args.ratio, args.model, args.reproj_px)
     else:
         extractor = make_extractor(args.features, args.max_side, args.max_keypoints, args.focus)
-        matcher = matcher_for(extractor)
+        matcher = matcher_for(extractor.name)
     features = FeatureCache(extractor)
-    reranker = LocalReranker(k=max(args.ks, default=20), cache=features, workers=args.workers, matcher=matcher)
+    # the product's pipeline with this script's extractor and matcher settings (finer than a MatchingConfig's)
+    pipeline = MatchingPipeline(extractor, matcher, k=max(args.ks, default=20), features=features,
+                                workers=args.workers or 0)
     t0 = time.perf_counter()
-    features.get_many(g_paths + q_paths, reranker.workers)
+    features.get_many(g_paths + q_paths, pipeline.workers)
     log(f"local features ({extractor.key()}): {time.perf_counter() - t0:.1f} s, {features.misses} extracted")
 
     n_time = min(args.timing_queries, len(q_paths))
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_anchor:
         t0 = time.perf_counter()
         everything = np.ones_like(sim)  # every gallery image is "shortlisted"
-        local_all = local_scores_for_shortlist(q_paths, g_paths, everything, len(g_paths), reranker)
+        local_all = pipeline.inlier_matrix(q_paths, g_paths, everything, len(g_paths))
         wall = time.perf_counter() - t0
         timing["local_all_match_s_per_query"] = round(wall / len(q_paths), 3)
         anchor_s = cold["extract"] + wall / len(q_paths)
@@ -321,30 +326,29 @@ def main(argv: list[str] | None = None) -> int:
     encounters = {"global": encounter_report(sim, sim, q_ids, g_ids, query_encounters, OPEN_SET_FAR)}
 
     for k, fusion_features in [(k, f) for k in sorted(args.ks) for f in args.fusion_features]:
-        reranker.k = k
         tag = "" if fusion_features == "cosine+inliers" else f" [{fusion_features}]"
         # the product's fit, on the gallery only; queries then match through the projection it fitted
-        fitted = fit_gallery_fusion(split.gallery, emb_g, k, reranker, projection_dims=args.local_dims,
-                                    fusion_features=fusion_features)
-        projected = reranker.with_projection(fitted.projection)
+        fitted = fit_pipeline(replace(pipeline, k=k, calibration=ScoreFusion(features=fusion_features)),
+                              split.gallery, emb_g, projection_dims=args.local_dims)
         info = fitted.summary()
         t0 = time.perf_counter()
-        local = local_scores_for_shortlist(q_paths, g_paths, sim, k, projected)
+        local = fitted.inlier_matrix(q_paths, g_paths, sim)
         wall = time.perf_counter() - t0
-        match_s = match_cost(q_paths[:n_time], rank_gallery(sim)[:n_time, :k], g_paths, projected)
+        match_s = match_cost(q_paths[:n_time], rank_gallery(sim)[:n_time, :k], g_paths, fitted)
         per_query = cold["global"] + cold["extract"] + match_s
         timing[f"K={k}{tag}"] = {"match": round(match_s, 3), "batch_match_s_per_query": round(wall / len(q_paths), 3)}
-        fused = fused_similarity(sim, local, fitted.fusion, k, g_ids, fitted.identity_weight)
+        fused = fitted.fused_matrix(sim, local, g_ids)
         rows.append(summarise(f"global+local@{k}{tag}", fused, q_ids, g_ids, per_query, extra={"fusion_fit": info}))
-        probabilities = match_probabilities(sim, local, fitted.fusion, k)
+        probabilities = fitted.probability_matrix(sim, local)
         encounters[f"global+local@{k}{tag}"] = encounter_report(fused, probabilities, q_ids, g_ids, query_encounters,
                                                                 OPEN_SET_FAR, fitted.encounter_threshold)
         rows.append(summarise(f"global+local@{k}{tag} no identity support",
-                              fused_similarity(sim, local, fitted.fusion, k), q_ids, g_ids, per_query))
+                              replace(fitted, identity_weight=0.0).fused_matrix(sim, local, g_ids), q_ids, g_ids,
+                              per_query))
         if not tag:
             inliers_first = ScoreFusion(w_global=1e-6, w_local=1.0)  # inliers decide, the cosine only breaks ties
-            rows.append(summarise(f"global+inliers@{k}", fused_similarity(sim, local, inliers_first, k), q_ids,
-                                  g_ids, per_query))
+            rows.append(summarise(f"global+inliers@{k}", replace(fitted, calibration=inliers_first, identity_weight=0.0)
+                                  .fused_matrix(sim, local, g_ids), q_ids, g_ids, per_query))
         open_sets[f"match_probability@{k}{tag}"] = open_set(probabilities, q_ids, g_ids, fitted.decision_threshold)
         log(f"K={k}{tag}: fusion {info['fusion']}, identity weight {fitted.identity_weight}, fit {info['fit_report']}")
 
@@ -356,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data), "split": split.summary(), "global_model": embedder.fingerprint,
         "local_features": extractor.key(),
         **({"saliency_weights": saliency_weights()} if args.focus == "saliency" else {}),
-        "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.threshold}
+        "matching": {"ratio": args.ratio, "model": args.model, "threshold_px": args.reproj_px}
         if args.features == "rootsift" else {"name": type(matcher).__name__},
         "shortlist_recall": recall,
         **({"weights": extractor.weights().to_dict()} if hasattr(extractor, "weights") else {}),

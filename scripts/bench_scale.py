@@ -117,7 +117,8 @@ def rerank_cost(work: Path, files: dict, photos: list[Path], queries: int, k: in
     from wildtrack.config import DEFAULT_FOCUS
     from wildtrack.features import SiftExtractor
     from wildtrack.features.store import FeatureStore, StoreFeatureCache
-    from wildtrack.matching.reranker import LocalReranker
+    from wildtrack.matching import matcher_for
+    from wildtrack.matching.pipeline import MatchingPipeline
 
     rng = np.random.default_rng(0)
     extractor = SiftExtractor(focus=DEFAULT_FOCUS)
@@ -125,13 +126,13 @@ def rerank_cost(work: Path, files: dict, photos: list[Path], queries: int, k: in
     for _ in range(queries):
         store = FeatureStore(work / "index", files)  # fresh: every shard verified and mapped on first use
         cache = StoreFeatureCache(store, photos[0].parents[1], extractor)
-        reranker = LocalReranker(k, cache)
+        pipeline = MatchingPipeline(extractor, matcher_for(extractor.name), k=k, features=cache)
         pick = [photos[i] for i in rng.choice(len(photos), k + 1, replace=False)]
         query = cache.get(pick[0])
         t0 = time.perf_counter()
-        gallery = cache.get_many(pick[1:], reranker.workers)
+        gallery = cache.get_many(pick[1:], pipeline.workers)
         t1 = time.perf_counter()
-        reranker.match_many(query, gallery)
+        pipeline.count(query, gallery)
         t2 = time.perf_counter()
         read.append(t1 - t0)
         total.append(t2 - t0)

@@ -82,9 +82,9 @@ def test_index_build_then_search_json(synth_data, tiny_artifacts, tmp_path):
     assert answer["decision"] == {"identity": "t003", "score": answer["decision"]["score"], "is_unknown": False,
                                   "threshold": 0.5, "score_kind": "match_probability"}
     assert len(answer["hits"]) == 3
-    from wildtrack.matching.gallery_fusion import GalleryFusion
+    from wildtrack.matching.pipeline import load_pipeline
 
-    assert GalleryFusion.load(index).encounter_threshold == 0.5  # the given threshold decides encounters too
+    assert load_pipeline(index).encounter_threshold == 0.5  # the given threshold decides encounters too
 
 
 def test_search_refuses_an_index_of_another_model(synth_data, tiny_artifacts, tmp_path):
@@ -178,9 +178,9 @@ def test_search_identifies_several_photos_one_by_one_or_as_one_encounter(synth_d
     encounter = json.loads(together.output)
     assert encounter["decision"]["identity"] == "t005" and encounter["images"] == photos
     assert encounter["decision"]["score"] == max(a["decision"]["score"] for a in each)  # the most confident photo
-    from wildtrack.matching.gallery_fusion import GalleryFusion
+    from wildtrack.matching.pipeline import load_pipeline
 
-    assert encounter["decision"]["threshold"] == GalleryFusion.load(reranked_index).encounter_threshold
+    assert encounter["decision"]["threshold"] == load_pipeline(reranked_index).encounter_threshold
     assert [p["decision"] for p in encounter["photos"]] == [a["decision"] for a in each]
     table = runner.invoke(app, [*base, "--encounter"])
     assert table.exit_code == 0 and "encounter of 3 photos" in table.output and "closest in photos" in table.output

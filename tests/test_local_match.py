@@ -14,12 +14,9 @@ from wildtrack.evaluate import rank_gallery, retrieval_metrics
 from wildtrack.features import DescriptorProjection, FeatureCache, LocalFeatures, SiftExtractor, root_sift
 from wildtrack.index import Hit
 from wildtrack.matching.calibration import ScoreFusion
-from wildtrack.matching.collect import local_scores_for_shortlist
-from wildtrack.matching.fusion import fused_similarity, with_identity_support
-from wildtrack.matching.gallery_fusion import GalleryFusion
-from wildtrack.matching.ransac import _two_nn, match_pair
-from wildtrack.matching.rerank import rerank_hits
-from wildtrack.matching.reranker import LocalReranker
+from wildtrack.matching.pipeline import MatchingPipeline
+from wildtrack.matching.ratio_test import RatioTestMatcher, _two_nn, match_pair
+from wildtrack.matching.scoring import fused_matrix, with_identity_support
 from wildtrack.matching.shortlist import shortlist_pairs
 
 EXTRACTOR = SiftExtractor(max_side=400, max_keypoints=600, focus="frame")  # "turtle": test_locate.py
@@ -166,8 +163,9 @@ def test_cache_key_changes_with_the_file_and_the_settings(images, cache):
 def test_rerank_reorders_only_the_first_k(images, cache):
     order = [("other", 0.9), ("other2", 0.8), ("warped", 0.7), ("base", 0.6)]
     hits = [Hit(name, images[name].name, name, None, score, rank) for rank, (name, score) in enumerate(order, 1)]
-    fitted = GalleryFusion(ScoreFusion(w_global=1.0, w_local=1.0), k=3, pseudo_queries=0, extractor=cache.extractor)
-    out = rerank_hits(images["base"], hits, images["base"].parent, fitted, LocalReranker(k=3, cache=cache, workers=2))
+    pipeline = MatchingPipeline(cache.extractor, RatioTestMatcher(), ScoreFusion(w_global=1.0, w_local=1.0), k=3,
+                                features=cache, workers=2)
+    out = pipeline.rank(images["base"], hits, images["base"].parent)
     assert out[0].image_id == "warped" and out[0].inliers >= 40 and out[0].match_probability > 0.9
     assert {h.image_id for h in out[:3]} == {"other", "other2", "warped"}
     assert out[3].image_id == "base" and out[3].inliers is None  # beyond k: kept last, not matched (although identical)
@@ -177,8 +175,8 @@ def test_rerank_reorders_only_the_first_k(images, cache):
 def test_local_scores_are_zero_outside_each_shortlist(images, cache):
     gallery = [images["other"], images["warped"], images["other2"]]
     sim = np.array([[0.9, 0.1, 0.5], [0.1, 0.9, 0.5]])
-    local = local_scores_for_shortlist([images["base"], images["warped"]], gallery, sim, k=2,
-                                       reranker=LocalReranker(k=2, cache=cache))
+    pipeline = MatchingPipeline(cache.extractor, RatioTestMatcher(), k=2, features=cache)
+    local = pipeline.inlier_matrix([images["base"], images["warped"]], gallery, sim)
     assert local.shape == (2, 3)
     assert local[0, 1] == 0  # the true match is outside query 0's top-2, so it is never matched
     assert local[1, 0] == 0 and local[1, 1] >= 40
@@ -202,24 +200,24 @@ def test_local_scores_report_every_photo_read_and_every_query_matched(images, ca
     gallery = [images["other"], images["warped"], images["other2"]]
     sim = np.array([[0.9, 0.1, 0.5], [0.1, 0.9, 0.5]])
     progress = _Recorder()
-    local_scores_for_shortlist([images["base"], images["warped"]], gallery, sim, k=2,
-                               reranker=LocalReranker(k=2, cache=cache), progress=progress)
+    pipeline = MatchingPipeline(cache.extractor, RatioTestMatcher(), k=2, features=cache)
+    pipeline.inlier_matrix([images["base"], images["warped"]], gallery, sim, progress=progress)
     assert progress.total == progress.done == 2 + 3 + 2  # 2 queries read, 3 shortlisted photos read, 2 matched
 
 
-def test_fused_similarity_never_leaves_the_shortlist():
+def test_fused_matrix_never_leaves_the_shortlist():
     rng = np.random.default_rng(0)
     sim = rng.uniform(-1, 1, (30, 40))
     local = rng.integers(0, 200, sim.shape)
     k = 7
-    fused = fused_similarity(sim, local, ScoreFusion(w_global=0.5, w_local=3.0), k)
+    fused = fused_matrix(sim, local, ScoreFusion(w_global=0.5, w_local=3.0), k)
     before, after = rank_gallery(sim), rank_gallery(fused)
     for b, a in zip(before, after, strict=True):
         assert set(a[:k]) == set(b[:k])
         assert np.array_equal(a[k:], b[k:])  # the rest keeps its global order, below the shortlist
     assert not np.array_equal(before[:, :k], after[:, :k])  # ... and the shortlist did move
     # a fusion that ignores the cosine entirely still keeps the tail in global order
-    tail = rank_gallery(fused_similarity(sim, local, ScoreFusion(w_global=0.0, w_local=1.0), k))
+    tail = rank_gallery(fused_matrix(sim, local, ScoreFusion(w_global=0.0, w_local=1.0), k))
     assert np.array_equal(tail[:, k:], before[:, k:])
 
 
@@ -228,7 +226,7 @@ def test_masked_gallery_images_stay_last_and_never_become_nan():
     shift that puts the tail below the shortlist must not turn them into NaN (which ranks arbitrarily)."""
     sim = np.array([[0.9, 0.5, 0.1, -np.inf], [-np.inf, -np.inf, 0.8, 0.2]])
     local = np.array([[0, 30, 0, 0], [0, 0, 0, 40]])
-    fused = fused_similarity(sim, local, ScoreFusion(w_global=1.0, w_local=1.0), k=2)
+    fused = fused_matrix(sim, local, ScoreFusion(w_global=1.0, w_local=1.0), k=2)
     assert not np.isnan(fused).any()
     assert np.isneginf(fused[sim == -np.inf]).all()
     assert rank_gallery(fused)[1][:2].tolist() == [3, 2]  # 40 inliers beat the higher cosine
@@ -243,7 +241,7 @@ def _synthetic_pairs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.n
 
 def test_fusion_is_monotonic_in_both_inputs():
     rng = np.random.default_rng(1)
-    fusion = ScoreFusion().fit(*_synthetic_pairs(rng, 3000))
+    fusion = ScoreFusion(features="cosine+inliers").fit(*_synthetic_pairs(rng, 3000))
     assert fusion.w_global > 0 and fusion.w_local > 0
     g, n = np.meshgrid(np.linspace(-1, 1, 41), np.arange(0, 300, 7))
     s = fusion.score(g, n)
@@ -251,7 +249,7 @@ def test_fusion_is_monotonic_in_both_inputs():
     assert ((s > 0) & (s < 1)).all()
     # inliers that *anti*-correlate with the label would get a negative weight: it is clipped to exactly 0
     cos, inliers, same = _synthetic_pairs(rng, 3000)
-    flipped = ScoreFusion().fit(cos, np.where(same, 0, inliers + 20), same)
+    flipped = ScoreFusion(features="cosine+inliers").fit(cos, np.where(same, 0, inliers + 20), same)
     assert flipped.w_local == 0.0 and flipped.w_global > 0
     with pytest.raises(ValueError, match=">= 0"):
         ScoreFusion(w_global=1.0, w_local=-0.1)
@@ -274,16 +272,17 @@ def test_fusion_ranks_at_least_as_well_as_the_global_score():
     q_ids, g_ids, sim, local = _synthetic_retrieval(2, n_q=60, n_g=80, n_ids=20, cos_gap=0.06, found=0.4)
     fit_rows, eval_rows = slice(0, 30), slice(30, None)  # fit on some queries, evaluate on the others
     k = 15
-    fusion = ScoreFusion().fit(*shortlist_pairs(sim[fit_rows], local[fit_rows], q_ids[fit_rows], g_ids, k))
+    pairs = shortlist_pairs(sim[fit_rows], local[fit_rows], q_ids[fit_rows], g_ids, k)
+    fusion = ScoreFusion(features="cosine+inliers").fit(*pairs)
     base = retrieval_metrics(sim[eval_rows], q_ids[eval_rows], g_ids)
-    fused = retrieval_metrics(fused_similarity(sim[eval_rows], local[eval_rows], fusion, k), q_ids[eval_rows], g_ids)
+    fused = retrieval_metrics(fused_matrix(sim[eval_rows], local[eval_rows], fusion, k), q_ids[eval_rows], g_ids)
     assert fused.recall_at_k[1] >= base.recall_at_k[1]
     assert fused.mAP >= base.mAP
     assert fused.recall_at_k[1] > base.recall_at_k[1]  # with informative inliers it does strictly better here
 
 
 def test_fusion_json_round_trip():
-    fusion = ScoreFusion().fit(*_synthetic_pairs(np.random.default_rng(3), 500))
+    fusion = ScoreFusion(features="cosine+inliers").fit(*_synthetic_pairs(np.random.default_rng(3), 500))
     text = json.dumps(fusion.to_dict())
     back = ScoreFusion.from_dict(json.loads(text))
     assert back == fusion
@@ -307,15 +306,15 @@ def test_identity_support_lets_two_good_photos_beat_one_lucky_one():
         with_identity_support(scores, ids[:3], 1.0)
 
 
-def test_fused_similarity_with_identity_support_stays_in_the_shortlist_and_can_help():
+def test_fused_matrix_with_identity_support_stays_in_the_shortlist_and_can_help():
     q_ids, g_ids, sim, local = _synthetic_retrieval(4, n_q=80, n_g=90, n_ids=15, cos_gap=0.07, found=0.3)
     k = 20
     fusion = ScoreFusion(w_global=8.0, w_local=2.0)
-    plain = fused_similarity(sim, local, fusion, k)
-    supported = fused_similarity(sim, local, fusion, k, g_ids, 1.0)
+    plain = fused_matrix(sim, local, fusion, k)
+    supported = fused_matrix(sim, local, fusion, k, g_ids, 1.0)
     before, after = rank_gallery(sim), rank_gallery(supported)
     for b, a in zip(before, after, strict=True):
         assert set(a[:k]) == set(b[:k]) and np.array_equal(a[k:], b[k:])
     assert retrieval_metrics(supported, q_ids, g_ids).mAP > retrieval_metrics(plain, q_ids, g_ids).mAP
     with pytest.raises(ValueError, match="gallery identity"):
-        fused_similarity(sim, local, fusion, k, g_ids[:5], 1.0)
+        fused_matrix(sim, local, fusion, k, g_ids[:5], 1.0)

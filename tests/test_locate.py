@@ -9,8 +9,9 @@ from PIL import Image
 
 from wildtrack.features import FeatureCache, SiftExtractor
 from wildtrack.locate import TurtleBox, TurtleLocator
+from wildtrack.matching import matcher_for
 from wildtrack.matching.calibration import ScoreFusion
-from wildtrack.matching.gallery_fusion import GalleryFusion
+from wildtrack.matching.pipeline import MatchingPipeline, build_pipeline, load_pipeline
 
 
 def test_square_is_centred_on_the_turtle_with_a_margin():
@@ -48,14 +49,14 @@ def test_focus_is_part_of_the_feature_cache_key():
 
 
 def test_fitted_fusion_remembers_its_features_and_old_files_mean_whole_frames(tmp_path):
-    fitted = GalleryFusion(ScoreFusion(2.0, 1.0, -1.0, 10, 0.2), k=7, pseudo_queries=3,
-                           extractor=SiftExtractor(max_side=640, focus="turtle"))
-    back = GalleryFusion.load(fitted.save(tmp_path).parent)
+    fitted = MatchingPipeline(SiftExtractor(max_side=640, focus="turtle"), matcher_for("rootsift"),
+                              ScoreFusion(2.0, 1.0, -1.0, 10, 0.2), k=7, pseudo_queries=3)
+    back = load_pipeline(fitted.save(tmp_path).parent)
     assert back.extractor == fitted.extractor
-    assert back.reranker().cache.extractor == fitted.extractor and back.reranker().k == 7
+    assert back.cache.extractor == fitted.extractor and back.k == 7
     legacy = fitted.to_dict()
     del legacy["extractor"]
-    assert GalleryFusion.from_dict(legacy).extractor.focus == "frame"
+    assert build_pipeline(legacy).extractor.focus == "frame"
 
 
 def test_turtle_focus_spends_keypoints_on_the_located_turtle(real_data, tmp_path):

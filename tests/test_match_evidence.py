@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from wildtrack.features import FeatureCache, SiftExtractor
-from wildtrack.matching.evidence import match_evidence
-from wildtrack.matching.ransac import RansacMatcher, correspondences, match_pair
-from wildtrack.matching.reranker import LocalReranker
+from wildtrack.matching.inlier_pairs import match_evidence
+from wildtrack.matching.pipeline import MatchingPipeline
+from wildtrack.matching.ratio_test import RatioTestMatcher, correspondences, match_pair
 from wildtrack.visualize.matchview import match_picture, match_picture_png
 
 SIZE = 1000  # larger than the extractor's frame, so the frame-to-original scale is not 1
@@ -46,8 +46,9 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture()
-def reranker(tmp_path) -> LocalReranker:
-    return LocalReranker(k=5, cache=FeatureCache(EXTRACTOR, cache_dir=tmp_path / "cache"))
+def reranker(tmp_path) -> MatchingPipeline:
+    return MatchingPipeline(EXTRACTOR, RatioTestMatcher(), k=5,
+                            features=FeatureCache(EXTRACTOR, cache_dir=tmp_path / "cache"))
 
 
 def test_the_pairs_are_the_inliers_counted_and_lie_where_the_transform_puts_them(photos, reranker):
@@ -64,7 +65,7 @@ def test_the_pairs_are_the_inliers_counted_and_lie_where_the_transform_puts_them
 def test_count_and_mask_come_from_one_computation(photos):
     a, b = EXTRACTOR(photos["base"]), EXTRACTOR(photos["warped"])
     found = correspondences(a, b)
-    assert found.result == match_pair(a, b) == RansacMatcher()(a, b)
+    assert found.result == match_pair(a, b) == RatioTestMatcher()(a, b)
     assert found.inlier.dtype == bool and len(found.inlier) == len(found.query) == found.result.matches
 
 

@@ -63,7 +63,7 @@ def test_index_build_records_the_preset_it_fitted_and_search_matches_as_it_says(
     """End to end on a generated catalogue: `fast` and `best` fit different shortlists, fusion.json and the search
     follow them, and `best` matches a catalogue smaller than its shortlist whole."""
     from wildtrack.index import GalleryIndex
-    from wildtrack.matching.gallery_fusion import committed_fusion
+    from wildtrack.matching.pipeline import committed_pipeline
     from wildtrack.search import open_catalogue
 
     photos = sum(1 for _ in synth_data.rglob("*.jpg"))
@@ -75,9 +75,9 @@ def test_index_build_records_the_preset_it_fitted_and_search_matches_as_it_says(
                                      "--local-max-side", "96", "--local-keypoints", "200"])
         assert result.exit_code == 0, result.output
         assert f"custom ({preset} with local_focus, local_keypoints, local_max_side)" in result.output
-        fusion = committed_fusion(GalleryIndex.load(out), out)
+        fusion = committed_pipeline(GalleryIndex.load(out), out)
         doc = json.loads(GalleryIndex.load(out).read_extra("fusion.json") or b"{}")
-        assert doc["preset"] == fusion.preset and doc["matcher"]["name"] == "ransac"
+        assert doc["preset"] == fusion.preset and doc["matcher"]["name"] == "ratio-test"
         fitted[preset] = fusion
     assert fitted["fast"].k == MATCHING_PRESETS["fast"]["rerank_k"]
     assert fitted["best"].k == MATCHING_PRESETS["best"]["rerank_k"] > photos

@@ -123,12 +123,12 @@ def test_search_of_an_s3_index_reranks_from_its_feature_store(s3_endpoint, s3_ca
     build_index(s3_catalogue, tiny_artifacts, out, matching=MatchingConfig(rerank_k=10, local_focus="frame"))
     index = GalleryIndex.load(out)
     searcher = CatalogueSearch(index, out)
-    assert searcher.reranker is not None
+    assert searcher.pipeline is not None
     photo = synth_data / index.rows[7].path
     vector = embed_image(load_embedder(tiny_artifacts), photo.read_bytes())
     hits = searcher.search(vector, photo.read_bytes(), 5)
     assert hits[0].identity == index.rows[7].identity
-    cache = searcher.reranker.cache
+    cache = searcher.pipeline.cache
     assert cache.store_hits == 10 and cache.misses == 0  # the shortlist from the store: no gallery photo fetched
 
 

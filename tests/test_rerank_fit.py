@@ -7,10 +7,17 @@ import dataclasses
 import numpy as np
 import pytest
 
+from wildtrack.config import MatchingConfig
 from wildtrack.data import load_dataset
 from wildtrack.embed import embed_paths, load_embedder
-from wildtrack.matching.fit import IDENTITY_WEIGHTS, fit_gallery_fusion
-from wildtrack.matching.gallery_fusion import GalleryFusion
+from wildtrack.matching.fit import IDENTITY_WEIGHTS, fit_pipeline
+from wildtrack.matching.pipeline import build_pipeline, load_pipeline
+
+
+def fit_gallery_fusion(records, embeddings, k, **options):
+    """The product's pipeline (the `best` preset's features) weighing cosine and inliers, fitted on ``records``."""
+    pipeline = build_pipeline(MatchingConfig(rerank_k=k, fusion_features="cosine+inliers"))
+    return fit_pipeline(pipeline, records, embeddings, **options)
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +32,14 @@ def test_fit_chooses_an_identity_weight_and_round_trips(catalogue, tmp_path):
     fitted = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=40)
     assert fitted.pseudo_queries == 40 and fitted.k == 8
     assert fitted.identity_weight in IDENTITY_WEIGHTS
-    assert fitted.fusion.num_pairs == 40 * 8
+    assert fitted.calibration.num_pairs == 40 * 8
     report = fitted.fit_report
     weights = {f"identity_weight={w}" for w in IDENTITY_WEIGHTS}
     assert set(report) == {*weights, "global_only", "open_set", "encounter_open_set"}
     chosen = report[f"identity_weight={fitted.identity_weight}"]
     assert all(chosen["R@1"] + chosen["mAP"] >= report[w]["R@1"] + report[w]["mAP"] for w in weights)
-    back = GalleryFusion.load(fitted.save(tmp_path).parent)
-    assert back.identity_weight == fitted.identity_weight and back.fusion == fitted.fusion
+    back = load_pipeline(fitted.save(tmp_path).parent)
+    assert back.identity_weight == fitted.identity_weight and back.calibration == fitted.calibration
     assert back.decision_threshold == fitted.decision_threshold
     assert back.projection.dims == fitted.projection.dims == 64
     assert np.allclose(back.projection.basis, fitted.projection.basis, atol=1e-6)
@@ -42,14 +49,14 @@ def test_fit_matches_through_a_projection_of_the_catalogues_descriptors_and_sear
     records, embeddings = catalogue
     fitted = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=20, projection_dims=32)
     assert fitted.projection.dims == 32
-    features = fitted.reranker().cache.get(records[0].path)
+    features = fitted.cache.get(records[0].path)
     assert features.descriptors.shape[1] == 32
     assert np.allclose(np.linalg.norm(features.descriptors, axis=1), 1.0, atol=1e-5)
     full = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=20, projection_dims=0)
-    assert full.projection is None and full.reranker().cache.get(records[0].path).descriptors.shape[1] == 128
+    assert full.projection is None and full.cache.get(records[0].path).descriptors.shape[1] == 128
     legacy = full.to_dict()
     del legacy["projection"]  # fusion.json written before projections: full RootSIFT, as it was fitted
-    assert GalleryFusion.from_dict(legacy).projection is None
+    assert build_pipeline(legacy).projection is None
 
 
 def test_fit_shows_the_projection_sample_and_the_matching_as_two_complete_stages(catalogue):
@@ -86,7 +93,7 @@ def test_a_projected_fusion_cannot_be_read_as_a_full_rootsift_one(catalogue):
         ScoreFusion.from_dict(data["fusion"])  # what a wildtrack from before projections does
     del data["projection"]
     with pytest.raises(ValueError, match="projection is missing"):
-        GalleryFusion.from_dict(data)
+        build_pipeline(data)
 
 
 def test_a_catalogue_too_sparse_for_a_projection_keeps_full_rootsift(tmp_path):
@@ -150,13 +157,13 @@ def test_undated_photos_fall_back_to_leave_one_photo_out(catalogue):
     records, embeddings = catalogue
     undated = [dataclasses.replace(r, date=None) for r in records]
     fitted = fit_gallery_fusion(undated, embeddings, k=6, max_pseudo_queries=30)
-    assert fitted.pseudo_queries == 30 and np.isfinite(fitted.fusion.bias)
+    assert fitted.pseudo_queries == 30 and np.isfinite(fitted.calibration.bias)
 
 
 def test_index_build_falls_back_to_global_search_and_drops_a_stale_fusion(synth_data, tiny_artifacts, tmp_path):
     from wildtrack.config import MatchingConfig
     from wildtrack.data.synth import generate_synthetic
-    from wildtrack.matching.gallery_fusion import FUSION_FILE
+    from wildtrack.matching.pipeline import FUSION_FILE
     from wildtrack.workflows.indexing import build_index
 
     index = tmp_path / "index"
@@ -177,11 +184,11 @@ def test_fit_calibrates_a_threshold_for_the_best_photo_of_an_encounter(catalogue
     pooled = fitted.fit_report["encounter_open_set"]
     assert pooled["threshold"] == fitted.encounter_threshold is not None
     assert pooled["num_known"] < fitted.pseudo_queries and pooled["FAR"] <= 0.05 + 1e-9
-    back = GalleryFusion.load(fitted.save(tmp_path).parent)
+    back = load_pipeline(fitted.save(tmp_path).parent)
     assert back.encounter_threshold == fitted.encounter_threshold
     legacy = fitted.to_dict()
     del legacy["encounter_threshold"]  # fusion.json from before encounters
-    assert GalleryFusion.from_dict(legacy).encounter_threshold is None
+    assert build_pipeline(legacy).encounter_threshold is None
 
 
 def test_a_catalogue_larger_than_the_sample_is_sampled_by_whole_encounters(catalogue):

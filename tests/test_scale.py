@@ -62,7 +62,7 @@ def test_local_build_commits_a_feature_store_that_search_reads(local_index, synt
     from wildtrack.embed import embed_image, load_embedder
 
     hits = searcher.search(embed_image(load_embedder(tiny_artifacts), photo), photo, 5)
-    cache = searcher.reranker.cache
+    cache = searcher.pipeline.cache
     assert isinstance(cache, StoreFeatureCache)
     # the shortlist and the query (a catalogue photo itself) read from the store: nothing extracted
     assert cache.store_hits == 11 and cache.misses == 0
@@ -88,7 +88,7 @@ def test_damaged_shard_is_detected_and_its_photos_extracted_instead(local_index,
     clean = CatalogueSearch(GalleryIndex.load(local_index), local_index)
     expected = clean.search(embed_image(load_embedder(tiny_artifacts), photo), photo, 5)
     assert [(h.image_id, h.inliers) for h in damaged] == [(h.image_id, h.inliers) for h in expected]
-    assert searcher.reranker.cache.misses > 1  # the damaged shard's photos were extracted from their files
+    assert searcher.pipeline.cache.misses > 1  # the damaged shard's photos were extracted from their files
 
 
 def test_index_add_grows_the_store_by_new_shards(synth_data, tiny_artifacts, tmp_path):

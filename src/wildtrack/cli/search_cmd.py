@@ -42,15 +42,18 @@ def search(
     """
     import numpy as np
 
-    from wildtrack.embed import embed_image
-    from wildtrack.workflows.searching import encounter_answer, open_search, photo_answer
+    from wildtrack.embed import embed_photo
+    from wildtrack.search import open_catalogue
+    from wildtrack.workflows.searching import encounter_answer, photo_answer
 
     with user_errors():
-        embedder, searcher = open_search(index, artifacts, backend, rerank=rerank)
-    vectors, readable, failed = [], [], []
+        embedder, searcher = open_catalogue(index, artifacts, backend, rerank=rerank)
+    vectors, readable, local, failed = [], [], [], []
     for image in images:
         try:
-            vectors.append(embed_image(embedder, image))
+            vector, pixels = embed_photo(embedder, image)  # decoded once, as the service does
+            vectors.append(vector)
+            local.append(pixels)
         except Exception as exc:
             if not _is_user_error(exc):
                 raise
@@ -62,10 +65,10 @@ def search(
         raise fail(f"none of the {len(images)} photo(s) could be read")
     with user_errors():
         if encounter:
-            payload: Any = encounter_answer(searcher, np.stack(vectors), readable, topk)
+            payload: Any = encounter_answer(searcher, np.stack(vectors), readable, topk, local)
         else:
-            payload = [photo_answer(image, searcher.identify(v, image, topk), topk)
-                       for image, v in zip(readable, vectors, strict=True)]
+            payload = [photo_answer(image, searcher.identify(v, pixels, topk), topk)
+                       for image, v, pixels in zip(readable, vectors, local, strict=True)]
     if as_json:
         if not encounter:
             payload = payload + failed if failed else payload

@@ -24,7 +24,16 @@ import numpy as np
 from wildtrack.decide.identity import Decision, IdentityScore
 from wildtrack.index import Hit
 
-__all__ = ["encounter_keys", "encounter_report", "encounter_retrieval", "pool_encounter", "pool_encounter_rows"]
+__all__ = ["encounter_keys", "encounter_report", "encounter_retrieval", "most_confident", "pool_encounter",
+           "pool_encounter_rows"]
+
+
+def most_confident(confidences: Sequence[float]) -> int:
+    """The rule that names an encounter: the position of its most confident photo (the first on ties; NaN never
+    wins). One photo's hits (:func:`pool_encounter`) and an evaluation's score rows (:func:`encounter_retrieval`)
+    both decide with it."""
+    values = np.asarray(confidences, dtype=np.float64)
+    return int(np.argmax(np.where(np.isnan(values), -np.inf, values)))
 
 
 def encounter_keys(records: Sequence[Any]) -> list[Hashable]:
@@ -62,7 +71,7 @@ def pool_encounter(photo_hits: Sequence[Sequence[Hit]], photo_decisions: Sequenc
     scored = [d for d in photo_decisions if d.score is not None and math.isfinite(d.score) and d.best is not None]
     if not scored:
         return Decision(None, None, True, tuple(candidates))
-    verdict = max(scored, key=lambda d: d.score)  # type: ignore[arg-type, return-value]
+    verdict = scored[most_confident([d.score for d in scored])]  # type: ignore[misc]
     lead = verdict.best.identity  # type: ignore[union-attr]
     candidates.sort(key=lambda s: s.identity != lead)  # stable: the rest keep their order
     score = float(verdict.score)  # type: ignore[arg-type]
@@ -121,7 +130,7 @@ def _accuracy(ranking: np.ndarray, scores: np.ndarray, gallery_ids: Sequence[Any
     right, photos = [], []
     for truth, rows in zip(ids, groups, strict=True):
         if truth in catalogued:
-            lead = rows[int(np.argmax(confidence[rows]))]
+            lead = rows[most_confident(confidence[rows])]
             right.append(bool(g[first[lead]] == truth))
             photos.append(len(rows))
     n = len(right)

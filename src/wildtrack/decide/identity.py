@@ -101,7 +101,7 @@ def decide_reranked(hits: list[Hit], threshold: float | None) -> Decision:
     along. This is the rule the threshold was calibrated for: a known turtle's best probability against the best
     probability of any other turtle (:func:`~wildtrack.evaluate.calibrate_open_set`). Hits outside the
     re-ranked shortlist carry no probability and name no candidate. ``hits`` must come from
-    :func:`~wildtrack.matching.rerank.rerank_hits`.
+    :meth:`~wildtrack.matching.pipeline.MatchingPipeline.rank`.
     """
     if threshold is not None and not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold}")

@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from wildtrack.config import cache_root
 from wildtrack.data import storage
 from wildtrack.features.projection import DescriptorProjection
 from wildtrack.features.rootsift import SiftExtractor
-from wildtrack.features.types import LocalFeatures, Source
+from wildtrack.features.types import Extractor, LocalFeatures, Source
 from wildtrack.images import ImageError
 
 __all__ = ["FeatureCache", "default_workers"]
@@ -44,7 +45,7 @@ class FeatureCache:
     is applied as features are loaded, so every projection shares them.
     """
 
-    def __init__(self, extractor: SiftExtractor | None = None, cache_dir: str | Path | None = None,
+    def __init__(self, extractor: Extractor | None = None, cache_dir: str | Path | None = None,
                  memory_items: int = 256, projection: DescriptorProjection | None = None):
         self.extractor = extractor or SiftExtractor()
         self.root = _cache_root(cache_dir)
@@ -68,6 +69,15 @@ class FeatureCache:
             self._memory.move_to_end(key)
             while len(self._memory) > self.memory_items:
                 self._memory.popitem(last=False)
+
+    def _recall(self, key: str, counter: str = "hits") -> LocalFeatures | None:
+        """Features kept in memory under ``key`` (now the most recently used; ``counter`` counted), or None."""
+        with self._lock:
+            feats = self._memory.get(key)
+            if feats is not None:
+                self._memory.move_to_end(key)
+                setattr(self, counter, getattr(self, counter) + 1)
+            return feats
 
     def _read(self, file: Path) -> LocalFeatures | None:
         try:
@@ -93,19 +103,17 @@ class FeatureCache:
         return FeatureCache(self.extractor, self.root.parent, self.memory_items, projection)
 
     def get(self, source: Source) -> LocalFeatures:
-        """Features of a file (cached) or of uploaded bytes (extracted, never cached: they have no stable key)."""
-        if isinstance(source, bytes):
+        """Features of a file (cached), or of uploaded bytes or decoded pixels (extracted, never cached: they have no
+        stable key)."""
+        if isinstance(source, bytes | Image.Image):
             return self._features(*self.extractor.raw(source))
         try:
             key = self.key(source)
         except OSError as exc:
             raise ImageError(f"{source}: cannot open ({exc.strerror or exc})") from exc
-        with self._lock:
-            feats = self._memory.get(key)
-            if feats is not None:
-                self._memory.move_to_end(key)
-                self.hits += 1
-                return feats
+        feats = self._recall(key)
+        if feats is not None:
+            return feats
         file = self.file_for(key)
         feats = self._read(file)
         if feats is not None:

@@ -48,6 +48,7 @@ class SiftExtractor:
     name: ClassVar[str] = "rootsift"
     version: ClassVar[int] = 1
     projectable: ClassVar[bool] = True  # a PCA of the catalogue's RootSIFT can shorten them (DescriptorProjection)
+    descriptor_dims: ClassVar[int] = 128
 
     max_side: int = 800
     max_keypoints: int = 1500

@@ -31,17 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from wildtrack.atomic import atomic_write_bytes
 from wildtrack.data import storage
 from wildtrack.features.cache import FeatureCache
 from wildtrack.features.projection import DescriptorProjection
-from wildtrack.features.rootsift import SiftExtractor
-from wildtrack.features.types import LocalFeatures, Source
-from wildtrack.features.xfeat import XFeatExtractor
+from wildtrack.features.types import Extractor, LocalFeatures, Source
 from wildtrack.index import image_id_for
-
-Extractor = SiftExtractor | XFeatExtractor
 
 __all__ = ["STORE_DIR", "FeatureShard", "FeatureStore", "RawFeatures", "StoreError", "StoreFeatureCache",
            "file_entry", "open_store", "shard_bytes", "table_bytes", "table_name", "write_store_file"]
@@ -235,7 +232,7 @@ class StoreFeatureCache(FeatureCache):
 
     def image_id(self, source: Source) -> str | None:
         """The stored photo ``source`` is, or None (uploaded bytes, a photo the store does not hold)."""
-        if isinstance(source, bytes) or self.store is None:
+        if isinstance(source, bytes | Image.Image) or self.store is None:
             return None
         try:
             image_id = image_id_for(storage.relative(source, self.data_root))
@@ -248,12 +245,9 @@ class StoreFeatureCache(FeatureCache):
         if image_id is None or self.store is None:
             return super().get(source)
         memo = f"store:{image_id}"
-        with self._lock:
-            feats = self._memory.get(memo)
-            if feats is not None:
-                self._memory.move_to_end(memo)
-                self.store_hits += 1
-                return feats
+        feats = self._recall(memo, "store_hits")
+        if feats is not None:
+            return feats
         try:
             xy, desc, scale, offset = self.store.raw(image_id)
         except (StoreError, OSError) as exc:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from wildtrack.config import LocalFocus
+from wildtrack.images import Photo
 
-Source = str | Path | bytes  # a photo on disk or its uploaded bytes
+Source = Photo  # a photo on disk, its uploaded bytes, or its pixels decoded once (images.prepare_photo)
 Focus = LocalFocus
 
 
@@ -31,3 +32,25 @@ class LocalFeatures:
     def __len__(self) -> int:
         return len(self.xy)
 
+
+
+class Extractor(Protocol):
+    """What the matching needs of a local-feature extractor (one file each, registered in
+    :data:`wildtrack.registry.EXTRACTORS`): ``raw(source)`` is what caches store, ``features(*raw)`` rebuilds
+    matchable features from it, ``key()`` names every setting that changes the output."""
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    projectable: ClassVar[bool]  # whether a PCA of the catalogue's descriptors may shorten them
+    descriptor_dims: ClassVar[int]
+    max_side: int
+    max_keypoints: int
+    focus: Focus
+
+    def key(self) -> str: ...
+
+    def raw(self, source: Source) -> tuple[Any, ...]: ...
+
+    def features(self, *raw: Any) -> LocalFeatures: ...
+
+    def __call__(self, source: Source) -> LocalFeatures: ...

@@ -107,6 +107,7 @@ class XFeatExtractor:
     name: ClassVar[str] = "xfeat"
     version: ClassVar[int] = 1
     projectable: ClassVar[bool] = False  # learned 64-d descriptors: no RootSIFT projection
+    descriptor_dims: ClassVar[int] = DESCRIPTOR_DIM
 
     max_side: int = 1024
     max_keypoints: int = 1024

@@ -120,10 +120,7 @@ def read_faiss(f: IO[bytes], m: Mapping[str, Any]) -> Any:
 
 
 def sha256_of(f: IO[bytes]) -> str:
-    h = hashlib.sha256()
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-        h.update(chunk)
-    return h.hexdigest()
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def tmp_name(d: Path, name: str) -> Path:

@@ -72,8 +72,9 @@ class Hit:
     """One gallery image returned by a search; ``score`` is the cosine similarity, ``rank`` starts at 1.
 
     After local re-ranking, ``inliers`` counts the geometrically verified keypoint matches with the query and
-    ``match_probability`` is the fitted fusion's calibrated "same individual" score; both stay ``None`` for a
-    global-only search (or an image outside the re-ranked shortlist).
+    ``match_probability`` is the fitted pipeline's calibrated "same individual" score (both ``None`` for a
+    global-only search, or an image outside the re-ranked shortlist), and ``rank_score`` is what the hits are
+    ordered by (``None``: the cosine orders them).
     """
 
     image_id: str
@@ -84,6 +85,12 @@ class Hit:
     rank: int
     inliers: int | None = None
     match_probability: float | None = None
+    rank_score: float | None = None
+
+    @property
+    def order_score(self) -> float:
+        """The score this hit's list is ordered by: ``rank_score`` after re-ranking, else the cosine."""
+        return self.score if self.rank_score is None else self.rank_score
 
 
 def image_id_for(path: str) -> str:

@@ -42,23 +42,42 @@ def _limit_threads(threads: int) -> None:
         pass
 
 
+@dataclass(kw_only=True)
+class _WorkerTask:
+    """What each job's task sets up once per worker: the object-storage options, and a worker's share of the
+    threads before its model or extractor is first built (``threads`` None: all cores, the local engine)."""
+
+    threads: int | None = None
+    storage_options: dict[str, Any] = field(default_factory=storage.storage_options)
+
+    def setup(self) -> None:
+        storage.configure(self.storage_options)
+        if not self._built():
+            if self.threads:
+                _limit_threads(self.threads)
+            self._build()
+
+    def _built(self) -> bool:
+        raise NotImplementedError
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class EmbedTask:
+class EmbedTask(_WorkerTask):
     """Embed a shard's photos with the model in ``artifacts``; output: ``.npz`` of positions, vectors, failures."""
 
     artifacts: str
     backend: str = "auto"
-    threads: int | None = None  # None: all cores (local engine); a Ray worker gets its CPU share
-    storage_options: dict[str, Any] = field(default_factory=storage.storage_options)
     suffix: str = ".npz"
     _embedder: Embedder | None = field(default=None, repr=False)
 
-    def setup(self) -> None:
-        storage.configure(self.storage_options)
-        if self._embedder is None:
-            if self.threads:
-                _limit_threads(self.threads)
-            self._embedder = load_embedder(self.artifacts, backend=self.backend)
+    def _built(self) -> bool:
+        return self._embedder is not None
+
+    def _build(self) -> None:
+        self._embedder = load_embedder(self.artifacts, backend=self.backend)
 
     def __call__(self, shard: Shard) -> bytes:
         self.setup()
@@ -86,23 +105,20 @@ def read_embedding_shard(data: bytes) -> tuple[list[int], np.ndarray, list[tuple
 
 
 @dataclass
-class FeatureTask:
+class FeatureTask(_WorkerTask):
     """Extract a shard's local features with the extractor ``settings`` name (``EXTRACTORS[name](**rest)``, RootSIFT
     when unnamed); output: a feature-store shard."""
 
     settings: dict[str, Any]
-    threads: int | None = None
-    storage_options: dict[str, Any] = field(default_factory=storage.storage_options)
     suffix: str = ".wtfs"
     _extractor: Extractor | None = field(default=None, repr=False)
 
-    def setup(self) -> None:
-        storage.configure(self.storage_options)
-        if self._extractor is None:
-            if self.threads:
-                _limit_threads(self.threads)
-            settings = dict(self.settings)
-            self._extractor = EXTRACTORS[settings.pop("name", SiftExtractor.name)](**settings)
+    def _built(self) -> bool:
+        return self._extractor is not None
+
+    def _build(self) -> None:
+        settings = dict(self.settings)
+        self._extractor = EXTRACTORS[settings.pop("name", SiftExtractor.name)](**settings)
 
     def __call__(self, shard: Shard) -> bytes:
         self.setup()

@@ -23,7 +23,7 @@ from typing import Any, get_args
 
 import numpy as np
 
-from wildtrack.config import FusionFeatures
+from wildtrack.config import DEFAULT_FUSION_FEATURES, FusionFeatures
 
 __all__ = ["COSINE_TIE_BREAK", "FORMAT", "FUSION_FEATURES", "FusionFeatures", "ScoreFusion"]
 
@@ -57,7 +57,7 @@ class ScoreFusion:
     bias: float = 0.0
     num_pairs: int = 0  # pairs it was fitted on (0: not fitted)
     positive_rate: float | None = None
-    features: FusionFeatures = "cosine+inliers"
+    features: FusionFeatures = DEFAULT_FUSION_FEATURES  # the presets'
 
     def __post_init__(self) -> None:
         self._check()

@@ -8,25 +8,23 @@ field question "this turtle on a new day" asked of data whose answers are known.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wildtrack.config import DEFAULT_TARGET_FAR, FusionFeatures
+from wildtrack.config import DEFAULT_TARGET_FAR
 from wildtrack.data import Record
 from wildtrack.decide.encounter import encounter_keys, pool_encounter_rows
 from wildtrack.evaluate import calibrate_open_set, cosine_similarity, retrieval_metrics
 from wildtrack.features import DescriptorProjection, FeatureCache
 from wildtrack.matching.calibration import ScoreFusion
-from wildtrack.matching.collect import local_scores_for_shortlist
-from wildtrack.matching.fusion import fused_similarity, match_probabilities
-from wildtrack.matching.gallery_fusion import GalleryFusion
-from wildtrack.matching.reranker import LocalReranker
+from wildtrack.matching.pipeline import MatchingPipeline
 from wildtrack.matching.shortlist import shortlist_pairs
 from wildtrack.progress import Advance, announce_total, next_stage
 
-__all__ = ["RerankFitError", "fit_gallery_fusion", "fit_projection"]
+__all__ = ["RerankFitError", "fit_pipeline", "fit_projection"]
 
 IDENTITY_WEIGHTS = (0.0, 0.5, 1.0)  # candidates for the identity-support weight, chosen on the pseudo-queries
 MAX_PSEUDO_QUERIES = 150  # bounds the fitting cost: pseudo-queries × k local matches
@@ -89,44 +87,41 @@ def _pseudo_queries(gallery: list[Record], groups: list[Any], limit: int, seed: 
     return sorted(chosen)
 
 
-def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, reranker: LocalReranker | None = None,
-                       seed: int = 0, max_pseudo_queries: int = MAX_PSEUDO_QUERIES,
-                       target_far: float = DEFAULT_TARGET_FAR, projection_dims: int = PROJECTION_DIMS,
-                       progress: Advance | None = None, fusion_features: FusionFeatures = "cosine+inliers",
-                       preset: str = "custom") -> GalleryFusion:
-    """Fit the RootSIFT projection, the cosine + inlier fusion, the identity-support weight and the
-    new-individual threshold on the catalogue alone.
+def fit_pipeline(pipeline: MatchingPipeline, gallery: list[Record], embeddings: np.ndarray, seed: int = 0,
+                 max_pseudo_queries: int = MAX_PSEUDO_QUERIES, target_far: float = DEFAULT_TARGET_FAR,
+                 projection_dims: int = PROJECTION_DIMS, progress: Advance | None = None) -> MatchingPipeline:
+    """``pipeline`` (from :func:`~wildtrack.matching.pipeline.build_pipeline`) fitted on the catalogue alone: the
+    descriptor projection, the calibration (of what ``pipeline.calibration.features`` weighs), the
+    identity-support weight and the new-individual thresholds.
 
-    Unless ``reranker`` already projects, its descriptors are first reduced to ``projection_dims`` principal
-    components of the catalogue's (0: keep all 128); the fit then matches, and searches must match, through
-    that projection (``GalleryFusion.reranker()``). ``progress`` follows the pseudo-queries' local matching
-    (:func:`~wildtrack.matching.collect.local_scores_for_shortlist`), the long part. ``fusion_features``: what
-    the fusion weighs (:class:`~wildtrack.matching.calibration.ScoreFusion`; ``"inliers"`` keeps the cosine only
-    as a tie-break). ``preset`` is recorded with the fit (the `--matching` preset it was made with).
+    Unless ``pipeline`` already projects, its descriptors are first reduced to ``projection_dims`` principal
+    components of the catalogue's (0: keep all; only for extractors that are ``projectable``); the fit then
+    matches, and searches must match, through that projection. ``progress`` follows the pseudo-queries' local
+    matching, the long part.
 
     Each pseudo-query is a catalogue photo searched against the catalogue minus its own encounter (same turtle,
     same day; without dates, or with no turtle met on two days, minus the photo itself). Its top-``k`` are
-    matched locally; the logistic fusion is fitted on those labelled pairs, then the identity weight that ranks
-    the pseudo-queries best (Recall@1 + mAP) is kept from :data:`IDENTITY_WEIGHTS`. The decision threshold is
-    the match probability at which ``target_far`` of the pseudo-queries' best *wrong* turtles would be accepted
-    (each stands in for a turtle the catalogue does not hold); None when the catalogue has a single turtle. The
-    encounter threshold is calibrated the same way on the pseudo-queries pooled by encounter (each encounter's
-    best probability per catalogue photo), for :meth:`~wildtrack.search.CatalogueSearch.identify_encounter`;
-    undated photos are encounters of one, so without dates it equals the photo threshold. When the catalogue
-    holds more than ``max_pseudo_queries`` eligible photos, whole encounters are sampled.
+    matched locally; the logistic calibration is fitted on those labelled pairs, then the identity weight that
+    ranks the pseudo-queries best (Recall@1 + mAP) is kept from :data:`IDENTITY_WEIGHTS`. The decision threshold
+    is the match probability at which ``target_far`` of the pseudo-queries' best *wrong* turtles would be
+    accepted (each stands in for a turtle the catalogue does not hold); None when the catalogue has a single
+    turtle. The encounter threshold is calibrated the same way on the pseudo-queries pooled by encounter (each
+    encounter's best probability per catalogue photo); undated photos are encounters of one, so without dates it
+    equals the photo threshold. When the catalogue holds more than ``max_pseudo_queries`` eligible photos, whole
+    encounters are sampled.
     """
-    reranker = reranker or LocalReranker(k=k)
+    k = pipeline.k
     groups = _own_groups(gallery)
     queries = _pseudo_queries(gallery, groups, max_pseudo_queries, seed)
     if not queries:
         raise RerankFitError("fitting the re-ranking needs at least one turtle with two photos; the catalogue has "
                              "none")
-    if reranker.cache.projection is None and projection_dims and reranker.cache.extractor.projectable:
+    if pipeline.projection is None and projection_dims and pipeline.extractor.projectable:
         # sampled from the pseudo-queries, whose features the fit reads anyway; its own bar, so that a cold
         # cache does not leave the fit's bar at 0 while the sample is extracted
-        projection = fit_projection(reranker.cache, [gallery[i].path for i in queries], projection_dims, seed,
+        projection = fit_projection(pipeline.cache, [gallery[i].path for i in queries], projection_dims, seed,
                                     progress=next_stage(progress, "reading features for the matching projection"))
-        reranker = reranker.with_projection(projection)
+        pipeline = pipeline.with_projection(projection)
     ids = [r.identity for r in gallery]
     sim = cosine_similarity(embeddings[queries], embeddings)
     group_of = np.asarray([str(g) for g in groups], dtype=object)
@@ -134,27 +129,29 @@ def fit_gallery_fusion(gallery: list[Record], embeddings: np.ndarray, k: int, re
         sim[row, group_of == group_of[i]] = -np.inf  # never its own encounter: the easy, uninformative case
     q_ids = [ids[i] for i in queries]
     fit_k = int(min(k, np.isfinite(sim).sum(axis=1).min()))  # small catalogue: never shortlist the own encounter
-    local = local_scores_for_shortlist([gallery[i].path for i in queries], [r.path for r in gallery], sim, fit_k,
-                                       reranker, progress)
+    local = pipeline.inlier_matrix([gallery[i].path for i in queries], [r.path for r in gallery], sim, fit_k,
+                                   progress)
     try:
-        fusion = ScoreFusion(features=fusion_features).fit(*shortlist_pairs(sim, local, q_ids, ids, fit_k))
+        calibration = ScoreFusion(features=pipeline.calibration.features).fit(
+            *shortlist_pairs(sim, local, q_ids, ids, fit_k))
     except ValueError as exc:  # e.g. a single turtle: every shortlisted pair is a true match
         raise RerankFitError(f"cannot fit the re-ranking on this catalogue: {exc}") from exc
     report: dict[str, Any] = {}
     best_weight, best_score = 0.0, -np.inf
     floor = -1e6  # own-encounter photos: last (finite, as metrics require); they count as misses for every weight
     for weight in IDENTITY_WEIGHTS:
-        fused = np.nan_to_num(fused_similarity(sim, local, fusion, fit_k, ids, weight), neginf=floor)
+        fused = np.nan_to_num(replace(pipeline, calibration=calibration, identity_weight=weight).fused_matrix(
+            sim, local, ids, fit_k), neginf=floor)
         result = retrieval_metrics(fused, q_ids, ids, ks=(1,))
         report[f"identity_weight={weight}"] = {"R@1": round(result.recall_at_k[1], 4), "mAP": round(result.mAP, 4)}
         if result.recall_at_k[1] + result.mAP > best_score + 1e-9:
             best_weight, best_score = weight, result.recall_at_k[1] + result.mAP
     global_only = retrieval_metrics(np.nan_to_num(sim, neginf=floor), q_ids, ids, ks=(1,))
     report["global_only"] = {"R@1": round(global_only.recall_at_k[1], 4), "mAP": round(global_only.mAP, 4)}
-    probabilities = match_probabilities(sim, local, fusion, fit_k)
+    probabilities = replace(pipeline, calibration=calibration).probability_matrix(sim, local, fit_k)
     threshold, report["open_set"] = calibrate_open_set(probabilities, q_ids, ids, target_far)
     # pseudo-queries of one encounter pooled: the threshold for the best of several photos
     pooled, encounter_ids, _ = pool_encounter_rows(probabilities, q_ids, encounter_keys([gallery[i] for i in queries]))
     encounter_threshold, report["encounter_open_set"] = calibrate_open_set(pooled, encounter_ids, ids, target_far)
-    return GalleryFusion(fusion, k, len(queries), best_weight, report, reranker.cache.extractor, threshold,
-                         reranker.cache.projection, encounter_threshold, preset, reranker.matcher)
+    return replace(pipeline, calibration=calibration, identity_weight=best_weight, decision_threshold=threshold,
+                   encounter_threshold=encounter_threshold, pseudo_queries=len(queries), fit_report=report)

@@ -1,5 +1,5 @@
 """LighterGlue (XFeat's small LightGlue): a learned matcher that looks at both photos' keypoints at once, then the
-same geometric check as RANSAC matching.
+common geometric check (:mod:`.geometry`).
 
 It is slow on a CPU, about 1 s per pair with 1024 keypoints a side (measured on 2 cores), so it suits a short
 shortlist only (the first few candidates), never a whole gallery. On the real sample it recovered no query that
@@ -10,8 +10,7 @@ the cheap matchers missed; it is here so that claim can be re-measured as data g
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,14 +25,7 @@ from wildtrack.features.xfeat import (
     require_learned,
     xfeat_weights,
 )
-from wildtrack.matching.ransac import (
-    Correspondences,
-    GeometricModel,
-    MatchResult,
-    RansacMatcher,
-    settings_of,
-    verify,
-)
+from wildtrack.matching.geometry import GeometricMatcher, GeometricModel
 
 __all__ = ["LighterGlueMatcher"]
 
@@ -58,9 +50,9 @@ def _network() -> Any:
 
 
 @dataclass(frozen=True)
-class LighterGlueMatcher:
+class LighterGlueMatcher(GeometricMatcher):
     """LighterGlue matches with confidence >= ``min_conf`` on XFeat features (64-d), counted by how many one
-    geometric ``model`` explains within ``threshold`` px (:func:`~wildtrack.matching.ransac.verify`).
+    geometric ``model`` explains within ``reproj_px`` (:func:`~wildtrack.matching.geometry.verify`).
 
     Keypoints go in as they are, in the common frame; its ``image_size`` is that frame's square
     (``frame_side`` × ``frame_side``): LightGlue divides positions by half the longer side, and its positional
@@ -69,14 +61,13 @@ class LighterGlueMatcher:
 
     min_conf: float = 0.1
     model: GeometricModel = "affine"
-    threshold: float = 8.0
+    reproj_px: float = 8.0
 
     name: ClassVar[str] = "lighterglue"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not 0.0 <= self.min_conf < 1.0:
             raise ValueError(f"min_conf is a match confidence in [0, 1), got {self.min_conf}")
-        RansacMatcher(model=self.model, threshold=self.threshold)  # the same checks of the geometric settings
         require_learned()
 
     def weights(self) -> WeightsProvenance:
@@ -106,19 +97,3 @@ class LighterGlueMatcher:
             out = net({"image0": side(a), "image1": side(b)})
         pairs = out["matches"][0].cpu().numpy().astype(np.int64).reshape(-1, 2)
         return pairs[:, 0], pairs[:, 1]
-
-    def correspondences(self, a: LocalFeatures, b: LocalFeatures) -> Correspondences:
-        """LighterGlue's matches with the inlier mask of the geometric check."""
-        query, target = self.putative(a, b)
-        return verify(a, b, query, target, self.model, self.threshold)
-
-    def __call__(self, a: LocalFeatures, b: LocalFeatures) -> MatchResult:
-        return self.correspondences(a, b).result
-
-    def to_dict(self) -> dict[str, Any]:
-        """The matcher's name and settings, as a saved fit records them (:meth:`from_dict` rebuilds it)."""
-        return {"name": self.name, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LighterGlueMatcher:
-        return cls(**settings_of(cls, data))

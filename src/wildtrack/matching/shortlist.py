@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from wildtrack.evaluate import rank_gallery
+from wildtrack.vectors import rank_gallery
 
 __all__ = ["shortlist", "shortlist_pairs"]
 

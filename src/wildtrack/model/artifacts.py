@@ -111,11 +111,8 @@ def load_model(artifacts: str | Path, compile: bool = False) -> Any:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:16]
 
 
 def model_fingerprint(artifacts: str | Path) -> str:

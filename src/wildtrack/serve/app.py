@@ -99,7 +99,8 @@ def create_app(
         app.state.reloader = ThreadPoolExecutor(1, thread_name_prefix="wildtrack-reload")
         app.state.reloading = asyncio.Lock()
         log.info("WildTrack serving %d images of %d individuals (model %s, threshold %s)", len(catalogue.index),
-                 len(catalogue.index.identities()), catalogue.embedder.fingerprint, catalogue.threshold)
+                 len(catalogue.index.identities()), catalogue.embedder.fingerprint,
+                 catalogue.policy.photo_threshold)
         yield
         app.state.reloader.shutdown(wait=False)
 
@@ -151,12 +152,12 @@ async def page() -> FileResponse:
 @router.get("/health", response_model=Health, tags=["service"])
 async def health(cat: CatalogueDep, request: Request) -> Health:
     """Liveness plus what is loaded: model fingerprint, index size, threshold."""
-    ids = cat.index.identities()
+    ids, policy = cat.index.identities(), cat.policy
     return Health(version=__version__, model_fingerprint=cat.embedder.fingerprint, backend=cat.backend,
                   index_count=sum(ids.values()), identities_count=len(ids), dim=cat.index.dim,
-                  index_kind=cat.index.kind, generation=cat.index.generation, threshold=cat.threshold,
-                  score_kind=cat.score_kind, operating_point=operating_point_info(cat),
-                  encounter_threshold=cat.encounter_threshold,
+                  index_kind=cat.index.kind, generation=cat.index.generation, threshold=policy.photo_threshold,
+                  score_kind=policy.score, operating_point=operating_point_info(policy),
+                  encounter_threshold=policy.encounter_threshold,
                   max_upload_bytes=request.app.state.config.max_upload_bytes, matching=matching_info(cat))
 
 
@@ -174,9 +175,10 @@ async def predict(
     async with request.app.state.gate.slot():
         upload = await _read(file)
         result = await run_in_threadpool(cat.predict, upload, k)
-    d = result.decision
+    d = result.decision  # decided by result.policy: never the catalogue's, which a reload may have swapped since
     return PredictResponse(
-        identity=d.identity, score=d.score, score_kind=cat.score_kind, is_unknown=d.is_unknown, threshold=cat.threshold,
+        identity=d.identity, score=d.score, score_kind=result.score_kind, is_unknown=d.is_unknown,
+        threshold=result.threshold,
         candidates=[
             Candidate(**asdict(c), thumbnail_url=_thumb_url(request, c.best_image_id))
             for c in d.candidates[:k]
@@ -328,7 +330,8 @@ def _thumb_url(request: Request, image_id: str) -> str:
 
 
 def _match(request: Request, h: Hit) -> Match:
-    return Match(image_id=h.image_id, identity=h.identity, date=h.date, score=h.score, rank=h.rank,
+    return Match(image_id=h.image_id, identity=h.identity, date=h.date, score=h.order_score, cosine=h.score,
+                 rank=h.rank,
                  thumbnail_url=_thumb_url(request, h.image_id), inliers=h.inliers,
                  match_probability=h.match_probability)
 

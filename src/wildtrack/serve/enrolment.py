@@ -27,12 +27,12 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from wildtrack.config import ENROLLED_DIR
 from wildtrack.index import GalleryIndex, IndexLockedError, writer_lock
 from wildtrack.serve.reload import committed_generation
 
 log = logging.getLogger(__name__)
 
-ENROLLED_DIR = "enrolled"
 STAGING_DIR = ".staging"
 RECOVERY_LOCK_TIMEOUT = 10.0
 

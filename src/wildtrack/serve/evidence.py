@@ -13,10 +13,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from wildtrack.decide.operating_point import operating_point
-from wildtrack.features import FeatureCache, SiftExtractor
-from wildtrack.matching.evidence import match_evidence
-from wildtrack.matching.reranker import LocalReranker
+from wildtrack.config import MatchingConfig
+from wildtrack.decide.policy import DecisionPolicy
+from wildtrack.matching.inlier_pairs import match_evidence
+from wildtrack.matching.pipeline import MatchingPipeline, build_pipeline
 from wildtrack.serve.schemas import MatchingInfo, OperatingPointInfo
 from wildtrack.serve.service import Catalogue, Upload
 from wildtrack.visualize.matchview import match_picture_png
@@ -26,7 +26,7 @@ __all__ = ["MATCH_RESPONSE", "EvidencePicture", "evidence_picture", "matching_in
 MATCH_RESPONSE = {"content": {"image/png": {}}, "description": "the two photos side by side, the verified keypoint "
                   "pairs drawn between them; header X-WildTrack-Inliers: how many pairs"}
 
-_fallback: LocalReranker | None = None
+_fallback: MatchingPipeline | None = None
 _fallback_lock = threading.Lock()
 
 
@@ -42,15 +42,16 @@ class EvidencePicture:
         return {"X-WildTrack-Inliers": str(self.inliers), "Cache-Control": "no-store"}
 
 
-def _reranker(cat: Catalogue) -> LocalReranker:
-    """The catalogue's re-ranker (the fit's features and matcher); a global-only catalogue matches whole frames
+def _pipeline(cat: Catalogue) -> MatchingPipeline:
+    """The catalogue's pipeline (the fit's features and matcher); a global-only catalogue matches whole frames
     with default RootSIFT (no turtle locator to load), which still shows what agrees."""
     global _fallback
-    if cat.searcher.reranker is not None:
-        return cat.searcher.reranker
+    if cat.searcher.pipeline is not None:
+        return cat.searcher.pipeline
     with _fallback_lock:
         if _fallback is None:
-            _fallback = LocalReranker(k=1, cache=FeatureCache(SiftExtractor(focus="frame")))
+            _fallback = build_pipeline(MatchingConfig(local_features="rootsift", local_focus="frame",
+                                                      local_max_side=800, local_keypoints=1500, rerank_k=1))
         return _fallback
 
 
@@ -59,7 +60,7 @@ def evidence_picture(cat: Catalogue, upload: Upload, image_id: str) -> EvidenceP
     target = cat.image_file(image_id)
     row = cat.index.row(image_id)
     photo = cat.prepare(upload).image
-    evidence = match_evidence(photo, target, _reranker(cat))
+    evidence = match_evidence(photo, target, _pipeline(cat))
     title = (f"{evidence.inliers} keypoint pair{'s' if evidence.inliers != 1 else ''} agree on one geometric "
              f"transform ({evidence.matches} similar-looking before the check)")
     png = match_picture_png(photo, target, evidence.query_xy, evidence.target_xy,
@@ -69,20 +70,16 @@ def evidence_picture(cat: Catalogue, upload: Upload, image_id: str) -> EvidenceP
     return EvidencePicture(png, evidence.inliers, evidence.matches)
 
 
-def operating_point_info(cat: Catalogue) -> OperatingPointInfo:
-    """The thresholds this catalogue decides with, where they come from and the fit's rates (for /health)."""
-    fusion = cat.searcher.fusion
-    point = operating_point(cat.score_kind, cat.threshold, cat.encounter_threshold,
-                            fusion.fit_report if fusion is not None else None,
-                            overridden=cat.threshold_override is not None)
-    return OperatingPointInfo.model_validate(point.to_dict())
+def operating_point_info(policy: DecisionPolicy) -> OperatingPointInfo:
+    """The thresholds a catalogue decides with, where they come from and the fit's rates (for /health)."""
+    return OperatingPointInfo.model_validate(policy.to_dict())
 
 
 def matching_info(cat: Catalogue) -> MatchingInfo | None:
     """The catalogue's local matching as fitted (preset, features, matcher, pretrained weights), for /health."""
-    fusion = cat.searcher.fusion
-    if fusion is None:
+    pipeline = cat.searcher.pipeline
+    if pipeline is None:
         return None
-    return MatchingInfo(preset=fusion.preset, rerank_k=fusion.k, features=fusion.features_summary(),
-                        extractor=fusion.extractor_record(), matcher=fusion.matcher_record(),
-                        weights=fusion.weights())
+    return MatchingInfo(preset=pipeline.preset, rerank_k=pipeline.k, features=pipeline.features_summary(),
+                        extractor=pipeline.extractor_record(), matcher=pipeline.matcher_record(),
+                        weights=pipeline.weights())

@@ -23,8 +23,11 @@ class Match(_Schema):
     image_id: str
     identity: str
     date: str | None = Field(None, description="encounter date, YYYY-MM-DD, when known")
-    score: float = Field(description="cosine similarity, -1..1 (1 = identical embedding); after re-ranking the "
-                         "order follows match_probability (with the support of the turtle's other photos)")
+    score: float = Field(description="what the list is ordered by (never increasing down it): after local "
+                         "re-ranking, the re-ranking score (the fused logit of cosine and inliers plus the support of "
+                         "the turtle's other photos; images beyond the re-ranked ones below them), else the cosine")
+    cosine: float = Field(description="cosine similarity of the image's embedding with the query's, -1..1 (1 = "
+                          "identical embedding): the global search's score")
     rank: int = Field(ge=1)
     thumbnail_url: str
     inliers: int | None = Field(None, description="keypoint matches with the query that agree on one geometric "

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import re
 import threading
@@ -37,22 +36,21 @@ import numpy as np
 from PIL import Image
 
 from wildtrack.data import storage
+from wildtrack.decide.policy import DecisionPolicy
 from wildtrack.embed import Embedder
-from wildtrack.images import ImageError, image_date, load_image, open_image
+from wildtrack.images import ImageError, Photo, image_date, open_image, prepare_photo
 from wildtrack.index import GalleryIndex, Hit, IndexLockedError, image_id_for
-from wildtrack.search import CatalogueSearch, EncounterIdentification, Identification, open_catalogue, search_for
+from wildtrack.search import CatalogueSearch, EncounterIdentification, Identification, open_catalogue
 from wildtrack.serve import enrolment
 from wildtrack.serve.reload import committed_generation
 from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, inspect_image
 
 log = logging.getLogger(__name__)
 
-ENROLLED_DIR = enrolment.ENROLLED_DIR
 THUMBNAIL_PX = 256
 THUMBNAIL_CACHE = 512  # ~10 kB each: a few MB keeps a whole results page and the identity pages hot
 MAX_IDENTITY_LENGTH = 100
 ENROL_LOCK_TIMEOUT = 10.0  # seconds to wait for another writer (e.g. a CLI `index add`) before a 503
-LOCAL_DECODE_SIDE = 2000  # longest side local matching decodes (2.5 × its 800 px turtle crop): see _decode
 
 
 @dataclass(frozen=True)
@@ -73,11 +71,12 @@ class Enrolment:
 
 @dataclass(frozen=True)
 class Prepared:
-    """An upload decoded once: the model's pixels and what local matching reads (at most LOCAL_DECODE_SIDE)."""
+    """An upload decoded once (:func:`~wildtrack.images.prepare_photo`): the model's pixels and what local
+    matching reads."""
 
     info: ImageInfo
     pixels: np.ndarray
-    image: bytes
+    image: Photo
 
 
 class Catalogue:
@@ -135,7 +134,8 @@ class Catalogue:
             return None  # an enrolment is committing (and catches up itself): look again on a later request
         try:
             try:
-                searcher = search_for(self.embedder, self.index_dir, self.threshold_override, self.rerank)
+                _, searcher = open_catalogue(self.index_dir, self.embedder, threshold=self.threshold_override,
+                                             rerank=self.rerank)
                 index = searcher.index
             except Exception as exc:  # keep serving what is loaded; the next commit is tried again
                 log.error("index %s changed but cannot be reloaded, still serving generation %s: %s",
@@ -151,19 +151,10 @@ class Catalogue:
         return True
 
     @property
-    def threshold(self) -> float | None:
-        """On the match probability when re-ranking, else on the cosine."""
-        return self.searcher.threshold
-
-    @property
-    def encounter_threshold(self) -> float | None:
-        """The same for the most confident of several photos of one encounter."""
-        return self.searcher.encounter_threshold
-
-    @property
-    def score_kind(self) -> str:
-        """What the decision's score and threshold measure."""
-        return self.searcher.score_kind
+    def policy(self) -> DecisionPolicy:
+        """How the loaded catalogue decides (score kind, thresholds, their source). An answer carries the policy
+        that decided it: read that one, since a reload may swap this between the two reads."""
+        return self.searcher.policy
 
     @property
     def backend(self) -> str:
@@ -174,26 +165,16 @@ class Catalogue:
     def prepare(self, upload: Upload) -> Prepared:
         """Decode one photo for the model and for local matching; UploadError (400/413/415) if it is unusable.
 
-        A photo larger than local matching reads (LOCAL_DECODE_SIDE) is decoded once, reduced, and the full
-        frame released: JPEGs are DCT-scaled while decoding (Pillow ``draft``), other formats (a 7700 px PNG is
-        180 MB of pixels) are box-reduced (``Image.reduce``). Smaller photos take the same path as
-        ``wildtrack search``, so both give the same scores.
+        The header is checked first (size, type, pixel count), then the photo takes the path ``wildtrack search``
+        takes (:func:`~wildtrack.images.prepare_photo`), so both give the same scores.
         """
         info = inspect_image(upload.data, self.max_pixels, upload.name)
         try:
-            if max(info.width, info.height) <= LOCAL_DECODE_SIDE:
-                pixels = load_image(upload.data, self.embedder.image_size, max_pixels=self.max_pixels)
-                return Prepared(info, pixels, upload.data)
-            img = _reduced(open_image(upload.data, max_pixels=self.max_pixels, max_side=LOCAL_DECODE_SIDE))
+            photo = prepare_photo(upload.data, self.embedder.image_size, self.max_pixels,
+                                  max(info.width, info.height))
         except ImageError as exc:
             raise UploadError(400, f"{upload.name}: cannot decode the image, is the file complete? ({exc})") from exc
-        pixels = np.asarray(img.resize(self.embedder.image_size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-        image = upload.data
-        if self.searcher.reranks:  # local matching would decode the full frame again: hand it the reduced one
-            buf = io.BytesIO()
-            img.save(buf, format="PNG", compress_level=1)
-            image = buf.getvalue()
-        return Prepared(info, pixels, image)
+        return Prepared(info, photo.pixels, photo.local)
 
     def embed(self, prepared: list[Prepared]) -> np.ndarray:
         """Unit vectors, one per prepared photo."""
@@ -355,18 +336,6 @@ def validate_date(day: str | None) -> str | None:
         return _date.fromisoformat(day.strip()).isoformat()
     except ValueError:
         raise UploadError(400, f"date must be YYYY-MM-DD, got {day!r}") from None
-
-
-def _reduced(img: Image.Image) -> Image.Image:
-    """At most LOCAL_DECODE_SIDE per side: integer box reduction first (fast, little memory), then resize."""
-    factor = max(img.size) // LOCAL_DECODE_SIDE
-    if factor >= 2:
-        img = img.reduce(factor)
-    if max(img.size) > LOCAL_DECODE_SIDE:
-        ratio = LOCAL_DECODE_SIDE / max(img.size)
-        img = img.resize((max(1, math.floor(img.width * ratio)), max(1, math.floor(img.height * ratio))),
-                         Image.Resampling.BILINEAR)
-    return img
 
 
 class Timer:

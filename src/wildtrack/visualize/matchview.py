@@ -2,7 +2,7 @@
 them (the way HotSpotter and Wildbook show a match), so a biologist can see which scutes and spots agree.
 
 This module only draws: it takes the two photos and the point pairs in each photo's original pixels (from
-:func:`wildtrack.matching.evidence.match_evidence`), and never computes a match itself.
+:func:`wildtrack.matching.inlier_pairs.match_evidence`), and never computes a match itself.
 """
 
 from __future__ import annotations

@@ -23,16 +23,14 @@ from wildtrack.evaluate import (
 )
 from wildtrack.jobs import Engine, LocalEngine, catalogue_feature_cache, embed_photos, extract_features, photo_ids
 from wildtrack.jobs.catalogue import STAGING_DIR, clear_staging
-from wildtrack.matching.reranker import local_reranker
+from wildtrack.matching.pipeline import MatchingPipeline, build_pipeline
 from wildtrack.visualize.report import write_report
 from wildtrack.visualize.tsne import plot_tsne
 from wildtrack.workflows import Advance, Log, announce_total, next_stage
 from wildtrack.workflows.pictures import RankedScores, retrieval_pictures
 
 if TYPE_CHECKING:
-    from wildtrack.features import FeatureCache
-    from wildtrack.matching.gallery_fusion import GalleryFusion
-    from wildtrack.matching.reranker import LocalReranker
+    from wildtrack.features import Extractor, FeatureCache
 
 
 @dataclass
@@ -90,41 +88,32 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
 
 
 def _local_rerank(
-    sim: np.ndarray, query: list[Record], gallery: list[Record], g_emb: np.ndarray, cfg: EvalConfig, log: Log,
-    advance: Advance | None = None, cache: FeatureCache | None = None,
-) -> tuple[RankedScores, dict, GalleryFusion, LocalReranker]:
-    """Re-order each query's global top-K by RootSIFT + RANSAC inliers fused with the cosine; returns the
-    scores (fused ranking, match probabilities - what the new-individual decision reads - and inliers), the fit's
-    summary, the fit itself and the re-ranker that matches as it did.
+    pipeline: MatchingPipeline, sim: np.ndarray, query: list[Record], gallery: list[Record], g_emb: np.ndarray,
+    cfg: EvalConfig, log: Log, advance: Advance | None = None,
+) -> tuple[RankedScores, dict, MatchingPipeline]:
+    """Re-order each query's global top-K by local matching fused with the cosine; returns the scores (fused
+    ranking, match probabilities - what the new-individual decision reads - and inliers), the fit's summary and
+    the fitted pipeline.
 
-    The fusion (and its identity-support weight and decision threshold) is fitted on the gallery alone (its
-    photos against its other encounters), never on the evaluation queries, and saved with the results.
+    The pipeline (its calibration, identity-support weight and decision thresholds) is fitted on the gallery alone
+    (its photos against its other encounters), never on the evaluation queries, and saved with the results.
     """
-    from wildtrack.matching.collect import local_scores_for_shortlist
-    from wildtrack.matching.fit import fit_gallery_fusion
-    from wildtrack.matching.fusion import fused_similarity, match_probabilities
-    from wildtrack.matching.reranker import LocalReranker, matcher_for
+    from wildtrack.matching.fit import fit_pipeline
 
-    reranker = (local_reranker(cfg) if cache is None
-                else LocalReranker(cfg.rerank_k, cache, matcher=matcher_for(cache.extractor, cfg.local_matcher)))
     t0 = time.perf_counter()
-    fitted = fit_gallery_fusion(gallery, g_emb, cfg.rerank_k, reranker, seed=cfg.seed,
-                                projection_dims=cfg.local_dims, fusion_features=cfg.fusion_features,
-                                preset=cfg.preset_in_effect(),
-                                progress=next_stage(advance, "fitting local re-ranking on the gallery"))
+    fitted = fit_pipeline(pipeline, gallery, g_emb, seed=cfg.seed, projection_dims=cfg.local_dims,
+                          progress=next_stage(advance, "fitting local re-ranking on the gallery"))
     fit_s = time.perf_counter() - t0
-    reranker = reranker.with_projection(fitted.projection)  # match as the fit did
     t0 = time.perf_counter()
-    local = local_scores_for_shortlist([r.path for r in query], [r.path for r in gallery], sim, cfg.rerank_k,
-                                       reranker, next_stage(advance, "re-ranking the queries"))
+    local = fitted.inlier_matrix([r.path for r in query], [r.path for r in gallery], sim,
+                                 progress=next_stage(advance, "re-ranking the queries"))
     per_query = (time.perf_counter() - t0) / max(len(query), 1)
-    log(f"local re-ranking of the top {cfg.rerank_k}: fusion fitted on {fitted.pseudo_queries} gallery "
+    log(f"local re-ranking of the top {fitted.k}: fusion fitted on {fitted.pseudo_queries} gallery "
         f"pseudo-queries ({fit_s:.0f} s, identity weight {fitted.identity_weight}), {per_query:.2f} s per query")
     info = {**fitted.summary(), "seconds_per_query_local": round(per_query, 3)}
-    fused = fused_similarity(sim, local, fitted.fusion, cfg.rerank_k, [r.identity for r in gallery],
-                             fitted.identity_weight)
-    scores = RankedScores(sim, match_probabilities(sim, local, fitted.fusion, cfg.rerank_k), local, fused)
-    return scores, info, fitted, reranker
+    fused = fitted.fused_matrix(sim, local, [r.identity for r in gallery])
+    scores = RankedScores(sim, fitted.probability_matrix(sim, local), local, fused)
+    return scores, info, fitted
 
 
 def _encounter_figures(ranking: np.ndarray, scores: np.ndarray, query: list[Record], g_ids: list[str],
@@ -146,10 +135,10 @@ DIAGNOSTIC = ("diagnostic: a threshold calibrated on these evaluation queries th
               "searches use is operating_point's, fitted on the catalogue")
 
 
-def _operating_point(fitted: GalleryFusion, open_set: dict, encounters: dict | None) -> dict:
+def _operating_point(fitted: MatchingPipeline, open_set: dict, encounters: dict | None) -> dict:
     """The thresholds `index build` fits on this gallery (the ones searches use), where they come from, their
     rates on the catalogue's pseudo-queries, and what they did on these evaluation queries."""
-    from wildtrack.decide.operating_point import operating_point
+    from wildtrack.decide.policy import operating_point
 
     point = operating_point("match_probability", fitted.decision_threshold, fitted.encounter_threshold,
                             fitted.fit_report).to_dict()
@@ -201,14 +190,17 @@ def run_evaluation(
     open_set = {**calibrate_open_set(sim, q_ids, g_ids, cfg.target_far)[1], "score": "cosine"}
     timings["metrics"] = time.perf_counter() - t0
     extra: dict = {"backend": getattr(embedder, "backend", "keras"), "topk": cfg.topk}
-    scores, reranker, fitted = RankedScores(cosine), None, None
+    scores, pipeline, fitted = RankedScores(cosine), build_pipeline(cfg), None
     if cfg.rerank == "local":
         from wildtrack.matching.fit import RerankFitError
 
         t0 = time.perf_counter()
         try:
-            cache = _cluster_features(engine, query + gallery, dataset.root, cfg, out / STAGING_DIR, advance)
-            scores, info, fitted, reranker = _local_rerank(sim, query, gallery, g_emb, cfg, log, advance, cache)
+            cache = _cluster_features(engine, pipeline.extractor, query + gallery, dataset.root, out / STAGING_DIR,
+                                      advance)
+            if cache is not None:
+                pipeline = pipeline.reading(cache)
+            scores, info, fitted = _local_rerank(pipeline, sim, query, gallery, g_emb, cfg, log, advance)
         except RerankFitError as exc:
             log(f"local re-ranking skipped, global figures only: {exc}")
             extra["rerank_skipped"] = str(exc)
@@ -218,7 +210,8 @@ def run_evaluation(
             result = retrieval_metrics(scores.fused, q_ids, g_ids, ks=(1, 5, 10))
             extra["rerank"] = {**info, "global_only": {**global_only.headline(), "R@10": global_only.recall_at_k[10]},
                                "fused": {**result.headline(), "R@10": result.recall_at_k[10]}}
-            fitted.save(out)  # complete (features, projection): GalleryFusion.load(out) re-ranks as evaluated
+            fitted.save(out)  # complete (features, projection): load_pipeline(out) re-ranks as evaluated
+            pipeline = fitted
             sim = scores.fused
             extra["open_set_cosine"] = open_set
             open_set = {**calibrate_open_set(scores.probability, q_ids, g_ids, cfg.target_far)[1],
@@ -242,8 +235,7 @@ def run_evaluation(
     chosen = None if fitted is None else _operating_point(fitted, open_set, encounters)
 
     t0 = time.perf_counter()
-    reranker = reranker or local_reranker(cfg)
-    panels, matches = retrieval_pictures(scores, query, gallery, cfg, out, reranker)
+    panels, matches = retrieval_pictures(scores, query, gallery, cfg, out, pipeline)
     pictures = [*panels, *matches]
     pictures.append(plot_tsne(g_emb, g_ids, out / "tsne.png", max_points=cfg.tsne_max_points, seed=cfg.seed,
                               queries=(q_emb, q_ids)))
@@ -263,15 +255,12 @@ def run_evaluation(
     return EvaluationOutput(report, out, pictures)
 
 
-def _cluster_features(engine: Engine, records: list[Record], root: Path, cfg: EvalConfig, stage: Path,
+def _cluster_features(engine: Engine, extractor: Extractor, records: list[Record], root: Path, stage: Path,
                       advance: Advance | None) -> FeatureCache | None:
     """On a cluster engine, every photo's local features extracted there into a staged store (None: locally,
     the matching reads them through the user's feature cache as it goes)."""
     if engine.name == "local":
         return None
-    from wildtrack.features import make_extractor
-
-    extractor = make_extractor(cfg.local_features, cfg.local_max_side, cfg.local_keypoints, cfg.local_focus)
     paths = [r.path for r in records]
     files = extract_features(engine, extractor, list(zip(photo_ids(paths, root), paths, strict=True)), stage,
                              next_stage(advance, "extracting local features"))

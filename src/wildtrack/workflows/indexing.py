@@ -9,18 +9,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from wildtrack.config import MatchingConfig
+from wildtrack.config import ENROLLED_DIR, MatchingConfig
 from wildtrack.data import Record, load_dataset, storage
-from wildtrack.decide.operating_point import operating_point
+from wildtrack.decide.policy import operating_point
 from wildtrack.embed import Embedder, load_embedder
-from wildtrack.features import make_extractor
 from wildtrack.index import GalleryIndex, GalleryIndexError, IndexNotFoundError, MetaRow, image_id_for
 from wildtrack.jobs import Engine, LocalEngine, catalogue_feature_cache, embed_photos, extract_features
 from wildtrack.jobs.catalogue import STAGING_DIR, clear_staging
 from wildtrack.workflows import Advance, announce_total, next_stage
 
 log = logging.getLogger(__name__)
-ENROLLED_DIR = "enrolled"  # where the service stores enrolled photos, inside the index dir (serve.service)
 
 
 @dataclass
@@ -78,9 +76,8 @@ def build_index(
     ``storage_options`` (e.g. ``endpoint_url``; credentials from the environment), here and on a cluster's
     workers, and the index keeps their paths relative to that URL.
     """
-    from wildtrack.matching.fit import RerankFitError, fit_gallery_fusion
-    from wildtrack.matching.gallery_fusion import FUSION_FILE
-    from wildtrack.matching.reranker import LocalReranker, matcher_for
+    from wildtrack.matching.fit import RerankFitError, fit_pipeline
+    from wildtrack.matching.pipeline import FUSION_FILE, build_pipeline
 
     embedder = load_embedder(artifacts, backend=backend)  # first: a wrong model folder fails before any photo is read
     if storage_options is not None:
@@ -95,19 +92,16 @@ def build_index(
                                                         engine, artifacts, backend, index_dir)
     fitted, note, store = None, "global search only", {}
     if matching is not None and matching.rerank == "local":
-        rerank_k = matching.rerank_k
-        extractor = make_extractor(matching.local_features, matching.local_max_side, matching.local_keypoints,
-                                   matching.local_focus)
+        pipeline = build_pipeline(matching)
+        extractor = pipeline.extractor
         store = extract_features(engine, extractor, [(row.image_id, r.path) for row, r in zip(rows, records,
                                                                                               strict=True)],
                                  index_dir, next_stage(advance, "extracting local features"))
-        cache = catalogue_feature_cache(extractor, index_dir, store, dataset.root)
         try:
-            reranker = LocalReranker(rerank_k, cache, matcher=matcher_for(extractor, matching.local_matcher))
-            fitted = fit_gallery_fusion(records, vectors, rerank_k, reranker,
-                                        fusion_features=matching.fusion_features, projection_dims=matching.local_dims,
-                                        target_far=matching.target_far, preset=matching.preset_in_effect(),
-                                        progress=next_stage(advance, "fitting local re-ranking"))
+            fitted = fit_pipeline(pipeline.reading(catalogue_feature_cache(extractor, index_dir, store, dataset.root)),
+                                  records, vectors, projection_dims=matching.local_dims,
+                                  target_far=matching.target_far,
+                                  progress=next_stage(advance, "fitting local re-ranking"))
         except RerankFitError as exc:
             note = f"global search only: local re-ranking not fitted ({exc})"
     index = GalleryIndex.build(vectors, rows, embedder.fingerprint, kind=kind, data_root=dataset.root)
@@ -206,9 +200,9 @@ def add_folder(
     rows, vectors, skipped, records = _rows_and_vectors(embedder, fresh, root, advance, engine, artifacts, backend,
                                                         index_dir)
     store = None
-    fusion = _committed_fusion(index, index_dir)
-    if index.shards and fusion is not None and rows:
-        store = extract_features(engine, fusion.extractor, [(row.image_id, r.path) for row, r in zip(rows, records,
+    pipeline = _committed_pipeline(index, index_dir)
+    if index.shards and pipeline is not None and rows:
+        store = extract_features(engine, pipeline.extractor, [(row.image_id, r.path) for row, r in zip(rows, records,
                                                                                                      strict=True)],
                                  index_dir, next_stage(advance, "extracting local features"), keep=index.shards)
     index.add(index_dir, vectors, rows, skip_existing=True, shards=store)
@@ -216,7 +210,7 @@ def add_folder(
     return IndexReport(Path(index_dir), len(rows), skipped, len(index))
 
 
-def _committed_fusion(index: GalleryIndex, index_dir: Path):
-    from wildtrack.matching.gallery_fusion import committed_fusion
+def _committed_pipeline(index: GalleryIndex, index_dir: Path):
+    from wildtrack.matching.pipeline import committed_pipeline
 
-    return committed_fusion(index, index_dir)
+    return committed_pipeline(index, index_dir)

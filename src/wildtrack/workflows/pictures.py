@@ -3,7 +3,7 @@
 A panel ranks the gallery by the score it prints (the match probability after re-ranking, inliers and cosine on
 the line below; the cosine otherwise), so its order and its numbers never disagree; its title's verdict is read
 from that same order. Beside each panel, ``match_<n>.png`` draws the query and its first photo with the keypoint
-pairs local matching verified (:mod:`wildtrack.matching.evidence`, drawn by
+pairs local matching verified (:mod:`wildtrack.matching.inlier_pairs`, drawn by
 :mod:`wildtrack.visualize.matchview`).
 """
 
@@ -18,8 +18,8 @@ from wildtrack.config import EvalConfig
 from wildtrack.data import Record
 from wildtrack.evaluate import rank_gallery, retrieval_metrics
 from wildtrack.images import ImageError
-from wildtrack.matching.evidence import match_evidence
-from wildtrack.matching.reranker import LocalReranker
+from wildtrack.matching.inlier_pairs import match_evidence
+from wildtrack.matching.pipeline import MatchingPipeline
 from wildtrack.visualize.matchview import match_picture
 from wildtrack.visualize.panels import PanelItem, choose_examples, panel_title, retrieval_panel
 
@@ -66,7 +66,7 @@ def _item(record: Record, q: Record, j: int, qi: int, scores: RankedScores) -> P
 
 
 def retrieval_pictures(scores: RankedScores, query: list[Record], gallery: list[Record], cfg: EvalConfig,
-                       out: Path, reranker: LocalReranker) -> tuple[list[Path], list[Path]]:
+                       out: Path, reranker: MatchingPipeline) -> tuple[list[Path], list[Path]]:
     """``retrieval_example_<n>.png`` panels (successes and failures, a failure framed red) and, for each, a
     ``match_<n>.png`` of the query and its first photo; returns ``(panels, match pictures)``.
 
@@ -97,7 +97,7 @@ def retrieval_pictures(scores: RankedScores, query: list[Record], gallery: list[
     return panels, matches
 
 
-def _match_picture(q: Record, first: Record, item: PanelItem, reranker: LocalReranker, path: Path) -> Path | None:
+def _match_picture(q: Record, first: Record, item: PanelItem, reranker: MatchingPipeline, path: Path) -> Path | None:
     """The query and its first photo, the verified keypoint pairs drawn; None when a photo cannot be read."""
     try:
         evidence = match_evidence(q.path, first.path, reranker)

@@ -11,14 +11,9 @@ from typing import Any
 import numpy as np
 
 from wildtrack.decide.identity import Decision
-from wildtrack.embed import Embedder, embed_image
+from wildtrack.embed import embed_photo
+from wildtrack.features import Source
 from wildtrack.search import CatalogueSearch, Identification, open_catalogue
-
-
-def open_search(index_dir: str | Path, artifacts: str | Path, backend: str = "auto", threshold: float | None = None,
-                rerank: bool = True) -> tuple[Embedder, CatalogueSearch]:
-    """The embedder and the catalogue search for an index built with that model (refused otherwise)."""
-    return open_catalogue(index_dir, artifacts, backend, threshold, rerank)
 
 
 def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path, topk: int = 5,
@@ -33,9 +28,8 @@ def search_image(image: str | Path, index_dir: str | Path, artifacts: str | Path
 def search_images(images: Sequence[str | Path], index_dir: str | Path, artifacts: str | Path, topk: int = 5,
                   backend: str = "auto", threshold: float | None = None, rerank: bool = True) -> list[dict[str, Any]]:
     """:func:`search_image` for each photo on its own, loading the model and the index once."""
-    embedder, searcher = open_search(index_dir, artifacts, backend, threshold, rerank)
-    return [photo_answer(image, searcher.identify(embed_image(embedder, image), image, topk), topk)
-            for image in images]
+    embedder, searcher = open_catalogue(index_dir, artifacts, backend, threshold, rerank)
+    return [photo_answer(image, searcher.identify(*embed_photo(embedder, image), topk), topk) for image in images]
 
 
 def search_encounter(images: Sequence[str | Path], index_dir: str | Path, artifacts: str | Path, topk: int = 5,
@@ -46,14 +40,16 @@ def search_encounter(images: Sequence[str | Path], index_dir: str | Path, artifa
     own answer."""
     if not images:
         raise ValueError("an encounter needs at least one photo")
-    embedder, searcher = open_search(index_dir, artifacts, backend, threshold, rerank)
-    return encounter_answer(searcher, np.stack([embed_image(embedder, image) for image in images]), images, topk)
+    embedder, searcher = open_catalogue(index_dir, artifacts, backend, threshold, rerank)
+    prepared = [embed_photo(embedder, image) for image in images]
+    return encounter_answer(searcher, np.stack([v for v, _ in prepared]), images, topk, [p for _, p in prepared])
 
 
 def encounter_answer(searcher: CatalogueSearch, vectors: np.ndarray, images: Sequence[str | Path],
-                     topk: int) -> dict[str, Any]:
-    """:func:`search_encounter` for photos already embedded (one row of ``vectors`` per image)."""
-    answer = searcher.identify_encounter(vectors, list(images), topk)
+                     topk: int, local: Sequence[Source] | None = None) -> dict[str, Any]:
+    """:func:`search_encounter` for photos already embedded (one row of ``vectors`` per image; ``local``: what
+    local matching reads of each, default the files)."""
+    answer = searcher.identify_encounter(vectors, list(local if local is not None else images), topk)
     paths = {h.image_id: h.path for photo in answer.photos for h in photo.hits}  # every hit, not only the top-k
     return {
         "images": [str(image) for image in images],

@@ -1,8 +1,9 @@
 """The keypoint pairs behind a match score, for a picture a biologist can check by eye.
 
 A match probability is only believable when one can see *which* scute edges and spots agree: the same
-correspondences RANSAC counted, drawn between the two photos (as HotSpotter and Wildbook show a match). Points
-come back in each photo's original pixels, so any drawing code can use them without knowing our feature frames.
+correspondences the geometric check counted, drawn between the two photos (as HotSpotter and Wildbook show a
+match). Points come back in each photo's original pixels, so any drawing code can use them without knowing our
+feature frames.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from wildtrack.features import LocalFeatures, Source
-from wildtrack.matching.ransac import Correspondences
-from wildtrack.matching.reranker import LocalReranker
+from wildtrack.matching.geometry import Correspondences
+from wildtrack.matching.pipeline import MatchingPipeline
 
 __all__ = ["MatchEvidence", "match_evidence", "original_pixels", "pair_evidence"]
 
@@ -47,12 +48,8 @@ def pair_evidence(a: LocalFeatures, b: LocalFeatures, found: Correspondences) ->
                          len(found.query))
 
 
-def match_evidence(query: Source, target: str | Path, reranker: LocalReranker) -> MatchEvidence:
-    """The inlier pairs ``reranker`` finds between a query photo (a path or its bytes) and a catalogue photo,
+def match_evidence(query: Source, target: str | Path, pipeline: MatchingPipeline) -> MatchEvidence:
+    """The inlier pairs ``pipeline`` finds between a query photo (a path or its bytes) and a catalogue photo,
     with the same features and matcher as its inlier counts (so the pairs drawn are the inliers counted)."""
-    find = getattr(reranker.matcher, "correspondences", None)
-    if find is None:
-        raise TypeError(f"{type(reranker.matcher).__name__} does not expose its correspondences; match evidence "
-                        "needs a matcher with a correspondences(a, b) method (RansacMatcher)")
-    a, b = reranker.cache.get(query), reranker.cache.get(target)
-    return pair_evidence(a, b, find(a, b))
+    a, b = pipeline.cache.get(query), pipeline.cache.get(target)
+    return pair_evidence(a, b, pipeline.matcher.correspondences(a, b))

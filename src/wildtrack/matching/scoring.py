@@ -1,5 +1,8 @@
-"""Applying a fitted calibration to a shortlist: the re-ranking score, identity support, and (Q, G) matrices
-for evaluation and fitting."""
+"""Scoring a shortlist with a calibration: the fused logit, identity support, and the same as a (Q, G) matrix.
+
+One query's hits and an evaluation's score matrix are scored by the same function (:func:`shortlist_scores`), row
+by row, so the product and its benchmark cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import numpy as np
 from wildtrack.matching.calibration import ScoreFusion
 from wildtrack.matching.shortlist import shortlist
 
-__all__ = ["fused_similarity", "match_probabilities", "shortlist_scores", "with_identity_support"]
+__all__ = ["fused_matrix", "probability_matrix", "shortlist_scores", "with_identity_support"]
 
 
 def with_identity_support(scores: np.ndarray, identities: Any, weight: float) -> np.ndarray:
@@ -37,24 +40,23 @@ def with_identity_support(scores: np.ndarray, identities: Any, weight: float) ->
     return out
 
 
-def shortlist_scores(fusion: ScoreFusion, cosines: np.ndarray, inliers: np.ndarray, identities: Any = None,
+def shortlist_scores(calibration: ScoreFusion, cosines: np.ndarray, inliers: np.ndarray, identities: Any = None,
                      identity_weight: float = 0.0) -> np.ndarray:
     """The re-ranking score of one query's shortlist: fused logit, plus identity support when weighted."""
-    fused = fusion.logit(cosines, inliers)
+    fused = calibration.logit(cosines, inliers)
     if not identity_weight:
         return np.asarray(fused, dtype=np.float64)
     if identities is None:
-        raise ValueError("identity support needs one gallery identity per column of sim")
+        raise ValueError("identity support needs one gallery identity per shortlisted photo")
     return with_identity_support(fused, identities, identity_weight)
 
 
-def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k: int,
-                     gallery_ids: Any = None, identity_weight: float = 0.0) -> np.ndarray:
+def fused_matrix(sim: np.ndarray, local: np.ndarray, calibration: ScoreFusion, k: int,
+                 gallery_ids: Any = None, identity_weight: float = 0.0) -> np.ndarray:
     """A (Q, G) score matrix whose ranking re-orders only each query's global top-``k``.
 
-    Shortlisted images get their fused *logit* (``sigmoid`` of it is :meth:`ScoreFusion.score`; logits, because
-    probabilities of strong matches all round to 1.0 in float32 and would tie), plus, with ``identity_weight``,
-    the support of their identity's other shortlisted images (:func:`with_identity_support`). Every other image
+    Shortlisted images get their fused *logit* (:func:`shortlist_scores`; logits, because probabilities of strong
+    matches all round to 1.0 in float32 and would tie), with identity support when weighted. Every other image
     gets its cosine shifted to lie at least 1 below the query's lowest shortlisted score: the rest keeps its
     global order below the shortlist, so re-ranking never pulls in an image the global search did not propose.
     """
@@ -72,7 +74,7 @@ def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k:
     g_ids = np.asarray([str(i) for i in gallery_ids], dtype=object) if gallery_ids is not None else None
     fused = np.zeros(top.shape)
     for r, t in enumerate(top):
-        fused[r] = shortlist_scores(fusion, sim[r, t], local[r, t], None if g_ids is None else g_ids[t],
+        fused[r] = shortlist_scores(calibration, sim[r, t], local[r, t], None if g_ids is None else g_ids[t],
                                     identity_weight)
     if (~inside).any():
         highest_outside = np.where(inside, -np.inf, out).max(axis=1, keepdims=True)
@@ -82,7 +84,7 @@ def fused_similarity(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k:
     return out
 
 
-def match_probabilities(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion, k: int) -> np.ndarray:
+def probability_matrix(sim: np.ndarray, local: np.ndarray, calibration: ScoreFusion, k: int) -> np.ndarray:
     """(Q, G) calibrated "same individual" probabilities of each query's global top-``k``; 0 elsewhere.
 
     The score the "new individual" decision reads after re-ranking: unlike the cosine it counts the geometric
@@ -92,5 +94,5 @@ def match_probabilities(sim: np.ndarray, local: np.ndarray, fusion: ScoreFusion,
     top = shortlist(sim, k)
     rows = np.arange(len(sim))[:, None]
     out = np.zeros(sim.shape)
-    out[rows, top] = fusion.score(sim[rows, top], np.asarray(local)[rows, top])
+    out[rows, top] = calibration.score(sim[rows, top], np.asarray(local)[rows, top])
     return np.where(np.isfinite(sim), out, 0.0)  # masked images (own encounter) are never a match
