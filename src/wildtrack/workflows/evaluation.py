@@ -49,8 +49,8 @@ def _embed_records(
 ) -> tuple[list[Record], np.ndarray]:
     engine, artifacts, backend, stage = job
     result = embed_photos(engine, embedder, artifacts, backend, [r.path for r in records], stage, advance)
-    for i, why in result.failed:
-        log(f"skipped {records[i].path}: {why}")
+    for _, why in result.failed:
+        log(f"skipped {why}")  # the reason names the photo
     if result.cached:
         log(f"{result.cached} embeddings reused from the cache")
     return [records[i] for i in result.ok], result.embeddings
