@@ -59,6 +59,7 @@ from wildtrack.serve.schemas import (
 from wildtrack.serve.security import TOKEN_ENV, AccessMiddleware, check_bind
 from wildtrack.serve.service import Catalogue, Timer, Upload
 from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
+from wildtrack.visualize.report import looks_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,8 @@ async def health(cat: CatalogueDep, request: Request) -> Health:
                   index_kind=cat.index.kind, generation=cat.index.generation, threshold=cat.threshold,
                   score_kind=cat.score_kind, operating_point=operating_point_info(cat),
                   encounter_threshold=cat.encounter_threshold,
-                  max_upload_bytes=request.app.state.config.max_upload_bytes, matching=matching_info(cat))
+                  max_upload_bytes=request.app.state.config.max_upload_bytes, matching=matching_info(cat),
+                  synthetic=looks_synthetic(cat.data_root))
 
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["identify"])
