@@ -54,11 +54,11 @@ def run_demo(out: str | Path, log: Log = print, train_cfg: TrainConfig = DEMO_TR
 
 def served_thresholds(index_dir: Path) -> dict[str, Any]:
     """The thresholds ``wildtrack search``, ``/health`` and the page use for this index: read by the same
-    :class:`~wildtrack.search.Searcher` they use, so the report cannot quote another number."""
+    :class:`~wildtrack.search.CatalogueSearch` they use, so the report cannot quote another number."""
     from wildtrack.index import GalleryIndex
-    from wildtrack.search import Searcher
+    from wildtrack.search import CatalogueSearch
 
-    searcher = Searcher(GalleryIndex.load(index_dir, verify=False), index_dir)
+    searcher = CatalogueSearch(GalleryIndex.load(index_dir, verify=False), index_dir)
     return {"index": str(index_dir), "score": "match_probability" if searcher.reranks else "cosine",
             "photo_threshold": searcher.threshold, "encounter_threshold": searcher.encounter_threshold}
 
