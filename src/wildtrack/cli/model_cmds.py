@@ -40,6 +40,7 @@ def _given(**options: object) -> dict[str, object]:
 SPLIT_HELP = ("auto: official if the dataset has one, else time-aware, else per-identity. time-aware: new "
               "encounters against the catalogue (honest for field use); per-identity: random photos held out "
               "(optimistic); official: the dataset's split_closed column.")
+# Help text is rich markup: a literal "[" is written "\\[" (rich takes "[learned]" for a style and drops it).
 _FROM_PRESET = " \\[default: from --matching]"
 MATCHING_HELP = ("Matching preset: best (local matching against up to 400 catalogue photos, the whole of a small "
                  "catalogue; within 3 s per photo on 2 cores) or fast (a global shortlist of 100 and smaller "
