@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps $(FDET) $(IMGFOCUS)
 	touch $@
 
-# constraints-test.txt pins what pip would otherwise backtrack over for 10+ minutes (boto3 vs aiobotocore, then
+# constraints-test.txt pins what pip would otherwise backtrack over for minutes (boto3 vs aiobotocore, then
 # every s3fs and Ray wheel): one resolve. --no-warn-conflicts: pip would end with a red "ERROR: pip's dependency
 # resolver ..." about the weights package above, whose metadata asks for torch 1.6 and numpy 1.19 (installed
 # without dependencies on purpose); `pip check` then reports any other conflict, with those expected lines left out.
