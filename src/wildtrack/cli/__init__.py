@@ -6,9 +6,10 @@ import typer
 
 from wildtrack import __version__
 from wildtrack.cli import data_cmd, model_cmds, search_cmd
-from wildtrack.cli.common import quiet_libraries
+from wildtrack.cli.common import Group, quiet_libraries
 
 app = typer.Typer(
+    cls=Group,
     name="wildtrack",
     help="Which turtle is this? Train, evaluate, search and serve individual re-identification models.",
     no_args_is_help=True,

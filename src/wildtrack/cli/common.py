@@ -20,6 +20,26 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.core import TyperCommand, TyperGroup
+
+
+class _HelpWithoutType:
+    """``--help`` listed without a ``<bool>`` type (typer gives its own help flag one; ours have none)."""
+
+    def get_help_option(self, ctx):  # type: ignore[no-untyped-def]
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(_HelpWithoutType, TyperCommand):
+    """Every ``wildtrack`` command: ``app.command(cls=Command)``."""
+
+
+class Group(_HelpWithoutType, TyperGroup):
+    """Every ``wildtrack`` command group: ``typer.Typer(cls=Group)``."""
+
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -77,6 +97,26 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def plain_config_error(exc: Exception, options: dict[str, str] | None = None) -> str:
+    """A pydantic ValidationError in words that name the command-line option (``--epochs 0: must be at least
+    1``), without pydantic's dump and link. ``options`` maps a config field to its option where the two differ."""
+    words = {"greater_than_equal": "must be at least {ge}", "greater_than": "must be more than {gt}",
+             "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}"}
+    lines = []
+    for error in exc.errors():  # type: ignore[attr-defined]
+        field = ".".join(str(part) for part in error.get("loc", ()))
+        template = words.get(error.get("type", ""))
+        reason = template.format(**error.get("ctx", {})) if template else str(error.get("msg", ""))
+        reason = reason.removeprefix("Value error, ").removeprefix("Input ")
+        if not field:
+            lines.append(reason)
+            continue
+        option = (options or {}).get(field) or "--" + field.split(".")[-1].replace("_", "-")
+        given = error.get("input")
+        lines.append(f"{option} {given}: {reason}" if isinstance(given, int | float | str) else f"{option}: {reason}")
+    return "; ".join(lines)
+
+
 USER_ERRORS = {"DatasetError", "SplitError", "ImageError", "ArtifactError", "NoEmbeddingError",
                "WeightsUnavailableError", "WeightImportError", "ExportError", "GalleryIndexError", "ValidationError"}
 
@@ -88,8 +128,9 @@ def _is_user_error(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Show library errors a user can act on as one red line (exit 2), not a traceback; show warnings plainly."""
+def user_errors(options: dict[str, str] | None = None) -> Iterator[None]:
+    """Show library errors a user can act on as one red line (exit 2), not a traceback; show warnings plainly.
+    ``options``: config fields whose command-line option has another name (see :func:`plain_config_error`)."""
 
     def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
         err_console.print(f"[yellow]warning:[/] {escape(str(message))}")
@@ -105,6 +146,8 @@ def user_errors() -> Iterator[None]:
         except KeyboardInterrupt:
             raise fail("interrupted", code=130) from None
         except Exception as exc:
+            if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):
+                raise fail(plain_config_error(exc, options)) from None
             if _is_user_error(exc):
                 raise fail(str(exc)) from None
             raise

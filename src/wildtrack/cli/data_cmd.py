@@ -10,12 +10,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wildtrack.cli.common import console, progress_bar, user_errors
+from wildtrack.cli import checks
+from wildtrack.cli.common import Command, Group, console, progress_bar, user_errors
 
-app = typer.Typer(help="Inspect datasets and generate synthetic ones.", no_args_is_help=True)
+app = typer.Typer(cls=Group, help="Inspect datasets and generate synthetic ones.", no_args_is_help=True)
 
 
-@app.command()
+@app.command(cls=Command)
 def inspect(
     root: Path = typer.Argument(..., help="Dataset folder: ROOT/<identity>/<image> or the SeaTurtleID2022 layout."),
     no_verify: bool = typer.Option(False, "--no-verify", metavar="",
@@ -26,6 +27,7 @@ def inspect(
     from wildtrack.data.splits import default_split_name
 
     with user_errors(), warnings.catch_warnings():
+        checks.existing_folder(root, "ROOT")
         warnings.simplefilter("ignore", SkippedFilesWarning)  # listed below instead
         ds = load_dataset(root, verify=not no_verify)
     counts = ds.counts()
@@ -59,14 +61,14 @@ def inspect(
         console.print("unreadable files: none")
 
 
-@app.command()
+@app.command(cls=Command)
 def synth(
     out: Path = typer.Argument(..., help="Folder to write (created; a previous synthetic output is replaced)."),
-    identities: int = typer.Option(20, help="Number of individuals."),
-    images_per_id: int = typer.Option(8, help="Photos per individual."),
-    encounters: int = typer.Option(3, help="Encounters (dates) per individual."),
-    image_size: int = typer.Option(128, help="Square image side in pixels."),
-    seed: int = typer.Option(0, help="Random seed: same seed, same files."),
+    identities: int = typer.Option(20, min=1, help="Number of individuals."),
+    images_per_id: int = typer.Option(8, min=1, help="Photos per individual."),
+    encounters: int = typer.Option(3, min=1, help="Encounters (dates) per individual."),
+    image_size: int = typer.Option(128, min=32, max=1024, help="Square image side in pixels (the generator's range)."),
+    seed: int = typer.Option(0, min=0, help="Random seed: same seed, same files."),
 ) -> None:
     """Generate procedural turtle heads whose identity lives in their pattern of scales."""
     from wildtrack.data.synth import generate_synthetic

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import typer
+from rich.markup import escape
 
 from wildtrack.cli.choices import FusionFeatures, LocalFocus, MatchingPreset, Rerank
 from wildtrack.config import DEFAULT_MATCHING
@@ -27,7 +28,7 @@ MATCHING_HELP = ("Matching preset: best (local matching against up to 400 catalo
 
 def _options(rerank_help: str) -> list[tuple[str, Any, Any]]:
     """``(name, annotation, typer.Option)`` of each matching option, in the order ``--help`` lists them."""
-    return [
+    options = [
         ("matching", MatchingPreset, typer.Option(DEFAULT_MATCHING, help=MATCHING_HELP)),
         ("rerank", Rerank, typer.Option(None, help=rerank_help + _FROM_PRESET)),
         ("rerank_k", int, typer.Option(None, help="Shortlist length for --rerank local (a catalogue smaller than "
@@ -51,6 +52,9 @@ def _options(rerank_help: str) -> list[tuple[str, Any, Any]]:
             "breaking ties (for a model trained on the catalogue, whose cosines there are optimistic)."
             + _FROM_PRESET)),
     ]
+    for _, _, option in options:  # help is rich markup: "[learned]" or "[default: …]" would be taken for a style
+        option.help = escape(option.help)
+    return options
 
 
 def with_matching_options(rerank_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from wildtrack.cli import checks
 from wildtrack.cli.choices import (
     ARTIFACTS_HELP,
     BACKEND_HELP,
@@ -20,7 +21,7 @@ from wildtrack.cli.choices import (
     Loss,
     TrainSplit,
 )
-from wildtrack.cli.common import console, err_console, fail, progress_bar, say, user_errors
+from wildtrack.cli.common import Command, Group, console, err_console, fail, progress_bar, say, user_errors
 from wildtrack.cli.matching_options import with_matching_options
 from wildtrack.config import EvalConfig, IndexConfig, TrainConfig
 
@@ -30,7 +31,7 @@ SPLIT_HELP = ("auto: official if the dataset has one, else time-aware, else per-
               "encounters against the catalogue (honest for field use); per-identity: random photos held out "
               "(optimistic); official: the dataset's split_closed column.")
 ENGINE_HELP = ("local | ray: run the embedding and local-feature jobs on this machine, or on a Ray cluster (Ray "
-               "Data actor pools; needs pip install 'wildtrack[scale]', see docs/scale.md).")
+               "Data actor pools; needs pip install 'wildtrack\\[scale]', see docs/scale.md).")
 RAY_ADDRESS_HELP = ("With --engine ray: auto (the cluster `ray start` runs here), ray://host:10001, or local "
                     "(start Ray on this machine for the job).")
 STORAGE_HELP = ("Object-storage option for an s3://… or gs://… --data, KEY=VALUE (repeatable), e.g. "
@@ -75,13 +76,16 @@ def train(
 ) -> None:
     """Train a re-ID model and write model.keras, model.h5, preprocessor.pkl, model_config.yaml, history.csv."""
     from wildtrack.config import AugmentConfig
-    from wildtrack.train import train as run_train
 
-    with user_errors():
+    with user_errors({"learning_rate": "--lr", "augment.horizontal_flip": "--allow-flip"}):
+        checks.existing_folder(data, "--data")
         cfg = TrainConfig(backbone=backbone, image_size=image_size, embed_dim=embed_dim, loss=loss, epochs=epochs,
                           head_epochs=head_epochs, batch_size=batch_size, learning_rate=lr, split=split,
                           augment=AugmentConfig(horizontal_flip=allow_flip), pretrained=pretrained,
                           max_minutes=max_minutes, seed=seed)
+        checks.writable_folder(out, "--out")
+        from wildtrack.train import train as run_train  # TensorFlow: only once the arguments are known to be good
+
         result = run_train(data, out, cfg, log=say)
     if result.best_epoch < 0:
         raise fail("no epoch finished: nothing was saved")
@@ -109,13 +113,17 @@ def evaluate(
     """Recall@1/5/10 and mAP into metrics.json, with retrieval panels, t-SNE, Grad-CAM and report.html."""
     from wildtrack.data import load_dataset
     from wildtrack.data.splits import default_split_name
-    from wildtrack.workflows.evaluation import run_evaluation
 
     with user_errors():
+        checks.existing_folder(data, "--data")
+        checks.model_folder(artifacts)
+        checks.writable_folder(out, "--out")
         _storage(storage_option)
         dataset = load_dataset(data)
         split = default_split_name(dataset.records) if split == "auto" else split
         cfg = EvalConfig(split=split, topk=topk, examples=examples, gradcam=gradcam, **(matching_given or {}))
+        from wildtrack.workflows.evaluation import run_evaluation  # the model stack, once the arguments are good
+
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend,
                                     engine=_engine(engine, ray_address))
@@ -157,9 +165,10 @@ def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for data, artifacts, results, index."),
 ) -> None:
     """Generate synthetic turtles, train, evaluate on new encounters and build an index: every output, in minutes."""
-    from wildtrack.workflows.demo import run_demo
-
     with user_errors():
+        checks.writable_folder(out, "--out")
+        from wildtrack.workflows.demo import run_demo  # TensorFlow: only once --out is known to be usable
+
         result = run_demo(out, log=say)
     print_metrics(result.evaluation.report.model_dump(by_alias=True, mode="json"))
     console.print(f"\n[bold]done in {result.seconds:.0f} s[/]")
@@ -189,10 +198,10 @@ def serve_hint(index: Path, artifacts: Path) -> str:
     return shlex.join([*program, "serve", "--index", str(index.resolve()), "--artifacts", str(artifacts.resolve())])
 
 
-index_app = typer.Typer(help="Build and grow the catalogue search index.", no_args_is_help=True)
+index_app = typer.Typer(cls=Group, help="Build and grow the catalogue search index.", no_args_is_help=True)
 
 
-@index_app.command("build")
+@index_app.command("build", cls=Command)
 @with_matching_options("local: fit a local-matching fusion on the catalogue so that search re-orders its top-K by "
                        "local matching (better on new encounters); none: global search only.")
 def index_build(
@@ -220,10 +229,13 @@ def index_build(
     matching_given: dict | None = None,
 ) -> None:
     """Embed every catalogue photo and write the index (atomically)."""
+    with user_errors({"target_far": "--false-accept-rate"}):
+        checks.existing_folder(data, "--data")
+        checks.model_folder(artifacts)
+        cfg = IndexConfig(kind=kind, target_far=false_accept_rate, **(matching_given or {}))  # validates
     from wildtrack.workflows.indexing import build_index
 
     with user_errors(), progress_bar("embedding", None) as advance:
-        cfg = IndexConfig(kind=kind, target_far=false_accept_rate, **(matching_given or {}))  # validates
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
                              force=force, matching=cfg, engine=_engine(engine, ray_address),
                              storage_options=_storage(storage_option))
@@ -231,7 +243,7 @@ def index_build(
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
 
 
-@index_app.command("add")
+@index_app.command("add", cls=Command)
 def index_add(
     index: Path = typer.Option(..., "--index", help=INDEX_HELP),
     artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP),
@@ -243,6 +255,11 @@ def index_add(
     storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
 ) -> None:
     """Add photos (or whole new identities) that are in the catalogue folder but not yet in the index."""
+    with user_errors():
+        checks.index_folder(index)
+        checks.model_folder(artifacts)
+        if data is not None:
+            checks.existing_folder(data, "--data")
     from wildtrack.workflows.indexing import add_folder
 
     with user_errors(), progress_bar("embedding", None) as advance:
@@ -277,18 +294,26 @@ def serve(
 ) -> None:
     """Run the web service and drag-and-drop page (docs at /docs)."""
     from wildtrack.config import ServeConfig
-    from wildtrack.serve.app import run_server
 
-    with user_errors():
+    with user_errors({"max_concurrent_inference": "--max-concurrent", "max_queued_requests": "--max-queue",
+                      "allowed_hosts": "--allowed-host"}):
+        checks.index_folder(index)
+        checks.model_folder(artifacts)
+        from wildtrack.serve.security import check_bind, is_loopback
+
         cfg = ServeConfig(host=host, port=port, rerank=rerank, api_token=api_token or None,
                           insecure_no_token=insecure_no_token,
                           allowed_hosts=allowed_host or [], max_concurrent_inference=max_concurrent,
                           max_queued_requests=max_queue)
-        if host in ("0.0.0.0", "::") and not api_token:
+        check_bind(cfg)  # refuses --host 0.0.0.0 without a token, before anything loads
+        if not is_loopback(host) and not api_token:
             err_console.print(f"[bold red]warning:[/] --host {host} without --api-token: every machine on the "
-                              "network can reach this server" + ("" if insecure_no_token else " (refused below)"))
-        err_console.print(f"serving on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
-        run_server(index, artifacts, cfg, threshold=threshold)
+                              "network can reach this server and enrol photos")
+        from wildtrack.serve.app import run_server
+
+        err_console.print(f"loading the model and the catalogue for http://{host}:{port}/ …")
+        run_server(index, artifacts, cfg, threshold=threshold, on_ready=lambda: err_console.print(
+            f"serving on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)"))
 
 
 def export(
@@ -297,9 +322,10 @@ def export(
     min_cosine: float = typer.Option(0.9999, help="Refuse the export if embeddings agree less than this."),
 ) -> None:
     """Export the embedding model for fast CPU inference; checked against Keras before it is kept."""
-    from wildtrack.model.export import export_onnx
-
     with user_errors():
+        checks.model_folder(artifacts)
+        from wildtrack.model.export import export_onnx
+
         manifest = export_onnx(artifacts, min_cosine=min_cosine)
     check = manifest["check"]
     console.print(f"wrote {artifacts / manifest['onnx_file']}: {check['images']} sample images agree with Keras "
@@ -308,9 +334,9 @@ def export(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(train)
-    app.command()(evaluate)
-    app.command()(demo)
+    app.command(cls=Command)(train)
+    app.command(cls=Command)(evaluate)
+    app.command(cls=Command)(demo)
     app.add_typer(index_app, name="index")
-    app.command()(serve)
-    app.command()(export)
+    app.command(cls=Command)(serve)
+    app.command(cls=Command)(export)

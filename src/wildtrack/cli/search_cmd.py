@@ -14,8 +14,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from wildtrack.cli import checks
 from wildtrack.cli.choices import INDEX_HELP, Backend
-from wildtrack.cli.common import _is_user_error, console, err_console, fail, user_errors
+from wildtrack.cli.common import Command, _is_user_error, console, err_console, fail, user_errors
 from wildtrack.config import MAX_SEARCH_K
 
 PARTIAL_EXIT = 1  # some photos answered, some unreadable
@@ -40,6 +41,9 @@ def search(
 
     Unreadable photos are reported and skipped; the exit code is then 1.
     """
+    with user_errors():
+        checks.index_folder(index)
+        checks.model_folder(artifacts)
     import numpy as np
 
     from wildtrack.embed import embed_photo
@@ -58,7 +62,7 @@ def search(
             if not _is_user_error(exc):
                 raise
             failed.append({"image": str(image), "error": str(exc)})
-            err_console.print(f"[bold red]skipped[/] {escape(str(image))}: {escape(str(exc))}")
+            err_console.print(f"[bold red]skipped[/] {escape(str(exc))}")  # the message names the photo
         else:
             readable.append(image)
     if not readable:
@@ -133,4 +137,4 @@ def _or_dash(value: float | None, fmt: str = "{}") -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(search)
+    app.command(cls=Command)(search)

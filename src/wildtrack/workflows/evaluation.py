@@ -47,8 +47,8 @@ def _embed_records(
 ) -> tuple[list[Record], np.ndarray]:
     engine, artifacts, backend, stage = job
     result = embed_photos(engine, embedder, artifacts, backend, [r.path for r in records], stage, advance)
-    for i, why in result.failed:
-        log(f"skipped {records[i].path}: {why}")
+    for _, why in result.failed:
+        log(f"skipped {why}")  # the reason names the photo
     if result.cached:
         log(f"{result.cached} embeddings reused from the cache")
     return [records[i] for i in result.ok], result.embeddings
@@ -76,9 +76,9 @@ def _gradcams(embedder: Embedder, artifacts: Path, sim: np.ndarray, g_emb: np.nd
         q, match = query[qi], gallery[int(best[qi])]
         # files or s3:// objects (wildtrack.data.storage)
         image, match_image = load_photo(q.path, embedder.image_size), load_photo(match.path, embedder.image_size)
-        heat = gradcam_heatmap(model, image, g_emb[int(best[qi])], layer_name=layer)
+        heat = gradcam_heatmap(model, image, g_emb[int(best[qi])], layer_name=layer, normalise=False)
         match_heat = gradcam_heatmap(model, match_image, np.asarray(model(image[None].astype(np.float32)))[0],
-                                     layer_name=layer)
+                                     layer_name=layer, normalise=False)  # raw: the pair is drawn on one scale
         verdict = "same turtle" if match.identity == q.identity else "ANOTHER turtle"
         pictures.append(save_gradcam_pair(
             image, heat, match_image, match_heat, out / f"gradcam_{n}.png",

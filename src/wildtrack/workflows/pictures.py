@@ -23,7 +23,7 @@ from wildtrack.matching.pipeline import MatchingPipeline
 from wildtrack.visualize.matchview import match_picture
 from wildtrack.visualize.panels import PanelItem, choose_examples, panel_title, retrieval_panel
 
-__all__ = ["RankedScores", "display_order", "retrieval_pictures"]
+__all__ = ["PanelPlan", "RankedScores", "display_order", "plan_panels", "retrieval_pictures", "top_identities"]
 
 
 @dataclass
@@ -55,58 +55,122 @@ def display_order(scores: RankedScores) -> np.ndarray:
     return out
 
 
+def top_identities(order: np.ndarray, g_ids: list[str], k: int) -> list[int]:
+    """Gallery positions of the best photo of each of the first ``k`` identities in ``order`` (one query's row
+    of scores): a panel of five photos of the query's own turtle says nothing about the nearest other turtle."""
+    shown: list[int] = []
+    seen: set[str] = set()
+    for j in rank_gallery(order[None, :])[0]:
+        if g_ids[j] not in seen:
+            seen.add(g_ids[j])
+            shown.append(int(j))
+            if len(shown) == k:
+                break
+    return shown
+
+
+def identity_rank(order: np.ndarray, query_id: str, g_ids: list[str]) -> int:
+    """Where the query's own turtle comes among the gallery's turtles (0: first), -1 when it has no photo there."""
+    ranked = [g_ids[j] for j in top_identities(order, g_ids, len(set(g_ids)))]
+    return ranked.index(query_id) if query_id in ranked else -1
+
+
+@dataclass(frozen=True)
+class PanelPlan:
+    """One retrieval panel to draw: query ``query`` against ``columns`` (gallery positions, the best photo of each
+    top identity) labelled with ``scores``. ``kind`` says what the panel shows: ``right`` or ``wrong`` (the
+    product's final answer), or ``before``/``after`` re-ranking for a query that re-ranking put right."""
+
+    query: int
+    kind: str
+    columns: list[int]
+    scores: RankedScores
+    own_rank: int  # the query's own turtle among the turtles of this ranking (0: first)
+
+    @property
+    def wrong(self) -> bool:
+        """Framed as a failure: only when the product's own answer (after any re-ranking) is wrong."""
+        return self.kind == "wrong"
+
+
+def plan_panels(scores: RankedScores, q_ids: list[str], g_ids: list[str], examples: int, topk: int,
+                seed: int = 0) -> list[PanelPlan]:
+    """Which queries to draw and how: successes and failures of the final answer (half each where there are
+    enough); a failure is only ever one the product made. When the final answer names every query right but the
+    global search alone did not, the last two panels are one such query before and after re-ranking."""
+    final = display_order(scores)
+    ranks = retrieval_metrics(final, q_ids, g_ids, ks=(1,)).first_correct_rank
+
+    def plan(qi: int, kind: str, used: RankedScores, order: np.ndarray) -> PanelPlan:
+        return PanelPlan(qi, kind, top_identities(order[qi], g_ids, topk), used,
+                         identity_rank(order[qi], q_ids[qi], g_ids))
+
+    plans = [plan(qi, "right" if ranks[qi] == 0 else "wrong", scores, final)
+             for qi in choose_examples(ranks, examples, seed=seed)]
+    if scores.reranked and examples and not (ranks > 0).any():
+        global_ranks = retrieval_metrics(scores.cosine, q_ids, g_ids, ks=(1,)).first_correct_rank
+        fixed = choose_examples(np.where((global_ranks > 0) & (ranks == 0), global_ranks, -1), 1, seed=seed)
+        if fixed:
+            keep = [p for p in plans if p.query != fixed[0]][: max(0, examples - 2)]
+            plans = [*keep, plan(fixed[0], "before", RankedScores(scores.cosine), scores.cosine),
+                     plan(fixed[0], "after", scores, final)]
+    return plans
+
+
 def _item(record: Record, q: Record, j: int, qi: int, scores: RankedScores) -> PanelItem:
-    cosine = float(scores.cosine[qi, j])
     if not scores.reranked:
-        return PanelItem(record.path, record.identity, cosine, record.identity == q.identity, "cosine")
+        return PanelItem(record.path, record.identity, float(scores.cosine[qi, j]), record.identity == q.identity,
+                         "similarity")
     assert scores.probability is not None and scores.inliers is not None
-    detail = f"{int(scores.inliers[qi, j])} inliers · cosine {cosine:.3f}"
+    pairs = int(scores.inliers[qi, j])
+    detail = f"{pairs} keypoint pair{'' if pairs == 1 else 's'} agree"
     return PanelItem(record.path, record.identity, float(scores.probability[qi, j]), record.identity == q.identity,
                      "P(same)", detail)
 
 
+def _title(plan: PanelPlan, q: Record, first: Record) -> str:
+    if plan.kind == "before":
+        return (f"Query {q.identity}{f' on {q.date}' if q.date else ''}, BEFORE re-ranking (global search alone): "
+                f"{first.identity} came first. Not WildTrack's answer: see the next picture")
+    if plan.kind == "after":
+        return (f"Query {q.identity}, AFTER re-ranking: RIGHT, {first.identity} first: re-ranking fixed the global "
+                "search's mistake")
+    return panel_title(q.identity, q.date, plan.own_rank, ", re-ranked" if plan.scores.reranked else "")
+
+
 def retrieval_pictures(scores: RankedScores, query: list[Record], gallery: list[Record], cfg: EvalConfig,
                        out: Path, reranker: MatchingPipeline) -> tuple[list[Path], list[Path]]:
-    """``retrieval_example_<n>.png`` panels (successes and failures, a failure framed red) and, for each, a
-    ``match_<n>.png`` of the query and its first photo; returns ``(panels, match pictures)``.
-
-    When the final ranking names every query right, one failure of the global ranking is shown instead of none
-    (ranked and labelled by cosine, as the global search saw it)."""
+    """``retrieval_example_<n>.png`` panels (see :func:`plan_panels`; only a query the product named wrong is
+    framed red) and, for each, a ``match_<n>.png`` of the query and the product's first answer; returns
+    ``(panels, match pictures)``. A before/after pair shares one match picture: the corrected answer's."""
     q_ids, g_ids = [r.identity for r in query], [r.identity for r in gallery]
-    shown_scores = display_order(scores)
-    ranks = retrieval_metrics(shown_scores, q_ids, g_ids, ks=(1,)).first_correct_rank
-    how = ", re-ranked" if scores.reranked else ""
-    shown = [(qi, scores, shown_scores, ranks[qi], how) for qi in choose_examples(ranks, cfg.examples, seed=cfg.seed)]
-    if scores.reranked and cfg.examples and not (ranks > 0).any():
-        global_only = RankedScores(scores.cosine)
-        global_ranks = retrieval_metrics(scores.cosine, q_ids, g_ids, ks=(1,)).first_correct_rank
-        failures = choose_examples(np.where(global_ranks > 0, global_ranks, -1), 1, seed=cfg.seed)
-        shown[len(shown) - len(failures):] = [
-            (qi, global_only, scores.cosine, global_ranks[qi], ", global ranking before re-ranking")
-            for qi in failures]
     panels, matches = [], []
-    for n, (qi, used, order, rank, note) in enumerate(shown):
-        q = query[qi]
-        top = rank_gallery(order[qi:qi + 1])[0, : cfg.topk]
-        items = [_item(gallery[j], q, int(j), qi, used) for j in top]
+    for n, plan in enumerate(plan_panels(scores, q_ids, g_ids, cfg.examples, cfg.topk, seed=cfg.seed)):
+        q = query[plan.query]
+        items = [_item(gallery[j], q, j, plan.query, plan.scores) for j in plan.columns]
+        first = gallery[plan.columns[0]]
         panels.append(retrieval_panel(PanelItem(q.path, q.identity), items, out / f"retrieval_example_{n}.png",
-                                      title=panel_title(q.identity, q.date, int(rank), note)))
-        picture = _match_picture(q, gallery[int(top[0])], items[0], reranker, out / f"match_{n}.png")
+                                      title=_title(plan, q, first), failure=plan.wrong))
+        if plan.kind == "before":
+            continue
+        picture = _match_picture(q, first, items[0], reranker, out / f"match_{n}.png")
         if picture is not None:
             matches.append(picture)
     return panels, matches
 
 
 def _match_picture(q: Record, first: Record, item: PanelItem, reranker: MatchingPipeline, path: Path) -> Path | None:
-    """The query and its first photo, the verified keypoint pairs drawn; None when a photo cannot be read."""
+    """The query and the best photo of the turtle named first, the verified keypoint pairs drawn; None when a photo
+    cannot be read."""
     try:
         evidence = match_evidence(q.path, first.path, reranker)
     except ImageError:
         return None
     verdict = "same turtle" if first.identity == q.identity else "ANOTHER turtle"
     score = f"{item.score_name} {item.score:.3f}" if item.score is not None else ""
-    title = (f"Query {q.identity} and its first match {first.identity} ({verdict}): {evidence.inliers} keypoint "
-             f"pairs agree on one transform · {score}")
+    agree = (f"{evidence.inliers} keypoint pairs agree on one transform" if evidence.inliers
+             else "no keypoint pairs agree (nothing to draw)")
+    title = f"Query {q.identity} and WildTrack's first answer {first.identity} ({verdict}): {agree} · {score}"
     when = f" ({q.date})" if q.date else ""
     return match_picture(q.path, first.path, evidence.query_xy, evidence.target_xy, path,
                          f"query {q.identity}{when}: {Path(q.path).name}",

@@ -12,7 +12,8 @@
     newName: $("enroll-new-name"), newNameField: $("new-name-field"), date: $("enroll-date"),
     enrollSubmit: $("enroll-submit"), enrollStatus: $("enroll-status"), enrollTitle: $("enroll-title"),
     identityCount: $("identity-count"), imageCount: $("image-count"), modelInfo: $("model-info"),
-    operatingPoint: $("operating-point"), evidence: $("evidence"), evidenceImage: $("evidence-image"),
+    operatingPoint: $("operating-point"), operatingPointWords: $("operating-point-words"),
+    synthetic: $("synthetic-banner"), evidence: $("evidence"), evidenceImage: $("evidence-image"),
     evidenceCaption: $("evidence-caption"), cardsHint: $("cards-hint"),
   };
   let currentFiles = [];
@@ -77,11 +78,29 @@
       el.imageCount.textContent = h.index_count.toLocaleString();
       el.modelInfo.textContent =
         `WildTrack ${h.version} · model ${h.model_fingerprint.slice(0, 12)} (${h.backend}, ${h.dim}-d)`;
-      // The one threshold story, as the server states it (the same sentence as the demo, index build, report).
+      // The one threshold story, in words first, then as the server states it (the same sentence as the demo,
+      // index build and report) for whoever wants the numbers.
+      el.operatingPointWords.textContent = thresholdInWords(h.operating_point);
       el.operatingPoint.textContent = h.operating_point.sentence.replace(/^n/, "N") + ".";
+      el.synthetic.hidden = !h.synthetic;
     } catch (err) {
       showError(err.message);
     }
+  }
+
+  // "Below P(same) 0.320, WildTrack says new turtle; on this catalogue that lets about 1 wrong turtle in 20
+  // through": the footer's threshold for a biologist, from the rates the catalogue's own fit measured.
+  function thresholdInWords(point) {
+    if (point.photo_threshold == null) return "WildTrack always names the closest turtle (no new-turtle threshold).";
+    const name = point.score === "match_probability" ? "a match probability" : "a similarity";
+    let words = `Below ${name} of ${fmt(point.photo_threshold)}, WildTrack says “new turtle”.`;
+    const far = point.photo_rates && point.photo_rates.FAR;
+    if (far != null) {
+      words += far > 0
+        ? ` On this catalogue, that lets through about 1 wrong turtle in ${Math.max(1, Math.round(1 / far))}.`
+        : " On this catalogue, no wrong turtle got through.";
+    }
+    return words;
   }
 
   async function refreshIdentities(selected) {
@@ -234,7 +253,7 @@
     }
     const support = result.photos
       ? `closest turtle in ${candidate.support} of ${result.photos.length} photos`
-      : `${candidate.support} close photo${candidate.support === 1 ? "" : "s"}`;
+      : `${candidate.support} of its photos among the closest in the catalogue`;
     body.append(who, bar, node("div", "meta", support));
     // The evidence beside the score: verified keypoints, and the global search's cosine.
     const parts = [];
