@@ -145,7 +145,7 @@ def test_the_cli_offers_the_registered_extractors_and_matchers():
     assert wrong.exit_code == 2 and "farthest" in wrong.output
     old_name = runner.invoke(app, ["index", "build", "--data", ".", "--artifacts", ".", "--out", "x",
                                    "--local-matcher", "ransac"])  # the ratio test's name before the rename
-    assert "Invalid value" not in old_name.output and "missing" in old_name.output  # it got as far as the model
+    assert "Invalid value" not in old_name.output and "not a model folder" in old_name.output  # past the choices
 
 
 def test_a_photo_is_prepared_once_for_the_model_and_local_matching(photos, tmp_path):
