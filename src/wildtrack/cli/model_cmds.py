@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from wildtrack.cli.choices import (
@@ -302,6 +303,8 @@ def index_add(
     with user_errors(), progress_bar("embedding", None) as advance:
         report = add_folder(index, artifacts, data, advance=advance, backend=backend,
                             engine=_engine(engine, ray_address), storage_options=_storage(storage_option))
+    for path, why in report.skipped:
+        err_console.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(why)}")
     console.print(f"added {report.added} images; the index now holds {report.total}")
 
 
@@ -317,7 +320,12 @@ def serve(
                                      "--no-rerank: global search only (faster)."),
     api_token: str = typer.Option(None, "--api-token", envvar="WILDTRACK_API_TOKEN", show_default=False,
                                   help="Secret that /enroll requires (Authorization: Bearer or X-API-Token); "
-                                  "required with a --host beyond loopback. The page asks for it once."),
+                                  "required with a --host beyond loopback. The page asks for it once. Visible "
+                                  "to every user of this machine in `ps`: prefer --api-token-file or the "
+                                  "environment variable."),
+    api_token_file: Path = typer.Option(None, "--api-token-file", show_default=False, exists=True, dir_okay=False,
+                                        help="Read the API token from this file (first line), so it never "
+                                        "appears in the process list."),
     insecure_no_token: bool = typer.Option(False, "--insecure-no-token", metavar="",
                                            help="Listen beyond loopback without a token: anyone on the network "
                                            "can enrol. Only on a network you trust."),
@@ -332,8 +340,12 @@ def serve(
     """Run the web service and drag-and-drop page (docs at /docs)."""
     from wildtrack.config import ServeConfig
     from wildtrack.serve.app import run_server
+    from wildtrack.serve.security import check_token
 
     with user_errors():
+        if api_token_file is not None:
+            api_token = (api_token_file.read_text(encoding="utf-8").splitlines() or [""])[0]
+        check_token(api_token or None)  # before the config, whose error would echo the token
         cfg = ServeConfig(host=host, port=port, rerank=rerank, api_token=api_token or None,
                           insecure_no_token=insecure_no_token,
                           allowed_hosts=allowed_host or [], max_concurrent_inference=max_concurrent,

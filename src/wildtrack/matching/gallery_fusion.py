@@ -55,9 +55,10 @@ class GalleryFusion:
 
     def reranker(self, cache_dir: str | Path | None = None, store: FeatureStore | None = None,
                  data_root: str | Path | None = None) -> LocalReranker:
-        """A re-ranker that matches exactly as the fit did; with a ``store``, the catalogue's photos (under
-        ``data_root``) are read from it rather than extracted."""
-        if store is not None and data_root is not None:
+        """A re-ranker that matches exactly as the fit did; with a ``data_root``, the catalogue's photos under it are
+        read from the ``store`` when it holds them rather than extracted, and one that cannot be read matches
+        nothing instead of failing the query (:class:`~wildtrack.features.store.StoreFeatureCache`)."""
+        if data_root is not None:  # with or without a store: a damaged catalogue photo then matches nothing
             cache: FeatureCache = StoreFeatureCache(store, data_root, self.extractor, cache_dir,
                                                     projection=self.projection)
         else:

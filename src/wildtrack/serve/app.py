@@ -56,8 +56,8 @@ from wildtrack.serve.schemas import (
     PredictResponse,
     SearchResponse,
 )
-from wildtrack.serve.security import TOKEN_ENV, AccessMiddleware, check_bind
-from wildtrack.serve.service import Catalogue, Timer, Upload
+from wildtrack.serve.security import TOKEN_ENV, AccessMiddleware, check_bind, check_token, uvicorn_bind
+from wildtrack.serve.service import ENROL_RETRY_AFTER_S, Catalogue, Timer, Upload
 from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
 
 log = logging.getLogger(__name__)
@@ -76,14 +76,16 @@ def create_app(
     artifacts: str | os.PathLike[str],
     config: ServeConfig | None = None,
     threshold: float | None = None,
+    proxied: bool = False,
 ) -> FastAPI:
     """The WildTrack web app; nothing is loaded until the server starts (the lifespan does it).
 
     ``threshold`` overrides the unknown threshold stored with the index; with neither, every photo is
-    assigned its best candidate.
+    assigned its best candidate. ``proxied``: uvicorn trusts a reverse proxy's forwarded headers from other
+    machines (``--forwarded-allow-ips``), so a token is required as for a network interface.
     """
     cfg = config or ServeConfig()
-    check_bind(cfg)
+    check_bind(cfg, proxied)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -98,6 +100,7 @@ def create_app(
         app.state.manifest_watch = ManifestWatch(catalogue.index_dir)
         app.state.reloader = ThreadPoolExecutor(1, thread_name_prefix="wildtrack-reload")
         app.state.reloading = asyncio.Lock()
+        app.state.reloader.submit(catalogue.scan_files)  # missing photos show in /health; never delays start-up
         log.info("WildTrack serving %d images of %d individuals (model %s, threshold %s)", len(catalogue.index),
                  len(catalogue.index.identities()), catalogue.embedder.fingerprint, catalogue.threshold)
         yield
@@ -150,14 +153,18 @@ async def page() -> FileResponse:
 
 @router.get("/health", response_model=Health, tags=["service"])
 async def health(cat: CatalogueDep, request: Request) -> Health:
-    """Liveness plus what is loaded: model fingerprint, index size, threshold."""
+    """Liveness plus what is loaded: model fingerprint, index size, threshold, and catalogue files known to be
+    unreadable."""
     ids = cat.index.identities()
+    damage = cat.damage()
     return Health(version=__version__, model_fingerprint=cat.embedder.fingerprint, backend=cat.backend,
                   index_count=sum(ids.values()), identities_count=len(ids), dim=cat.index.dim,
                   index_kind=cat.index.kind, generation=cat.index.generation, threshold=cat.threshold,
                   score_kind=cat.score_kind, operating_point=operating_point_info(cat),
                   encounter_threshold=cat.encounter_threshold,
-                  max_upload_bytes=request.app.state.config.max_upload_bytes, matching=matching_info(cat))
+                  max_upload_bytes=request.app.state.config.max_upload_bytes, matching=matching_info(cat),
+                  unreadable_photos=len(damage.photos), unreadable_examples=sorted(damage.photos)[:5],
+                  damaged_feature_files=damage.shards)
 
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["identify"])
@@ -182,6 +189,7 @@ async def predict(
             for c in d.candidates[:k]
         ],
         matches=[_match(request, h) for h in result.hits[:k]],
+        warnings=cat.warnings(result.hits),
         elapsed_ms=timer.ms,
     )
 
@@ -216,6 +224,7 @@ async def identify_encounter(
                            matches=[_match(request, h) for h in p.hits[:k]])
             for f, p in zip(files, result.photos, strict=True)
         ],
+        warnings=cat.warnings([h for p in result.photos for h in p.hits]),
         elapsed_ms=timer.ms,
     )
 
@@ -246,7 +255,7 @@ async def search(
     async with request.app.state.gate.slot():
         upload = await _read(file)
         hits = await run_in_threadpool(cat.search, upload, k or request.app.state.config.topk)
-    return SearchResponse(hits=[_match(request, h) for h in hits], elapsed_ms=timer.ms)
+    return SearchResponse(hits=[_match(request, h) for h in hits], warnings=cat.warnings(hits), elapsed_ms=timer.ms)
 
 
 @router.post("/enroll", response_model=EnrollResponse, responses={**ERRORS, 409: {"model": ErrorResponse}},
@@ -345,16 +354,23 @@ def _add_error_handlers(app: FastAPI) -> None:
         response.headers.update(exc.headers)
         return response
 
+    # Answers never carry server paths (they would tell a caller the layout of this machine): the log has them.
     @app.exception_handler(GalleryIndexError)
     async def _index(_: Request, exc: GalleryIndexError) -> JSONResponse:
-        status = 503 if isinstance(exc, IndexLockedError) else 409 if isinstance(exc, IndexConflictError) else 500
         log.error("index error: %s", exc)
-        return error(status, str(exc))
+        if isinstance(exc, IndexLockedError):
+            response = error(503, f"another process is writing the catalogue; retry in {ENROL_RETRY_AFTER_S} s")
+            response.headers["Retry-After"] = str(ENROL_RETRY_AFTER_S)
+            return response
+        if isinstance(exc, IndexConflictError):
+            return error(409, "the catalogue changed on disk while this request ran; send it again")
+        return error(500, "the catalogue on disk cannot be read; the server log says why, and `wildtrack index "
+                     "check` what to repair")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return error(500, f"internal error ({type(exc).__name__}): {exc}")
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -395,6 +411,10 @@ def app_from_env() -> FastAPI:
     settings = json.loads(os.environ[ENV_CONFIG]) if os.environ.get(ENV_CONFIG) else {}
     if os.environ.get(TOKEN_ENV) and not settings.get("api_token"):
         settings["api_token"] = os.environ[TOKEN_ENV]
+    check_token(settings.get("api_token"))
+    bind = uvicorn_bind()
+    if bind.host is not None:  # the address uvicorn listens on, not the config's default, decides the rule
+        settings["host"] = bind.host
     cfg = ServeConfig(**settings)
     threshold = float(os.environ[ENV_THRESHOLD]) if os.environ.get(ENV_THRESHOLD) else None
-    return create_app(os.environ[ENV_INDEX], os.environ[ENV_ARTIFACTS], cfg, threshold)
+    return create_app(os.environ[ENV_INDEX], os.environ[ENV_ARTIFACTS], cfg, threshold, proxied=bind.proxied)

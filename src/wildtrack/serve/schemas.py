@@ -69,6 +69,8 @@ class PredictResponse(_Schema):
     matches: list[Match] = Field(description="the top gallery images themselves, in search order (re-ranked: by "
                                  "match probability with the support of each turtle's other photos)")
     elapsed_ms: float
+    warnings: list[str] = Field(default_factory=list, description="catalogue photos that could not be compared "
+                                "with this one (their files are missing or damaged); the answer stands without them")
 
 
 class EncounterCandidate(Candidate):
@@ -104,11 +106,15 @@ class EncounterResponse(_Schema):
     candidates: list[EncounterCandidate] = Field(description="every individual the photos found, the verdict first")
     photos: list[EncounterPhoto]
     elapsed_ms: float
+    warnings: list[str] = Field(default_factory=list, description="catalogue photos that could not be compared "
+                                "with this one (their files are missing or damaged); the answer stands without them")
 
 
 class SearchResponse(_Schema):
     hits: list[Match]
     elapsed_ms: float
+    warnings: list[str] = Field(default_factory=list, description="catalogue photos that could not be compared "
+                                "with this one (their files are missing or damaged); the answer stands without them")
 
 
 class EnrollResponse(_Schema):
@@ -213,3 +219,8 @@ class Health(_Schema):
         "the catalogue's encounters when the index re-ranks and photos have dates, else the photo threshold")
     max_upload_bytes: int
     matching: MatchingInfo | None = Field(None, description="local re-ranking in use; null: global search only")
+    unreadable_photos: int = Field(0, description="catalogue photos known to be unreadable (missing or damaged "
+                                   "files): they are skipped by searches until restored; `wildtrack index check`")
+    unreadable_examples: list[str] = Field(default_factory=list, description="the ids of a few of them")
+    damaged_feature_files: list[str] = Field(default_factory=list, description="feature-store files that failed "
+                                             "their sha256 check (their photos are extracted from the files instead)")
