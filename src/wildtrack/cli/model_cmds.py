@@ -335,7 +335,10 @@ def serve(
     max_concurrent: int = typer.Option(None, "--max-concurrent", min=1,
                                        help="Photos processed at once (default: the CPU count)."),
     max_queue: int = typer.Option(32, "--max-queue", min=0,
-                                  help="Photo requests that may wait; beyond it they get a fast 503."),
+                                  help="Photos that may wait; beyond it they get a fast 503."),
+    max_wait: float = typer.Option(20.0, "--max-wait", min=0.1,
+                                   help="Seconds a photo request may wait for a slot; one that would wait longer "
+                                   "gets a fast 503."),
 ) -> None:
     """Run the web service and drag-and-drop page (docs at /docs)."""
     from wildtrack.config import ServeConfig
@@ -349,7 +352,7 @@ def serve(
         cfg = ServeConfig(host=host, port=port, rerank=rerank, api_token=api_token or None,
                           insecure_no_token=insecure_no_token,
                           allowed_hosts=allowed_host or [], max_concurrent_inference=max_concurrent,
-                          max_queued_requests=max_queue)
+                          max_queued_requests=max_queue, max_wait_s=max_wait)
         if host in ("0.0.0.0", "::") and not api_token:
             err_console.print(f"[bold red]warning:[/] --host {host} without --api-token: every machine on the "
                               "network can reach this server" + ("" if insecure_no_token else " (refused below)"))

@@ -68,7 +68,7 @@ MAX_ENCOUNTER_FILES = 20
 ENV_INDEX, ENV_ARTIFACTS, ENV_THRESHOLD, ENV_CONFIG = (
     "WILDTRACK_INDEX", "WILDTRACK_ARTIFACTS", "WILDTRACK_THRESHOLD", "WILDTRACK_SERVE_CONFIG",
 )
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 403, 404, 413, 415, 422, 500, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 403, 404, 408, 413, 415, 422, 500, 503)}
 
 
 def create_app(
@@ -116,8 +116,11 @@ def create_app(
         redoc_url=None if docs_assets else "/redoc",
     )
     app.state.config = cfg
-    app.state.gate = InferenceGate(cfg.max_concurrent_inference, cfg.max_queued_requests, cfg.retry_after_s)
-    app.add_middleware(UploadLimitMiddleware, max_bytes=cfg.max_upload_bytes)
+    app.state.gate = InferenceGate(cfg.max_concurrent_inference, cfg.max_queued_requests, cfg.retry_after_s,
+                                   cfg.max_wait_s)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=cfg.max_upload_bytes, max_uploads=cfg.max_concurrent_uploads,
+                       max_spooled_bytes=cfg.max_spooled_bytes, timeout_s=cfg.upload_timeout_s,
+                       retry_after_s=cfg.retry_after_s)
     app.add_middleware(AccessMiddleware, config=cfg)  # outermost: refused requests never send their body
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -207,7 +210,7 @@ async def identify_encounter(
         raise UploadError(400, f"at most {MAX_ENCOUNTER_FILES} photos per encounter, got {len(files)}")
     timer = Timer()
     k = topk or request.app.state.config.topk
-    async with request.app.state.gate.slot():
+    async with request.app.state.gate.slot(photos=len(files)):  # each photo is a prediction's work
         uploads = [await _read(f) for f in files]
         result = await run_in_threadpool(cat.predict_encounter, uploads, k)
     d = result.decision
@@ -273,7 +276,7 @@ async def enroll(
     has (the same bytes) is not added twice: it is listed in ``already_enrolled``, so a retry is harmless."""
     if len(files) > MAX_ENROL_FILES:
         raise UploadError(400, f"at most {MAX_ENROL_FILES} photos per request, got {len(files)}")
-    async with request.app.state.gate.slot():
+    async with request.app.state.gate.slot(photos=len(files)):
         uploads = [await _read(f) for f in files]
         done = await run_in_threadpool(cat.enroll, identity, uploads, date)
     ids = cat.index.identities()
