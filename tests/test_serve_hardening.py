@@ -206,3 +206,46 @@ def test_the_token_can_come_from_a_file(tmp_path):
     assert "No such option" not in output
     assert "without an API token" not in output and "without --api-token" not in output, output  # it was read
     assert TOKEN not in output
+
+
+# ------------------------------------------------------------------------------------------ identities (5)
+
+
+def _enrol(server, identity: str, seed: int) -> httpx.Response:
+    return httpx.post(server.url + "/enroll", data={"identity": identity},
+                      files={"files": ("a.jpg", jpeg_bytes(seed=seed))}, timeout=120)
+
+
+@pytest.mark.parametrize("name", ["t001\u034f", "t001\u3164", "t001\u2800", "\u0301t001", "t\u200b001",
+                                  "t001\u180e"])
+def test_invisible_characters_are_refused(server, name):
+    r = _enrol(server, name, 40)
+    assert r.status_code == 400, r.text
+    assert "show nothing" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["\u0442001", "\u0422001", "\u03c4001"])  # Cyrillic т and Т, Greek τ
+def test_a_look_alike_of_a_catalogued_individual_is_refused_naming_it(server, name):
+    r = _enrol(server, name, 41)
+    assert r.status_code == 409, r.text
+    assert "'t001'" in r.json()["detail"]
+
+
+def test_other_scripts_are_still_welcome(server):
+    for n, name in enumerate(["Schildkröte Grün", "海龟一号", "Черепаха"]):
+        assert _enrol(server, name, 42 + n).status_code == 200
+
+
+def test_formula_identities_are_stored_as_text_in_meta_csv(server, base):
+    import csv
+
+    name = '=HYPERLINK("evil.example";"t001")'
+    r = _enrol(server, name, 50)
+    assert r.status_code == 200, r.text
+    with open(base / "index" / "meta.csv", newline="", encoding="utf-8") as fh:
+        cells = [row["identity"] for row in csv.DictReader(fh)]
+    assert f"'{name}" in cells and name not in cells
+    for formula in ("=", "+", "-", "@"):
+        assert not any(c.startswith(formula) for c in cells)
+    listed = httpx.get(server.url + "/identities", timeout=60).json()["identities"]
+    assert name in [i["identity"] for i in listed]  # read back as it was typed
