@@ -216,6 +216,16 @@ class GalleryIndex:
             self._s = commit(d, self._with_shards(grown, shards), disk)
         return [new_rows[i].image_id for i in keep]
 
+    def without(self, image_ids: Iterable[str]) -> GalleryIndex:
+        """This catalogue less some images, in memory (the search structure rebuilt); :meth:`save` commits it as
+        the next generation of the same catalogue, e.g. to drop rows whose photos are gone for good."""
+        drop = set(image_ids)
+        keep = [i for i, r in enumerate(self._s.rows) if r.image_id not in drop]
+        emb = np.ascontiguousarray(self._s.emb[keep])
+        s = self._s
+        return GalleryIndex(State(emb, [s.rows[i] for i in keep], make_faiss(emb, s.info["index"]), dict(s.info),
+                                  extras=dict(s.extras), shards=dict(s.shards)))
+
     @staticmethod
     def _with_shards(state: State, shards: Mapping[str, Mapping[str, Any]] | None) -> State:
         if shards is None:

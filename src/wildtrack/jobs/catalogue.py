@@ -111,7 +111,8 @@ def store_files(root: Path, extractor: Extractor, new: Mapping[str, tuple[list[s
     old = open_store(root, keep or {})
     if old is not None and old.extractor_key == extractor.key():
         for image_id, name in old.shard_of.items():
-            table.setdefault(name, []).append(image_id)
+            if name in keep:  # type: ignore[operator]  # a shard left out of ``keep`` (damaged) is dropped
+                table.setdefault(name, []).append(image_id)
         entries.update({name: dict(keep[name]) for name in table})  # type: ignore[index]
     for name, (ids, entry) in new.items():
         table[name] = list(ids)
