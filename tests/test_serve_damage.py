@@ -171,3 +171,34 @@ def test_two_servers_enrolling_the_same_photo_at_once_both_answer(reranked_copy,
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_second_server_answers_while_the_first_died_after_its_commit(reranked_copy, tiny_artifacts, synth_data):
+    """Server A is killed between its commit and moving the photo into place: the row names a file that is not
+    there yet. Server B reloads the new generation and keeps answering, matching the photo from the store."""
+    import contextlib
+
+    index_dir = reranked_copy / "index"
+    photo = _turtle_photo(synth_data, "t004") + b"\0"
+    a = Server(index_dir, tiny_artifacts, reranked_copy / "a.log", pause_at="committed").start()
+    b = Server(index_dir, tiny_artifacts, reranked_copy / "b.log").start()
+    try:
+        def enrol_on_a() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # A is killed mid-request
+                httpx.post(a.url + "/enroll", data={"identity": "Halfway"}, files={"files": ("p.jpg", photo)},
+                           timeout=120)
+
+        threading.Thread(target=enrol_on_a, daemon=True).start()
+        a.wait_for_log("PAUSED committed")
+        a.kill()
+        with httpx.Client(base_url=b.url, timeout=120) as c:
+            answers = [c.post("/predict", files={"file": ("q.jpg", photo)}),
+                       c.post("/search", files={"file": ("q.jpg", photo)})]
+            halfway = c.get("/identities/Halfway").json()
+    finally:
+        a.kill()
+        b.stop()
+    for r in answers:
+        assert r.status_code == 200, r.text
+    assert halfway["count"] == 1
+    assert halfway["images"][0]["image_id"] in {m["image_id"] for m in answers[0].json()["matches"]}
