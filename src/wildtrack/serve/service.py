@@ -355,7 +355,6 @@ class Catalogue:
                 self._thumbs.popitem(last=False)
         return data
 
-
     # ------------------------------------------------------------------------------------- damage
 
     def _note_unreadable(self, image_id: str, why: str) -> None:
@@ -376,7 +375,7 @@ class Catalogue:
 
     def damage(self) -> Damage:
         """What is known to be unreadable: photos (by id) and feature-store files found damaged."""
-        photos = {i: why for i, why in self._unreadable.items() if i in self.index}
+        photos = {i: why for i, why in list(self._unreadable.items()) if i in self.index}  # list(): other threads add
         shards: list[str] = []
         cache = getattr(self.searcher.reranker, "cache", None)
         if isinstance(cache, StoreFeatureCache):
