@@ -42,6 +42,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 TOKEN_ENV = "WILDTRACK_API_TOKEN"
 MIN_TOKEN_LENGTH = 8
+SINGLE_HEADERS = ("host", "origin", "sec-fetch-site")
 PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
 SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
@@ -127,7 +128,8 @@ def uvicorn_bind(argv: list[str] | None = None) -> Bind:
 
 
 class AccessMiddleware:
-    """The three checks of the module docstring, before any route runs (pure ASGI: no body is read)."""
+    """The checks of the module docstring, before any route runs (pure ASGI: no body is read); every answer, a
+    refusal too, gets :data:`SECURITY_HEADERS`."""
 
     def __init__(self, app: ASGIApp, config: ServeConfig) -> None:
         self.app = app
@@ -147,11 +149,10 @@ class AccessMiddleware:
             await send(message)
 
         raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
-        headers = dict(raw)
-        repeated = sorted({k for k, _ in raw if k in ("host", "origin", "sec-fetch-site") and
-                           sum(1 for n, _ in raw if n == k) > 1})
-        refusal = (400, f"repeated {', '.join(repeated)} header: send each once", []) if repeated else \
-            self._refusal(scope, headers)
+        names = [k for k, _ in raw]
+        repeated = sorted({k for k in SINGLE_HEADERS if names.count(k) > 1})  # which one would count is ambiguous
+        refusal = ((400, f"repeated {', '.join(repeated)} header: send each once", []) if repeated
+                   else self._refusal(scope, dict(raw)))
         if refusal is None:
             await self.app(scope, receive, send_with_headers)
             return
