@@ -45,26 +45,17 @@ def _enrol(client: httpx.Client, identity: str, photo: bytes) -> list[str]:
     return r.json()["image_ids"]
 
 
-def test_enrolled_photos_get_local_features_in_the_same_commit(reranked_copy, tiny_artifacts, synth_data):
-    srv = Server(reranked_copy / "index", tiny_artifacts, reranked_copy / "server.log").start()
-    try:
-        with httpx.Client(base_url=srv.url, timeout=120) as c:
-            (image_id,) = _enrol(c, "Nalu", _turtle_photo(synth_data) + b"\0")  # new bytes, same pixels
-    finally:
-        srv.stop()
-    store = _store_of(reranked_copy / "index")
-    assert store is not None and image_id in store
-    xy, _desc, _scale, _offset = store.raw(image_id)
-    assert len(xy) > 0
-
-
 def test_a_missing_enrolled_photo_is_matched_from_the_feature_store(reranked_copy, tiny_artifacts, synth_data):
-    """The 500 of the issue: enrol, move the file away, then every query failed while re-ranking."""
+    """The 500 of the issue: enrol, move the file away, then every query failed while re-ranking. Now the
+    enrolment's commit holds the photo's local features, and the query matches it from them."""
     photo = _turtle_photo(synth_data)
     srv = Server(reranked_copy / "index", tiny_artifacts, reranked_copy / "server.log").start()
     try:
         with httpx.Client(base_url=srv.url, timeout=120) as c:
-            (image_id,) = _enrol(c, "Nalu", photo + b"\0")
+            (image_id,) = _enrol(c, "Nalu", photo + b"\0")  # new bytes, same pixels
+            store = _store_of(reranked_copy / "index")
+            assert store is not None and image_id in store
+            assert len(store.raw(image_id)[0]) > 0  # its keypoints, committed with its row
             _enrolled_file(reranked_copy / "index", image_id).rename(reranked_copy / "moved-away.jpg")
             answers = [c.post("/predict", files={"file": ("q.jpg", photo)}),
                        c.post("/search", files={"file": ("q.jpg", photo)}),
