@@ -56,7 +56,14 @@ from wildtrack.serve.schemas import (
     PredictResponse,
     SearchResponse,
 )
-from wildtrack.serve.security import TOKEN_ENV, AccessMiddleware, check_bind, check_token, uvicorn_bind
+from wildtrack.serve.security import (
+    TOKEN_ENV,
+    AccessMiddleware,
+    check_bind,
+    check_token,
+    trusts_other_machines,
+    uvicorn_bind,
+)
 from wildtrack.serve.service import ENROL_RETRY_AFTER_S, Catalogue, Timer, Upload
 from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
 
@@ -393,7 +400,8 @@ def run_server(
     import uvicorn
 
     cfg = config or ServeConfig()
-    app = create_app(index_dir, artifacts, cfg, threshold)
+    app = create_app(index_dir, artifacts, cfg, threshold,
+                     proxied=trusts_other_machines(os.environ.get("FORWARDED_ALLOW_IPS")))  # uvicorn reads it too
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info",
                                            timeout_graceful_shutdown=5))
     try:

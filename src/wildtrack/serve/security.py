@@ -121,10 +121,14 @@ def uvicorn_bind(argv: list[str] | None = None) -> Bind:
         return Bind(None)
     if params.get("uds") or params.get("fd") is not None:
         return Bind(None)
-    trusted = [ip.strip() for ip in str(params.get("forwarded_allow_ips") or "").split(",") if ip.strip()]
-    proxied = bool(params.get("proxy_headers", True)) and any(ip == "*" or not is_loopback(ip.split("/")[0])
-                                                               for ip in trusted)
+    proxied = bool(params.get("proxy_headers", True)) and trusts_other_machines(params.get("forwarded_allow_ips"))
     return Bind(str(params.get("host") or "127.0.0.1"), proxied)
+
+
+def trusts_other_machines(forwarded_allow_ips: str | None) -> bool:
+    """True when uvicorn's ``--forwarded-allow-ips`` (or ``FORWARDED_ALLOW_IPS``) trusts another machine's proxy."""
+    trusted = [ip.strip() for ip in str(forwarded_allow_ips or "").split(",") if ip.strip()]
+    return any(ip == "*" or not is_loopback(ip.split("/")[0]) for ip in trusted)
 
 
 class AccessMiddleware:
