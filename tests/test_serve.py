@@ -332,4 +332,5 @@ def test_unexpected_errors_are_json_500():
             return await c.get("/boom")
 
     r = asyncio.run(call())
-    assert r.status_code == 500 and r.json() == {"detail": "internal error (RuntimeError): kaput"}
+    assert r.status_code == 500 and r.json()["detail"].startswith("internal error (RuntimeError)")
+    assert "kaput" not in r.text  # an exception's text may name server paths: it goes to the log only

@@ -75,7 +75,8 @@ def test_health_answers_while_inference_is_saturated(fresh_gallery, tiny_artifac
     fit in the 40-thread pool: it answered only after at least eleven of them had finished.)
     """
     srv = _server(fresh_gallery, tiny_artifacts, "saturated",
-                  config={"max_concurrent_inference": 1, "max_queued_requests": 100}).start()
+                  config={"max_concurrent_inference": 1, "max_queued_requests": 100,
+                          "max_wait_s": 3600, "max_concurrent_uploads": 64}).start()  # all 50 are admitted
     finished: list[float] = []
     lock = threading.Lock()
     boundary_request = httpx.Request("POST", srv.url, files={"file": ("big.png", big_photo)})

@@ -211,3 +211,15 @@ class ServeConfig(_Config):
     max_queued_requests: int = Field(
         32, ge=0, le=10_000, description="photo requests waiting for a slot; beyond it the answer is a fast 503")
     retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After of a 503 when the queue is full")
+    max_wait_s: float = Field(
+        20.0, gt=0, le=3600, description="longest a photo request may wait for a slot: one that would wait longer "
+        "gets a 503 at once (expected wait from the queue and the measured seconds per photo)")
+    max_concurrent_uploads: int = Field(
+        48, ge=1, le=10_000, description="request bodies in flight (received or waiting for their answer, spooled "
+        "to temp files); beyond it a fast 503")
+    max_spooled_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="bytes of request bodies in flight together (temp-file disk); "
+        "beyond it a fast 503")
+    upload_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="time a request body may take to arrive (and at most 15 s without a byte); "
+        "then 408 and the connection is closed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from wildtrack.cli import checks
@@ -265,6 +266,8 @@ def index_add(
     with user_errors(), progress_bar("embedding", None) as advance:
         report = add_folder(index, artifacts, data, advance=advance, backend=backend,
                             engine=_engine(engine, ray_address), storage_options=_storage(storage_option))
+    for path, why in report.skipped:
+        err_console.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(why)}")
     console.print(f"added {report.added} images; the index now holds {report.total}")
 
 
@@ -280,7 +283,12 @@ def serve(
                                      "--no-rerank: global search only (faster)."),
     api_token: str = typer.Option(None, "--api-token", envvar="WILDTRACK_API_TOKEN", show_default=False,
                                   help="Secret that /enroll requires (Authorization: Bearer or X-API-Token); "
-                                  "required with a --host beyond loopback. The page asks for it once."),
+                                  "required with a --host beyond loopback. The page asks for it once. Visible "
+                                  "to every user of this machine in `ps`: prefer --api-token-file or the "
+                                  "environment variable."),
+    api_token_file: Path = typer.Option(None, "--api-token-file", show_default=False, exists=True, dir_okay=False,
+                                        help="Read the API token from this file (first line), so it never "
+                                        "appears in the process list."),
     insecure_no_token: bool = typer.Option(False, "--insecure-no-token", metavar="",
                                            help="Listen beyond loopback without a token: anyone on the network "
                                            "can enrol. Only on a network you trust."),
@@ -290,21 +298,26 @@ def serve(
     max_concurrent: int = typer.Option(None, "--max-concurrent", min=1,
                                        help="Photos processed at once (default: the CPU count)."),
     max_queue: int = typer.Option(32, "--max-queue", min=0,
-                                  help="Photo requests that may wait; beyond it they get a fast 503."),
+                                  help="Photos that may wait; beyond it they get a fast 503."),
+    max_wait: float = typer.Option(20.0, "--max-wait", min=0.1,
+                                   help="Seconds a photo request may wait for a slot; one that would wait longer "
+                                   "gets a fast 503."),
 ) -> None:
     """Run the web service and drag-and-drop page (docs at /docs)."""
     from wildtrack.config import ServeConfig
-
     with user_errors({"max_concurrent_inference": "--max-concurrent", "max_queued_requests": "--max-queue",
-                      "allowed_hosts": "--allowed-host"}):
+                      "max_wait_s": "--max-wait", "allowed_hosts": "--allowed-host"}):
         checks.index_folder(index)
         checks.model_folder(artifacts)
-        from wildtrack.serve.security import check_bind, is_loopback
+        from wildtrack.serve.security import check_bind, check_token, is_loopback
 
+        if api_token_file is not None:
+            api_token = (api_token_file.read_text(encoding="utf-8").splitlines() or [""])[0]
+        check_token(api_token or None)  # before the config, whose error would echo the token
         cfg = ServeConfig(host=host, port=port, rerank=rerank, api_token=api_token or None,
                           insecure_no_token=insecure_no_token,
                           allowed_hosts=allowed_host or [], max_concurrent_inference=max_concurrent,
-                          max_queued_requests=max_queue)
+                          max_queued_requests=max_queue, max_wait_s=max_wait)
         check_bind(cfg)  # refuses --host 0.0.0.0 without a token, before anything loads
         if not is_loopback(host) and not api_token:
             err_console.print(f"[bold red]warning:[/] --host {host} without --api-token: every machine on the "

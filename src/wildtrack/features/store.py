@@ -38,6 +38,7 @@ from wildtrack.data import storage
 from wildtrack.features.cache import FeatureCache
 from wildtrack.features.projection import DescriptorProjection
 from wildtrack.features.types import Extractor, LocalFeatures, Source
+from wildtrack.images import ImageError
 from wildtrack.index import image_id_for
 
 __all__ = ["STORE_DIR", "FeatureShard", "FeatureStore", "RawFeatures", "StoreError", "StoreFeatureCache",
@@ -211,7 +212,10 @@ class StoreFeatureCache(FeatureCache):
     photos enrolled since) as before.
 
     The store is used only when it was written by this cache's extractor; a damaged store file is logged once and
-    its photos are extracted instead, so a search stays correct, only slower.
+    its photos are extracted instead, so a search stays correct, only slower. A catalogue photo that can be read
+    neither from the store nor from its file (moved away, truncated, corrupted) matches nothing: it gets no
+    keypoints, a log line, and an entry in :attr:`unreadable` (image id -> why) until it can be read again, so
+    one damaged photo costs a query that photo's evidence, never the answer.
     """
 
     def __init__(self, store: FeatureStore | None, root: str | Path, extractor: Extractor | None = None,
@@ -223,12 +227,24 @@ class StoreFeatureCache(FeatureCache):
         self.data_root = storage.resolve(root)  # a folder, or an object-storage prefix (s3://…)
         self.store_hits = 0
         self._broken: set[str] = set()
+        self.unreadable: dict[str, str] = {}
+
+    def use_store(self, store: FeatureStore | None) -> None:
+        """Read from ``store`` from now on (the catalogue's store grew by a commit); ignored if another extractor
+        wrote it. Features already in memory stay (a photo's stored features never change)."""
+        if store is not None and store.extractor_key == self.extractor.key():
+            self.store = store
 
     def with_projection(self, projection: DescriptorProjection | None) -> StoreFeatureCache:
         clone = StoreFeatureCache(self.store, self.data_root, self.extractor, self.root.parent, self.memory_items,
                                   projection)
-        clone._broken = self._broken
+        clone._broken, clone.unreadable = self._broken, self.unreadable
         return clone
+
+    @property
+    def damaged_shards(self) -> list[str]:
+        """Store files found damaged or missing since start-up (their photos are extracted instead)."""
+        return sorted(self._broken)
 
     def image_id(self, source: Source) -> str | None:
         """The stored photo ``source`` is, or None (uploaded bytes, a photo the store does not hold)."""
@@ -241,6 +257,16 @@ class StoreFeatureCache(FeatureCache):
         return image_id if image_id in self.store and self.store.shard_of[image_id] not in self._broken else None
 
     def get(self, source: Source) -> LocalFeatures:
+        if isinstance(source, bytes):
+            return super().get(source)
+        try:
+            feats = self._stored_or_extracted(source)
+        except (ImageError, OSError, KeyError) as exc:
+            return self._nothing(source, exc)
+        self._readable(source)
+        return feats
+
+    def _stored_or_extracted(self, source: str | Path) -> LocalFeatures:
         image_id = self.image_id(source)
         if image_id is None or self.store is None:
             return super().get(source)
@@ -250,8 +276,8 @@ class StoreFeatureCache(FeatureCache):
             return feats
         try:
             xy, desc, scale, offset = self.store.raw(image_id)
-        except (StoreError, OSError) as exc:
-            log.warning("feature store: %s; extracting those photos instead", exc)
+        except (StoreError, OSError, KeyError, ValueError) as exc:
+            log.warning("feature store: %s; extracting those photos instead", _public(exc, self.store.root))
             self._broken.add(self.store.shard_of[image_id])
             return super().get(source)
         feats = self._features(xy, desc, scale, offset)
@@ -259,6 +285,35 @@ class StoreFeatureCache(FeatureCache):
             self.store_hits += 1
         self._remember(memo, feats)
         return feats
+
+    def _catalogue_id(self, source: str | Path) -> str:
+        try:
+            return image_id_for(storage.relative(source, self.data_root))
+        except ValueError:
+            return str(source)
+
+    def _nothing(self, source: str | Path, exc: BaseException) -> LocalFeatures:
+        """No keypoints for a catalogue photo that cannot be read: it matches nothing this time."""
+        image_id = self._catalogue_id(source)
+        missing = not storage.is_url(source) and not Path(source).is_file()
+        why = "its file is missing" if missing else "its file cannot be read"
+        if self.unreadable.get(image_id) != why:
+            log.warning("catalogue photo %s: %s, so it matches nothing until it is restored (%s: %s)",
+                        image_id, why, type(exc).__name__, exc)
+        self.unreadable[image_id] = why
+        empty = (np.zeros((0, 64), np.float32) if self.extractor.name == "xfeat" else np.zeros((0, 128), np.uint8))
+        return self._features(np.zeros((0, 2), np.float32), empty, 1.0, (0.0, 0.0))
+
+    def _readable(self, source: str | Path) -> None:
+        if self.unreadable:
+            image_id = self._catalogue_id(source)
+            if self.unreadable.pop(image_id, None) is not None:
+                log.info("catalogue photo %s can be read again", image_id)
+
+
+def _public(exc: BaseException, root: str | Path) -> str:
+    """An error's text without the folder it happened in (answers and logs name photos by id)."""
+    return str(exc).replace(f"{storage.resolve(root)}/", "").replace(f"{root}/", "")
 
 
 def open_store(root: Path, files: Mapping[str, Mapping[str, Any]]) -> FeatureStore | None:

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Mapping
@@ -56,11 +57,27 @@ def write_faiss(index: Any, out: HashingWriter) -> None:
     del writer
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): such a cell is written
+# with a leading ' (which spreadsheets show as text) and read back without it. A value that already starts with
+# quotes before one of them gets one more, so every value round-trips.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+def csv_cell(value: str) -> str:
+    """``value`` as a CSV cell no spreadsheet runs as a formula."""
+    return f"'{value}" if _FORMULA.match(value) else value
+
+
+def csv_value(cell: str) -> str:
+    """The value :func:`csv_cell` wrote."""
+    return cell[1:] if cell.startswith("'") and _FORMULA.match(cell) else cell
+
+
 def meta_bytes(rows: list[MetaRow]) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(META_COLUMNS)
-    w.writerows((r.image_id, r.path, r.identity, r.date or "") for r in rows)
+    w.writerows((r.image_id, csv_cell(r.path), csv_cell(r.identity), r.date or "") for r in rows)
     return buf.getvalue().encode("utf-8")
 
 
@@ -102,7 +119,7 @@ def read_meta(f: IO[bytes], m: Mapping[str, Any]) -> list[MetaRow]:
     if header != META_COLUMNS:
         raise IndexCorruptError(f"{META} header is {header}, expected {META_COLUMNS}")
     try:
-        rows = [MetaRow(i, p, ident, day or None) for i, p, ident, day in reader]
+        rows = [MetaRow(i, csv_value(p), csv_value(ident), day or None) for i, p, ident, day in reader]
     except ValueError as e:
         raise IndexCorruptError(f"{META} has a malformed row: {e}") from e
     if len(rows) != m["count"]:

@@ -12,7 +12,7 @@ import math
 import os
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +47,8 @@ from wildtrack.index.types import Hit, IndexConflictError, IndexMismatchError, M
 from wildtrack.vectors import unit_rows
 
 log = logging.getLogger("wildtrack.index")
+
+ShardFiles = Mapping[str, Mapping[str, Any]]  # shard name under the index dir -> its sha256 and bytes
 
 
 class GalleryIndex:
@@ -182,13 +184,15 @@ class GalleryIndex:
         *,
         skip_existing: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-        shards: Mapping[str, Mapping[str, Any]] | None = None,
+        shards: ShardFiles | Callable[[dict[str, dict[str, Any]]], ShardFiles] | None = None,
     ) -> list[str]:
         """Append images (of known or new individuals) to the faiss index in place and commit; returns new ids.
 
         Under the lock it first catches up with any newer generation on disk, so concurrent adders never lose
         each other's images. Already-catalogued image ids raise ValueError unless ``skip_existing``.
-        This object changes only once the commit succeeded. ``shards`` is as for :meth:`save` (None: keep them).
+        This object changes only once the commit succeeded. ``shards`` is as for :meth:`save` (None: keep them),
+        or a function of the shards committed on disk (after catching up) returning the new set: a feature store
+        grown by two writers at once then keeps both writers' files.
         """
         new_rows = [MetaRow.coerce(r) for r in rows]
         emb = _as_unit(embeddings, self.dim)
@@ -200,6 +204,8 @@ class GalleryIndex:
             disk = peek_manifest(d)
             if disk is not None and not self._same_generation(disk):
                 self._catch_up(d, disk)
+            if callable(shards):
+                shards = shards(self.shards)
             keep = [i for i, r in enumerate(new_rows) if r.image_id not in self._s.pos]
             if len(keep) < len(new_rows) and not skip_existing:
                 dup = [r.path for r in new_rows if r.image_id in self._s.pos][:5]
@@ -209,6 +215,16 @@ class GalleryIndex:
             grown = _appended(self._s, emb[keep], [new_rows[i] for i in keep])
             self._s = commit(d, self._with_shards(grown, shards), disk)
         return [new_rows[i].image_id for i in keep]
+
+    def without(self, image_ids: Iterable[str]) -> GalleryIndex:
+        """This catalogue less some images, in memory (the search structure rebuilt); :meth:`save` commits it as
+        the next generation of the same catalogue, e.g. to drop rows whose photos are gone for good."""
+        drop = set(image_ids)
+        keep = [i for i, r in enumerate(self._s.rows) if r.image_id not in drop]
+        emb = np.ascontiguousarray(self._s.emb[keep])
+        s = self._s
+        return GalleryIndex(State(emb, [s.rows[i] for i in keep], make_faiss(emb, s.info["index"]), dict(s.info),
+                                  extras=dict(s.extras), shards=dict(s.shards)))
 
     @staticmethod
     def _with_shards(state: State, shards: Mapping[str, Mapping[str, Any]] | None) -> State:

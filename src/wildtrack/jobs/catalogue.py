@@ -36,7 +36,7 @@ from wildtrack.jobs.tasks import EmbedTask, FeatureTask, read_embedding_shard
 from wildtrack.progress import Advance, announce_total
 
 __all__ = ["STAGING_DIR", "catalogue_feature_cache", "clear_staging", "embed_photos", "extract_features",
-           "photo_ids"]
+           "extract_shards", "photo_ids", "store_files"]
 
 STAGING_DIR = ".staging"  # in the index directory: a cluster job's embedding shards until the commit
 
@@ -87,21 +87,36 @@ def extract_features(engine: Engine, extractor: Extractor, items: Sequence[tuple
     """Write the local features of ``items`` (image id, path) as feature-store shards under ``root``, and a
     table of them plus the shards of the store ``keep`` (its files, to grow it; ignored when another extractor
     wrote it). Returns the new store's files (name -> sha256 and bytes) for the index's manifest."""
+    return store_files(root, extractor, extract_shards(engine, extractor, items, root, advance), keep)
+
+
+def extract_shards(engine: Engine, extractor: Extractor, items: Sequence[tuple[str, str | Path]], root: Path,
+                   advance: Advance | None = None) -> dict[str, tuple[list[str], dict[str, Any]]]:
+    """The first half of :func:`extract_features`: the shard files only (name -> image ids, manifest entry), so a
+    caller can write the table later, e.g. under the index's writer lock (:func:`store_files`)."""
     shards = plan_shards([(i, str(storage.resolve(p))) for i, p in items], engine.shard_size,
                          f"features:{extractor.key()}")
     task = FeatureTask({"name": extractor.name, **asdict(extractor)})
     files = _run_resumable(engine, task, shards, root / STORE_DIR, advance)
+    return {f"{STORE_DIR}/{files[s.key].name}": ([i for i, _ in s.items], file_entry(files[s.key].read_bytes()))
+            for s in shards}
+
+
+def store_files(root: Path, extractor: Extractor, new: Mapping[str, tuple[list[str], dict[str, Any]]],
+                keep: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """The second half of :func:`extract_features`: a table of the ``new`` shards plus those of the store ``keep``,
+    written under ``root``; returns the store's files for the index's manifest."""
     table: dict[str, list[str]] = {}
     entries: dict[str, dict[str, Any]] = {}
     old = open_store(root, keep or {})
     if old is not None and old.extractor_key == extractor.key():
         for image_id, name in old.shard_of.items():
-            table.setdefault(name, []).append(image_id)
+            if name in keep:  # type: ignore[operator]  # a shard left out of ``keep`` (damaged) is dropped
+                table.setdefault(name, []).append(image_id)
         entries.update({name: dict(keep[name]) for name in table})  # type: ignore[index]
-    for shard in shards:
-        name = f"{STORE_DIR}/{files[shard.key].name}"
-        table[name] = [i for i, _ in shard.items]
-        entries[name] = file_entry(files[shard.key].read_bytes())
+    for name, (ids, entry) in new.items():
+        table[name] = list(ids)
+        entries[name] = dict(entry)
     data = table_bytes(extractor, table)
     entries[table_name(data)] = write_store_file(root, table_name(data), data)
     return entries

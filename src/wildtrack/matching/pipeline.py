@@ -279,13 +279,14 @@ def build_pipeline(spec: MatchingConfig | Mapping[str, Any], *, cache_dir: str |
     by the cosine until :func:`~wildtrack.matching.fit.fit_pipeline` fits it) or from a ``fusion.json``
     document (:meth:`MatchingPipeline.to_dict`, or a file of an older wildtrack).
 
-    Local features are read from ``features`` when given (e.g. a cluster's staged store), else from the index's
-    feature ``store`` for the catalogue's photos under ``data_root``, else extracted into the disk cache at
-    ``cache_dir`` (default: the user's cache).
+    Local features are read from ``features`` when given (e.g. a cluster's staged store), else, with a
+    ``data_root``, from the index's feature ``store`` when it holds the catalogue photo (a photo that can be read
+    neither from the store nor from its file matches nothing instead of failing the query), else extracted into
+    the disk cache at ``cache_dir`` (default: the user's cache).
     """
     pipeline = _from_config(spec) if isinstance(spec, MatchingConfig) else _from_record(spec)
     if features is None:
-        if store is not None and data_root is not None:
+        if data_root is not None:  # with or without a store: a damaged catalogue photo then matches nothing
             features = StoreFeatureCache(store, data_root, pipeline.extractor, cache_dir,
                                          projection=pipeline.projection)
         else:

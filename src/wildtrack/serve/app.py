@@ -56,8 +56,15 @@ from wildtrack.serve.schemas import (
     PredictResponse,
     SearchResponse,
 )
-from wildtrack.serve.security import TOKEN_ENV, AccessMiddleware, check_bind
-from wildtrack.serve.service import Catalogue, Timer, Upload
+from wildtrack.serve.security import (
+    TOKEN_ENV,
+    AccessMiddleware,
+    check_bind,
+    check_token,
+    trusts_other_machines,
+    uvicorn_bind,
+)
+from wildtrack.serve.service import ENROL_RETRY_AFTER_S, Catalogue, Timer, Upload
 from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
 from wildtrack.visualize.report import looks_synthetic
 
@@ -69,7 +76,7 @@ MAX_ENCOUNTER_FILES = 20
 ENV_INDEX, ENV_ARTIFACTS, ENV_THRESHOLD, ENV_CONFIG = (
     "WILDTRACK_INDEX", "WILDTRACK_ARTIFACTS", "WILDTRACK_THRESHOLD", "WILDTRACK_SERVE_CONFIG",
 )
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 403, 404, 413, 415, 422, 500, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 403, 404, 408, 413, 415, 422, 500, 503)}
 
 
 def create_app(
@@ -77,14 +84,16 @@ def create_app(
     artifacts: str | os.PathLike[str],
     config: ServeConfig | None = None,
     threshold: float | None = None,
+    proxied: bool = False,
 ) -> FastAPI:
     """The WildTrack web app; nothing is loaded until the server starts (the lifespan does it).
 
     ``threshold`` overrides the unknown threshold stored with the index; with neither, every photo is
-    assigned its best candidate.
+    assigned its best candidate. ``proxied``: uvicorn trusts a reverse proxy's forwarded headers from other
+    machines (``--forwarded-allow-ips``), so a token is required as for a network interface.
     """
     cfg = config or ServeConfig()
-    check_bind(cfg)
+    check_bind(cfg, proxied)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +108,7 @@ def create_app(
         app.state.manifest_watch = ManifestWatch(catalogue.index_dir)
         app.state.reloader = ThreadPoolExecutor(1, thread_name_prefix="wildtrack-reload")
         app.state.reloading = asyncio.Lock()
+        app.state.reloader.submit(catalogue.scan_files)  # missing photos show in /health; never delays start-up
         log.info("WildTrack serving %d images of %d individuals (model %s, threshold %s)", len(catalogue.index),
                  len(catalogue.index.identities()), catalogue.embedder.fingerprint,
                  catalogue.policy.photo_threshold)
@@ -115,8 +125,11 @@ def create_app(
         redoc_url=None if docs_assets else "/redoc",
     )
     app.state.config = cfg
-    app.state.gate = InferenceGate(cfg.max_concurrent_inference, cfg.max_queued_requests, cfg.retry_after_s)
-    app.add_middleware(UploadLimitMiddleware, max_bytes=cfg.max_upload_bytes)
+    app.state.gate = InferenceGate(cfg.max_concurrent_inference, cfg.max_queued_requests, cfg.retry_after_s,
+                                   cfg.max_wait_s)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=cfg.max_upload_bytes, max_uploads=cfg.max_concurrent_uploads,
+                       max_spooled_bytes=cfg.max_spooled_bytes, timeout_s=cfg.upload_timeout_s,
+                       retry_after_s=cfg.retry_after_s)
     app.add_middleware(AccessMiddleware, config=cfg)  # outermost: refused requests never send their body
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -152,15 +165,17 @@ async def page() -> FileResponse:
 
 @router.get("/health", response_model=Health, tags=["service"])
 async def health(cat: CatalogueDep, request: Request) -> Health:
-    """Liveness plus what is loaded: model fingerprint, index size, threshold."""
-    ids, policy = cat.index.identities(), cat.policy
+    """Liveness plus what is loaded: model fingerprint, index size, threshold, and catalogue files known to be
+    unreadable."""
+    ids, policy, damage = cat.index.identities(), cat.policy, cat.damage()
     return Health(version=__version__, model_fingerprint=cat.embedder.fingerprint, backend=cat.backend,
                   index_count=sum(ids.values()), identities_count=len(ids), dim=cat.index.dim,
                   index_kind=cat.index.kind, generation=cat.index.generation, threshold=policy.photo_threshold,
                   score_kind=policy.score, operating_point=operating_point_info(policy),
                   encounter_threshold=policy.encounter_threshold,
                   max_upload_bytes=request.app.state.config.max_upload_bytes, matching=matching_info(cat),
-                  synthetic=looks_synthetic(cat.data_root))
+                  synthetic=looks_synthetic(cat.data_root), unreadable_photos=len(damage.photos),
+                  unreadable_examples=sorted(damage.photos)[:5], damaged_feature_files=damage.shards)
 
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["identify"])
@@ -186,6 +201,7 @@ async def predict(
             for c in d.candidates[:k]
         ],
         matches=[_match(request, h) for h in result.hits[:k]],
+        warnings=cat.warnings(result.hits),
         elapsed_ms=timer.ms,
     )
 
@@ -203,7 +219,7 @@ async def identify_encounter(
         raise UploadError(400, f"at most {MAX_ENCOUNTER_FILES} photos per encounter, got {len(files)}")
     timer = Timer()
     k = topk or request.app.state.config.topk
-    async with request.app.state.gate.slot():
+    async with request.app.state.gate.slot(photos=len(files)):  # each photo is a prediction's work
         uploads = [await _read(f) for f in files]
         result = await run_in_threadpool(cat.predict_encounter, uploads, k)
     d = result.decision
@@ -220,6 +236,7 @@ async def identify_encounter(
                            matches=[_match(request, h) for h in p.hits[:k]])
             for f, p in zip(files, result.photos, strict=True)
         ],
+        warnings=cat.warnings([h for p in result.photos for h in p.hits]),
         elapsed_ms=timer.ms,
     )
 
@@ -250,7 +267,7 @@ async def search(
     async with request.app.state.gate.slot():
         upload = await _read(file)
         hits = await run_in_threadpool(cat.search, upload, k or request.app.state.config.topk)
-    return SearchResponse(hits=[_match(request, h) for h in hits], elapsed_ms=timer.ms)
+    return SearchResponse(hits=[_match(request, h) for h in hits], warnings=cat.warnings(hits), elapsed_ms=timer.ms)
 
 
 @router.post("/enroll", response_model=EnrollResponse, responses={**ERRORS, 409: {"model": ErrorResponse}},
@@ -268,7 +285,7 @@ async def enroll(
     has (the same bytes) is not added twice: it is listed in ``already_enrolled``, so a retry is harmless."""
     if len(files) > MAX_ENROL_FILES:
         raise UploadError(400, f"at most {MAX_ENROL_FILES} photos per request, got {len(files)}")
-    async with request.app.state.gate.slot():
+    async with request.app.state.gate.slot(photos=len(files)):
         uploads = [await _read(f) for f in files]
         done = await run_in_threadpool(cat.enroll, identity, uploads, date)
     ids = cat.index.identities()
@@ -350,16 +367,23 @@ def _add_error_handlers(app: FastAPI) -> None:
         response.headers.update(exc.headers)
         return response
 
+    # Answers never carry server paths (they would tell a caller the layout of this machine): the log has them.
     @app.exception_handler(GalleryIndexError)
     async def _index(_: Request, exc: GalleryIndexError) -> JSONResponse:
-        status = 503 if isinstance(exc, IndexLockedError) else 409 if isinstance(exc, IndexConflictError) else 500
         log.error("index error: %s", exc)
-        return error(status, str(exc))
+        if isinstance(exc, IndexLockedError):
+            response = error(503, f"another process is writing the catalogue; retry in {ENROL_RETRY_AFTER_S} s")
+            response.headers["Retry-After"] = str(ENROL_RETRY_AFTER_S)
+            return response
+        if isinstance(exc, IndexConflictError):
+            return error(409, "the catalogue changed on disk while this request ran; send it again")
+        return error(500, "the catalogue on disk cannot be read; the server log says why, and `wildtrack index "
+                     "check` what to repair")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return error(500, f"internal error ({type(exc).__name__}): {exc}")
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -387,7 +411,8 @@ def run_server(
                 on_ready()
 
     cfg = config or ServeConfig()
-    app = create_app(index_dir, artifacts, cfg, threshold)
+    app = create_app(index_dir, artifacts, cfg, threshold,
+                     proxied=trusts_other_machines(os.environ.get("FORWARDED_ALLOW_IPS")))  # uvicorn reads it too
     server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info",
                                    timeout_graceful_shutdown=5))
     try:
@@ -408,6 +433,10 @@ def app_from_env() -> FastAPI:
     settings = json.loads(os.environ[ENV_CONFIG]) if os.environ.get(ENV_CONFIG) else {}
     if os.environ.get(TOKEN_ENV) and not settings.get("api_token"):
         settings["api_token"] = os.environ[TOKEN_ENV]
+    check_token(settings.get("api_token"))
+    bind = uvicorn_bind()
+    if bind.host is not None:  # the address uvicorn listens on, not the config's default, decides the rule
+        settings["host"] = bind.host
     cfg = ServeConfig(**settings)
     threshold = float(os.environ[ENV_THRESHOLD]) if os.environ.get(ENV_THRESHOLD) else None
-    return create_app(os.environ[ENV_INDEX], os.environ[ENV_ARTIFACTS], cfg, threshold)
+    return create_app(os.environ[ENV_INDEX], os.environ[ENV_ARTIFACTS], cfg, threshold, proxied=bind.proxied)

@@ -14,15 +14,18 @@ The write order makes a crash at any point recoverable:
 Killed before 2, the staged files are orphans; killed between 2 and 3, the index names files still staged.
 At start-up, :func:`recover_enrolments` (holding the index's writer lock) moves in every staged file the index
 names and deletes the rest, skipping folders of processes still running. It also deletes unreferenced files
-left in ``enrolled/`` by older versions, which wrote photos in place before committing.
+left in ``enrolled/`` by older versions, which wrote photos in place before committing. It never follows a
+symbolic link and deletes only files it could have written (content-hash names, in real folders under the
+index), each named in the log: a link planted in ``enrolled/`` cannot turn it against other files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-import shutil
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,32 +114,85 @@ def recover_enrolments(index_dir: Path, data_root: Path, index: GalleryIndex) ->
 
 
 def _recover(enrolled: Path, data_root: Path, referenced: set[str]) -> Recovery:
+    """Walk ``enrolled/`` without following a symlink anywhere; move in or delete only our own content-named files.
+
+    ``enrolled/`` itself may be a link to a bigger disk: committed photos are still moved into place there, but
+    nothing is deleted through a link (it may lead to files this server never wrote).
+    """
     moved = removed = 0
     staging = enrolled / STAGING_DIR
+    may_delete = not enrolled.is_symlink()
+    if not may_delete:
+        log.warning("enrolment recovery: %s is a symbolic link, so no file is deleted through it", enrolled)
 
     def rel(path: Path) -> str:
         return Path(os.path.relpath(path, data_root)).as_posix()
 
-    for pid_dir in sorted(staging.iterdir()) if staging.is_dir() else []:
-        if _running_elsewhere(pid_dir.name):
-            continue
-        for staged in sorted(p for p in pid_dir.rglob("*") if p.is_file()):
-            final = enrolled / staged.relative_to(pid_dir)
-            if rel(final) in referenced and not final.exists():
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staged, final)
-                moved += 1
-            else:
-                staged.unlink()
-                removed += 1
-        shutil.rmtree(pid_dir, ignore_errors=True)
-    for path in sorted(enrolled.rglob("*")):
-        if STAGING_DIR in path.relative_to(enrolled).parts or not path.is_file():
-            continue
+    def remove(path: Path, why: str) -> None:
+        nonlocal removed
+        if not may_delete:
+            log.warning("enrolment recovery: left %s (%s)", path, why)
+            return
+        path.unlink()
+        removed += 1
+        log.warning("enrolment recovery: removed %s (%s)", path, why)
+
+    if staging.is_symlink():
+        log.warning("enrolment recovery: %s is a symbolic link, not ours: left alone", staging)
+    elif staging.is_dir():
+        for pid_dir in sorted(staging.iterdir()):
+            if pid_dir.is_symlink() or not pid_dir.is_dir():
+                log.warning("enrolment recovery: %s is not a folder this server made: left alone", pid_dir)
+                continue
+            if _running_elsewhere(pid_dir.name):
+                continue
+            for staged in _own_files(pid_dir):
+                final = enrolled / staged.relative_to(pid_dir)
+                if rel(final) in referenced and not os.path.lexists(final) and not _linked_below(enrolled, final):
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staged, final)
+                    moved += 1
+                    log.warning("enrolment recovery: moved committed photo %s into place", final)
+                else:
+                    remove(staged, "staged by an enrolment that never committed")
+            _remove_empty_dirs(pid_dir)
+    for path in _own_files(enrolled, skip=STAGING_DIR):
         if rel(path) not in referenced:
-            path.unlink()
-            removed += 1
+            remove(path, "a photo no catalogue row names")
     return Recovery(moved, removed)
+
+
+_OWN_NAME = re.compile(r"[0-9a-f]{32}\.(?:jpg|png|webp|bmp)")
+
+
+def _own_files(top: Path, skip: str | None = None) -> list[Path]:
+    """Regular files under ``top`` named as :func:`content_name` names them, in real folders (links not followed)."""
+    found = []
+    for folder, dirs, files in os.walk(top, followlinks=False):
+        if skip is not None and Path(folder) == top:
+            dirs[:] = [d for d in dirs if d != skip]
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+        for name in files:
+            path = Path(folder) / name
+            if _OWN_NAME.fullmatch(name) and not path.is_symlink() and path.is_file():
+                found.append(path)
+    return sorted(found)
+
+
+def _linked_below(top: Path, path: Path) -> bool:
+    """True when a folder between ``top`` and ``path`` is a symbolic link."""
+    p = path.parent
+    while p != top and top in p.parents:
+        if p.is_symlink():
+            return True
+        p = p.parent
+    return False
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    for folder, _dirs, _files in sorted(os.walk(top, followlinks=False), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):  # not empty: something that is not ours stays, and so does its folder
+            os.rmdir(folder)
 
 
 def _running_elsewhere(name: str) -> bool:
@@ -165,12 +221,3 @@ def canonical_identity(name: str, catalogued: dict[str, int]) -> str:
         if unicodedata.normalize("NFKC", existing).strip() == name:
             return existing
     return name
-
-
-def look_alike(name: str, catalogued: dict[str, int]) -> str | None:
-    """A catalogued identity differing from a new ``name`` only in letter case (``T001`` beside ``t001``)."""
-    key = name.casefold()
-    for existing in catalogued:
-        if existing != name and unicodedata.normalize("NFKC", existing).casefold() == key:
-            return existing
-    return None

@@ -9,22 +9,27 @@ inliers ``/predict`` counted.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from wildtrack.config import MatchingConfig
 from wildtrack.decide.policy import DecisionPolicy
+from wildtrack.images import ImageError
 from wildtrack.matching.inlier_pairs import match_evidence
 from wildtrack.matching.pipeline import MatchingPipeline, build_pipeline
 from wildtrack.serve.schemas import MatchingInfo, OperatingPointInfo
 from wildtrack.serve.service import Catalogue, Upload
+from wildtrack.serve.uploads import UploadError
 from wildtrack.visualize.matchview import match_picture_png
 
 __all__ = ["MATCH_RESPONSE", "EvidencePicture", "evidence_picture", "matching_info", "operating_point_info"]
 
 MATCH_RESPONSE = {"content": {"image/png": {}}, "description": "the two photos side by side, the verified keypoint "
                   "pairs drawn between them; header X-WildTrack-Inliers: how many pairs"}
+
+log = logging.getLogger(__name__)
 
 _fallback: MatchingPipeline | None = None
 _fallback_lock = threading.Lock()
@@ -63,10 +68,15 @@ def evidence_picture(cat: Catalogue, upload: Upload, image_id: str) -> EvidenceP
     evidence = match_evidence(photo, target, _pipeline(cat))
     title = (f"{evidence.inliers} keypoint pair{'s' if evidence.inliers != 1 else ''} agree on one geometric "
              f"transform (of {evidence.matches} pairs that looked alike before that check)")
-    png = match_picture_png(photo, target, evidence.query_xy, evidence.target_xy,
-                            f"your photo: {Path(upload.name).name[:40]}",
-                            f"{row.identity}: {Path(row.path).name[:40]}" + (f" ({row.date})" if row.date else ""),
-                            title)
+    try:
+        png = match_picture_png(photo, target, evidence.query_xy, evidence.target_xy,
+                                f"your photo: {Path(upload.name).name[:40]}",
+                                f"{row.identity}: {Path(row.path).name[:40]}" + (f" ({row.date})" if row.date else ""),
+                                title)
+    except (ImageError, OSError) as exc:  # the catalogued photo is damaged (the upload was decoded above)
+        log.warning("match evidence for %s: %s", image_id, exc)
+        raise UploadError(404, f"image {image_id!r} is catalogued but its file cannot be read (see `wildtrack "
+                          "index check`)") from exc
     return EvidencePicture(png, evidence.inliers, evidence.matches)
 
 

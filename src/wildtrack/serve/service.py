@@ -28,9 +28,11 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date as _date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -38,10 +40,13 @@ from PIL import Image
 from wildtrack.data import storage
 from wildtrack.decide.policy import DecisionPolicy
 from wildtrack.embed import Embedder
+from wildtrack.features.store import StoreFeatureCache, open_store
 from wildtrack.images import ImageError, Photo, image_date, open_image, prepare_photo
 from wildtrack.index import GalleryIndex, Hit, IndexLockedError, image_id_for
+from wildtrack.jobs import LocalEngine
+from wildtrack.jobs.catalogue import extract_shards, store_files
 from wildtrack.search import CatalogueSearch, EncounterIdentification, Identification, open_catalogue
-from wildtrack.serve import enrolment
+from wildtrack.serve import enrolment, names
 from wildtrack.serve.reload import committed_generation
 from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, inspect_image
 
@@ -51,6 +56,7 @@ THUMBNAIL_PX = 256
 THUMBNAIL_CACHE = 512  # ~10 kB each: a few MB keeps a whole results page and the identity pages hot
 MAX_IDENTITY_LENGTH = 100
 ENROL_LOCK_TIMEOUT = 10.0  # seconds to wait for another writer (e.g. a CLI `index add`) before a 503
+ENROL_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class Catalogue:
         self.write_lock = threading.Lock()
         self._thumbs: OrderedDict[str, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
+        self._unreadable: dict[str, str] = {}  # image id -> why, found by thumbnails and the start-up scan
 
     @property
     def index(self) -> GalleryIndex:
@@ -212,10 +219,11 @@ class Catalogue:
         with self.write_lock:
             catalogued = self.index.identities()
             identity = enrolment.canonical_identity(identity, catalogued)
-            similar = enrolment.look_alike(identity, catalogued) if identity not in catalogued else None
+            similar = names.drawn_alike(identity, catalogued) if identity not in catalogued else None
             if similar is not None:
                 raise UploadError(409, f"{identity!r} looks like the catalogued individual {similar!r} (they differ "
-                                  "only in letter case): enrol under that name, or choose a clearly different one")
+                                  "only in letter case or in look-alike letters of another script): enrol under "
+                                  "that name, or choose a clearly different one")
             new_identity = identity not in catalogued
             planned: dict[str, tuple[enrolment.PlannedPhoto, bytes, np.ndarray]] = {}
             already: list[str] = []
@@ -227,6 +235,7 @@ class Catalogue:
                 elif image_id not in planned:
                     planned[image_id] = (photo, data, vector)
             ids = self._commit(identity, day, list(planned.values())) if planned else []
+            already += [image_id for image_id in planned if image_id not in ids]  # another server was faster
         log.info("enrolled %d image(s) of %s%s%s", len(ids), identity, " (new identity)" if new_identity else "",
                  f", {len(already)} already there" if already else "")
         return Enrolment(identity, new_identity and bool(ids), ids, list(dict.fromkeys(already)))
@@ -240,15 +249,36 @@ class Catalogue:
             rows = [{"path": photo.rel, "identity": identity, "date": day or image_date(photo.staged)}
                     for photo in staged]
             vectors = np.stack([v for _, _, v in photos])
-            ids = self.index.add(self.index_dir, vectors, rows, lock_timeout=ENROL_LOCK_TIMEOUT)
+            # skip_existing: a second server (or a retry racing the first try) committed the same photo first
+            ids = self.index.add(self.index_dir, vectors, rows, lock_timeout=ENROL_LOCK_TIMEOUT, skip_existing=True,
+                                 shards=self._grown_store(staged))
         except IndexLockedError as exc:
             enrolment.discard(staged)
-            raise UploadError(503, str(exc)) from exc
+            log.warning("enrolment refused: %s", exc)
+            raise UploadError(503, f"another process is writing the catalogue (an enrolment or `wildtrack index "
+                              f"add`); retry in {ENROL_RETRY_AFTER_S} s",
+                              headers={"Retry-After": str(ENROL_RETRY_AFTER_S)}) from exc
         except BaseException:
             enrolment.discard(staged)
             raise
         enrolment.publish(staged)
+        cache = self.searcher.pipeline.features if self.searcher.pipeline is not None else None
+        if isinstance(cache, StoreFeatureCache):  # the store this commit grew: its photos are read from it
+            cache.use_store(open_store(self.index_dir, self.index.shards))
         return ids
+
+    def _grown_store(self, staged: list[enrolment.PlannedPhoto]
+                     ) -> Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]] | None:
+        """The staged photos' local features as feature-store shards, extracted now (as ``wildtrack index build``
+        extracts them), and the function the index commit calls under its lock to list them beside the store it
+        has on disk; None for a catalogue that does not re-rank."""
+        pipeline = self.searcher.pipeline
+        if pipeline is None:
+            return None
+        extractor = pipeline.extractor
+        new = extract_shards(LocalEngine(), extractor, [(image_id_for(p.rel), p.staged) for p in staged],
+                             self.index_dir)
+        return lambda committed: store_files(self.index_dir, extractor, new, committed)
 
     def _plan(self, identity: str, upload: Upload, fmt: str) -> tuple[enrolment.PlannedPhoto, bytes]:
         """Where an upload goes and the bytes stored (original, or PNG for formats outside FORMAT_EXTENSIONS)."""
@@ -277,7 +307,9 @@ class Catalogue:
             log.warning("refusing image %s: %s lies outside the data root and index dir", image_id, path)
             raise UploadError(404, f"image {image_id!r} is not available")
         if not path.is_file():
-            raise UploadError(404, f"image {image_id!r} is catalogued but its file is missing")
+            self._note_unreadable(image_id, "its file is missing")
+            raise UploadError(404, f"image {image_id!r} is catalogued but its file is missing (see `wildtrack index "
+                              "check`)")
         return path
 
     def thumbnail(self, image_id: str) -> bytes:
@@ -290,7 +322,10 @@ class Catalogue:
         try:
             img = open_image(path, size=(THUMBNAIL_PX, THUMBNAIL_PX), max_pixels=self.max_pixels)
         except ImageError as exc:
-            raise UploadError(404, f"image {image_id!r} cannot be read ({exc})") from exc
+            self._note_unreadable(image_id, "its file cannot be decoded")
+            raise UploadError(404, f"image {image_id!r} is catalogued but its file cannot be read (see `wildtrack "
+                              "index check`)") from exc
+        self._unreadable.pop(image_id, None)
         img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.BILINEAR)
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=85, optimize=True)
@@ -300,6 +335,46 @@ class Catalogue:
             while len(self._thumbs) > THUMBNAIL_CACHE:
                 self._thumbs.popitem(last=False)
         return data
+
+    # ------------------------------------------------------------------------------------- damage
+
+    def _note_unreadable(self, image_id: str, why: str) -> None:
+        if self._unreadable.get(image_id) != why:
+            log.warning("catalogue photo %s: %s", image_id, why)
+        self._unreadable[image_id] = why
+
+    def scan_files(self) -> int:
+        """Note every catalogued photo whose file is missing (one ``stat`` each, for /health); returns how many."""
+        if storage.is_url(self.data_root):
+            return 0
+        missing = 0
+        for row in self.index.rows:
+            if not (self.data_root / row.path).is_file():
+                self._note_unreadable(row.image_id, "its file is missing")
+                missing += 1
+        return missing
+
+    def damage(self) -> Damage:
+        """What is known to be unreadable: photos (by id) and feature-store files found damaged."""
+        photos = {i: why for i, why in list(self._unreadable.items()) if i in self.index}  # list(): other threads add
+        shards: list[str] = []
+        cache = self.searcher.pipeline.features if self.searcher.pipeline is not None else None
+        if isinstance(cache, StoreFeatureCache):
+            photos.update((i, why) for i, why in list(cache.unreadable.items()) if i in self.index)
+            shards = cache.damaged_shards
+        return Damage(photos, shards)
+
+    def warnings(self, hits: list[Hit]) -> list[str]:
+        """One line per shortlisted catalogue photo that could not be compared with this query."""
+        photos = self.damage().photos
+        return [f"catalogue photo {h.image_id} ({h.identity}) cannot be read and was not compared: {photos[h.image_id]}"
+                for h in dict.fromkeys(hits) if h.image_id in photos]
+
+
+@dataclass(frozen=True)
+class Damage:
+    photos: dict[str, str]  # image id -> why it cannot be read
+    shards: list[str]  # feature-store files (relative to the index dir) that failed their check
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -322,8 +397,12 @@ def validate_identity(identity: str | None) -> str:
         raise UploadError(400, "identity is empty: choose an existing individual or type a new name")
     if len(name) > MAX_IDENTITY_LENGTH:
         raise UploadError(400, f"identity is longer than {MAX_IDENTITY_LENGTH} characters")
-    if any(unicodedata.category(c).startswith("C") for c in name) or "/" in name or "\\" in name:
-        raise UploadError(400, "identity may not contain slashes or control characters")
+    if "/" in name or "\\" in name:
+        raise UploadError(400, "identity may not contain slashes")
+    invisible = names.invisible_characters(name)
+    if invisible:
+        raise UploadError(400, f"identity contains characters that show nothing ({', '.join(invisible[:3])}): two "
+                          "names would look the same; type it again with letters, digits and plain spaces")
     if not name.strip("."):
         raise UploadError(400, f"identity {name!r} is not a name: use letters or digits")
     return name

@@ -6,6 +6,7 @@ Both checks answer with a precise 4xx, because a field user retrying a photo nee
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import warnings
@@ -67,22 +68,40 @@ def inspect_image(data: bytes, max_pixels: int, name: str = "upload") -> ImageIn
     return info
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """Raised from ``receive`` to stop the app reading a body that will not be accepted."""
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+BODY_IDLE_TIMEOUT_S = 15.0  # at most this long without a byte of a body that is not complete yet
 
 
 class UploadLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with a JSON 413, by Content-Length *and* by counting bytes.
+    """Bound what bodies in flight can hold: size, number, spooled bytes, time. Each refusal is a JSON answer.
 
-    Counting matters because Content-Length can be absent (chunked uploads) or lie. The check runs while the
-    body streams in, before the multipart parser spools it to disk, so a huge upload never fills the disk.
+    * A body over ``max_bytes`` is a 413, by Content-Length *and* by counting bytes (Content-Length can be absent
+      for chunked uploads, or lie). The check runs while the body streams in, before the multipart parser spools
+      it to disk, so a huge upload never fills the disk.
+    * At most ``max_uploads`` bodies are in flight (being received, or received and waiting for their answer:
+      the multipart parser keeps them in temp files until then) and together at most ``max_spooled_bytes``;
+      past either the answer is a 503 with Retry-After, before the body is read.
+    * A body must arrive within ``timeout_s`` and never stall for ``BODY_IDLE_TIMEOUT_S``: else 408, and the
+      connection is closed, so a client trickling bytes cannot hold a slot.
+
     FastAPI may turn the exception raised from ``receive`` into its own 400 response; that response is
-    swallowed and replaced by the 413.
+    swallowed and replaced by the refusal.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_uploads: int | None = None,
+                 max_spooled_bytes: int | None = None, timeout_s: float | None = None, retry_after_s: int = 2) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_uploads = max_uploads
+        self.max_spooled_bytes = max_spooled_bytes
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+        self.uploads = 0  # bodies in flight now
+        self.spooled = 0  # their bytes (declared, or received so far)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,46 +109,97 @@ class UploadLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._reject(send, declared)
+            await self._reject(send, *self._too_large(declared))
             return
-        total = 0
-        exceeded = False
-        started = False
+        if scope.get("method") not in BODY_METHODS or declared == 0:
+            await self.app(scope, receive, send)
+            return
+        busy = self._busy(declared or 0)
+        if busy is not None:
+            await self._reject(send, *busy)
+            return
+        reserved = declared or 0
+        self.uploads += 1
+        self.spooled += reserved
+        try:
+            await self._run(scope, receive, send, declared)
+        finally:
+            self.uploads -= 1
+            self.spooled -= reserved
 
-        async def counting_receive() -> Message:
-            nonlocal total, exceeded
-            message = await receive()
+    async def _run(self, scope: Scope, receive: Receive, send: Send, declared: int | None) -> None:
+        total = 0
+        refusal: tuple[int, str, dict[str, str]] | None = None
+        started = False
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
+        body_done = False
+
+        async def guarded_receive() -> Message:
+            nonlocal total, refusal, body_done
+            if body_done:  # after the body only a disconnect can come: no timeout on it
+                return await receive()
+            wait = BODY_IDLE_TIMEOUT_S if deadline is None else min(BODY_IDLE_TIMEOUT_S, deadline - loop.time())
+            try:
+                message = await asyncio.wait_for(receive(), max(wait, 0.001))
+            except TimeoutError:
+                refusal = (408, f"the upload stalled: {total:,} bytes arrived, the rest did not come in time "
+                           f"(this server waits {self.timeout_s or BODY_IDLE_TIMEOUT_S:g} s for a body); send it again",
+                           {})
+                raise _Refused from None
             if message["type"] == "http.request":
-                total += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                total += size
+                body_done = not message.get("more_body", False)
                 if total > self.max_bytes:
-                    exceeded = True
-                    raise _BodyTooLarge
+                    refusal = self._too_large(total)
+                    raise _Refused
+                if declared is None:  # chunked: spooled bytes are known only as they arrive
+                    self.spooled += size
+                    if self.max_spooled_bytes is not None and self.spooled > self.max_spooled_bytes:
+                        refusal = self._busy_error()
+                        raise _Refused
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded and not started:
-                return  # whatever the app answers to a truncated body, the answer is 413
+            if refusal is not None and not started:
+                return  # whatever the app answers to a truncated body, the answer is the refusal
             started = True
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, guarded_send)
+            await self.app(scope, guarded_receive, guarded_send)
         except Exception:
-            if not exceeded or started:
+            if refusal is None or started:
                 raise
-        if exceeded and not started:
-            await self._reject(send, total)
+        finally:
+            if declared is None:
+                self.spooled -= total
+        if refusal is not None and not started:
+            await self._reject(send, *refusal)
 
-    async def _reject(self, send: Send, size: int) -> None:
-        body = json.dumps(
-            {"detail": f"upload too large: more than {self.max_bytes:,} bytes (got at least {size:,})"}
-        ).encode()
+    def _too_large(self, size: int) -> tuple[int, str, dict[str, str]]:
+        return 413, f"upload too large: more than {self.max_bytes:,} bytes (got at least {size:,})", {}
+
+    def _busy_error(self) -> tuple[int, str, dict[str, str]]:
+        return (503, f"the server is receiving too many uploads ({self.uploads} in flight, {self.spooled:,} bytes); "
+                f"retry in {self.retry_after_s} s", {"Retry-After": str(self.retry_after_s)})
+
+    def _busy(self, size: int) -> tuple[int, str, dict[str, str]] | None:
+        if self.max_uploads is not None and self.uploads >= self.max_uploads:
+            return self._busy_error()
+        if self.max_spooled_bytes is not None and self.uploads and self.spooled + size > self.max_spooled_bytes:
+            return self._busy_error()
+        return None
+
+    async def _reject(self, send: Send, status: int, detail: str, headers: dict[str, str]) -> None:
+        body = json.dumps({"detail": detail}).encode()
         await send({
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")],
+                        (b"connection", b"close"), *((k.lower().encode(), v.encode()) for k, v in headers.items())],
         })
         await send({"type": "http.response.body", "body": body})
 

@@ -185,16 +185,16 @@ def add_folder(
     if root is None:
         raise ValueError(f"{index_dir}: the index records no data root; rebuild it with wildtrack index build")
     dataset = load_dataset(data or root)
-    try:
-        known = {row.path for row in index.rows}
-        rels = [storage.relative(r.path, root) for r in dataset.records]
-        if any(rel.startswith("../") for rel in rels):
-            raise ValueError("outside the data root")
-        fresh = [r for r, rel in zip(dataset.records, rels, strict=True) if rel not in known]
-    except ValueError as exc:
-        raise ValueError(f"{data} is not inside the catalogue's data root {root}: copy the photos there first") from exc
+    known = {row.path for row in index.rows}
+    fresh, outside = _inside_root(dataset.records, root)
+    if outside and not fresh and data is not None:
+        raise ValueError(f"{data} is not inside the catalogue's data root {root}: copy the photos there first")
+    for path in outside:  # e.g. a symbolic link to a photo elsewhere: its path cannot be stored relative to root
+        log.warning("skipped %s: it lies outside the catalogue's data root %s (a link?); copy it there", path, root)
+    outside_skipped = [(Path(str(p)), f"outside the catalogue's data root {root}") for p in outside]
+    fresh = [r for r in fresh if storage.relative(r.path, root) not in known]
     if not fresh:
-        return IndexReport(Path(index_dir), 0, [], len(index))
+        return IndexReport(Path(index_dir), 0, outside_skipped, len(index))
     engine = engine or LocalEngine()
     index_dir = Path(index_dir)
     rows, vectors, skipped, records = _rows_and_vectors(embedder, fresh, root, advance, engine, artifacts, backend,
@@ -207,7 +207,23 @@ def add_folder(
                                  index_dir, next_stage(advance, "extracting local features"), keep=index.shards)
     index.add(index_dir, vectors, rows, skip_existing=True, shards=store)
     clear_staging(index_dir)
-    return IndexReport(Path(index_dir), len(rows), skipped, len(index))
+    return IndexReport(Path(index_dir), len(rows), outside_skipped + skipped, len(index))
+
+
+def _inside_root(records: list[Record], root: Path | str) -> tuple[list[Record], list[Path | str]]:
+    """The records whose photos lie inside ``root``, and the paths of those that do not."""
+    inside: list[Record] = []
+    outside: list[Path | str] = []
+    for r in records:
+        try:
+            rel = storage.relative(r.path, root)
+        except ValueError:
+            rel = "../"
+        if rel.startswith("../"):
+            outside.append(r.path)
+        else:
+            inside.append(r)
+    return inside, outside
 
 
 def _committed_pipeline(index: GalleryIndex, index_dir: Path):
