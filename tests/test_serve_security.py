@@ -132,7 +132,7 @@ def test_cli_refuses_an_open_host_without_a_token(tmp_path):
     result = CliRunner().invoke(app, ["serve", "--index", str(tmp_path), "--artifacts", str(tmp_path),
                                       "--host", "0.0.0.0"], env={"WILDTRACK_API_TOKEN": ""})
     assert result.exit_code == 2, result.output
-    assert "without --api-token" in result.output and "--insecure-no-token" in result.output
+    assert "without an API token" in result.output and "--insecure-no-token" in result.output
 
 
 # ------------------------------------------------------------------------------------------ form and identities

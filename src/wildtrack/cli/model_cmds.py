@@ -307,8 +307,6 @@ def serve(
     from wildtrack.config import ServeConfig
     with user_errors({"max_concurrent_inference": "--max-concurrent", "max_queued_requests": "--max-queue",
                       "max_wait_s": "--max-wait", "allowed_hosts": "--allowed-host"}):
-        checks.index_folder(index)
-        checks.model_folder(artifacts)
         from wildtrack.serve.security import check_bind, check_token, is_loopback
 
         if api_token_file is not None:
@@ -319,6 +317,8 @@ def serve(
                           allowed_hosts=allowed_host or [], max_concurrent_inference=max_concurrent,
                           max_queued_requests=max_queue, max_wait_s=max_wait)
         check_bind(cfg)  # refuses --host 0.0.0.0 without a token, before anything loads
+        checks.index_folder(index)
+        checks.model_folder(artifacts)
         if not is_loopback(host) and not api_token:
             err_console.print(f"[bold red]warning:[/] --host {host} without --api-token: every machine on the "
                               "network can reach this server and enrol photos")
