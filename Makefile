@@ -59,7 +59,7 @@ demo: install
 test: install-test
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: install-test
 	$(BIN)/ruff check src tests scripts
