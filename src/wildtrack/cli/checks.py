@@ -23,15 +23,22 @@ def _is_url(value: str | Path) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
-def existing_folder(path: str | Path, option: str) -> None:
-    """``option`` must name a folder that exists (object-storage URLs are checked later, by their reader)."""
+def _existing(path: str | Path, option: str, folder: bool) -> None:
+    """``option`` must name a folder (or a file) that exists; object-storage URLs are checked later, by their
+    reader."""
     if _is_url(path):
         return
     p = Path(path)
     if not p.exists():
-        raise UsageError(f"{option} {p}: no such folder")
-    if not p.is_dir():
+        raise UsageError(f"{option} {p}: no such {'folder' if folder else 'file'}")
+    if folder and not p.is_dir():
         raise UsageError(f"{option} {p}: not a folder")
+    if not folder and p.is_dir():
+        raise UsageError(f"{option} {p}: a folder, not a file")
+
+
+def existing_folder(path: str | Path, option: str) -> None:
+    _existing(path, option, folder=True)
 
 
 def model_folder(path: str | Path, option: str = "--artifacts") -> None:
@@ -51,13 +58,7 @@ def index_folder(path: str | Path, option: str = "--index") -> None:
 
 
 def existing_file(path: str | Path, option: str) -> None:
-    if _is_url(path):
-        return
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{option} {p}: no such file")
-    if p.is_dir():
-        raise UsageError(f"{option} {p}: a folder, not a file")
+    _existing(path, option, folder=False)
 
 
 def writable_folder(path: str | Path, option: str) -> None:
