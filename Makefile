@@ -12,7 +12,7 @@ TORCH   ?= torch==2.13.0+cpu
 DEMO_OUT ?= demo_out
 DATA    ?= ../shared/data/seaturtleid2022-dev
 
-.PHONY: demo test lint install install-test trim browser bench-train bench-accuracy bench-embed bench-search bench-serve bench-scale clean
+.PHONY: demo test lint install install-test trim browser bench-train bench-accuracy bench-embed bench-search bench-serve bench-scale bench-survey clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3 if yours is 3.11)"; exit 1; }
@@ -86,6 +86,13 @@ bench-scale: install
 	$(BIN)/pip install -q -e '.[scale]'
 	$(BIN)/python scripts/bench_scale.py --data $(DATA) $(if $(COPIES),--copies $(COPIES))
 
+
+# The real sample's later encounters as one field card (`wildtrack survey`): grouping, naming, new turtles, speed,
+# and the living catalogue (each reviewed encounter enrolled before the next): docs/survey.md. Trains a model first
+# unless ARTIFACTS is given; REUSE=1 keeps the steps already done.
+bench-survey: install
+	$(BIN)/python scripts/bench_survey.py --data $(DATA) $(if $(ARTIFACTS),--artifacts $(ARTIFACTS)) \
+		$(if $(REUSE),--reuse)
 
 # 8 and 32 clients mixing /predict, /search, /enroll for SECONDS each, then past capacity (docs/serving.md).
 # Without INDEX/ARTIFACTS it generates a synthetic catalogue and a tiny model; IMAGE is the query photo.
