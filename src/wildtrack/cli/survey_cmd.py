@@ -33,6 +33,8 @@ def run(
     gap: str = typer.Option("10m", "--gap", help=GAP_HELP),
     grouping: str = typer.Option("auto", "--grouping", help=GROUPING_HELP),
     topk: int = typer.Option(5, "--topk", min=1, help="Candidates listed per encounter."),
+    pictures: int = typer.Option(3, "--pictures", min=0, help="Match pictures drawn per encounter: the best pair of "
+                                 "each of its first N candidates (about half a second each)."),
     resume: bool = typer.Option(False, "--resume", metavar="",
                                 help="Continue a killed run in --out: finished stages and shards are reused."),
     backend: str = typer.Option("auto", "--backend", help="auto | keras | onnx: how the model runs."),
@@ -56,7 +58,7 @@ def run(
     from wildtrack.survey.run import SurveySettings, run_survey
 
     with user_errors():
-        settings = SurveySettings(gap_s=gap_s, grouping=grouping, topk=topk)
+        settings = SurveySettings(gap_s=gap_s, grouping=grouping, topk=topk, pictures=pictures)
         with progress_bar("scanning", None) as advance:
             result = run_survey(photos, index, artifacts, out, settings, backend=backend,
                                 engine=make_engine(engine, ray_address), resume=resume, progress=advance, say=say)

@@ -116,6 +116,8 @@ def scan_card(root: str | Path, thumbs_dir: Path | None = None, progress: Advanc
     root = Path(root)
     names = card_files(root)
     announce_total(progress, len(names))
+    if thumbs_dir is not None:
+        thumbs_dir.mkdir(parents=True, exist_ok=True)
     first_of: dict[str, CardPhoto] = {}
     out: list[CardPhoto] = []
     for name in names:
