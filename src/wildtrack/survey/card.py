@@ -101,7 +101,7 @@ def _examine(path: Path) -> tuple[Image.Image | None, Image.Image | None, str | 
     try:
         meta = Image.open(path)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return None, None, f"not an image Pillow can open ({type(exc).__name__}: {exc})"
+        return None, None, f"cannot be opened as an image ({type(exc).__name__}: {exc})"
     try:
         pixels = open_image(path, max_side=THUMB_SIDE)
     except (ImageError, OSError, SyntaxError, ValueError) as exc:
