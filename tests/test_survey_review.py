@@ -19,8 +19,8 @@ from test_web_page import CHROMIUM_ARGS, TIMEOUT_MS, _chromium
 
 from wildtrack.decide.policy import DecisionPolicy
 from wildtrack.survey.decisions import RENAME, initial_decisions, set_decision, write_decisions
-from wildtrack.survey.files import DECISIONS_FILE, REVIEW_FILE, SurveyError, save_survey
-from wildtrack.survey.review import card_order, write_review
+from wildtrack.survey.files import DECISIONS_FILE, REVIEW_FILE, SurveyError, load_survey, save_survey
+from wildtrack.survey.review import card_order, render_review, write_review
 
 SCRIPT_PHOTO = "card/<script>window.pwned=1</script>.jpg"
 EVIL_NAME = "<img src=x onerror='window.pwned=2'>"
@@ -277,3 +277,12 @@ def test_order_without_a_threshold_falls_back_to_lowest_score_first():
                   {"encounter": "E003", "verdict": "review", "score": None},
                   {"encounter": "E004", "verdict": "review", "score": 0.2, "threshold": None}]
     assert [e["encounter"] for e in card_order(encounters)] == ["E003", "E004", "E001", "E002"]
+
+
+def test_an_index_without_the_confident_point_says_every_verdict_is_to_review(survey):
+    data = load_survey(survey)
+    for key in ("confident_photo_threshold", "confident_encounter_threshold", "confident_far"):
+        data["policy"].pop(key)
+    page = render_review(survey, data, initial_decisions(data))
+    assert "No confident operating point" in page and "Rebuild the index" in page
+    assert data["policy"]["sentence"] in page
