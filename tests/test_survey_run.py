@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -99,12 +100,47 @@ def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProce
                           env={**os.environ, **(env or {})}, timeout=300, **kw)
 
 
+@dataclass
+class Run:
+    """A finished survey folder, and what the command printed when it finished a killed run."""
+
+    survey_dir: Path
+    data: dict
+    stdout: str
+    embeddings_kept: bool
+
+    @property
+    def counts(self) -> dict:
+        return self.data["counts"]
+
+    @property
+    def review(self) -> Path:
+        return self.survey_dir / "review.html"
+
+
 @pytest.fixture(scope="module")
-def survey(card, reranked_index, tiny_artifacts, tmp_path_factory):
-    from wildtrack.survey.run import SurveySettings, run_survey
+def survey(card, reranked_index, tiny_artifacts, tmp_path_factory) -> Run:
+    """The card surveyed by the command, killed once after its embedding stage and finished with --resume."""
+    from wildtrack.survey.files import load_survey
 
     out = tmp_path_factory.mktemp("survey") / "day1"
-    return run_survey(card, reranked_index, tiny_artifacts, out, SurveySettings(pictures=1))
+    cache = {"WILDTRACK_CACHE_DIR": os.environ.get("WILDTRACK_CACHE_DIR",
+                                                   str(tmp_path_factory.getbasetemp() / "cache"))}
+    args = ["survey", "run", str(card), "--index", str(reranked_index), "--artifacts", str(tiny_artifacts),
+            "--out", str(out), "--pictures", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "wildtrack", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, **cache})
+    embeddings = out / ".work" / "embeddings.npy"
+    deadline = time.monotonic() + 120
+    while not embeddings.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert embeddings.exists() and not (out / "survey.json").exists(), "the run should be killed mid-way"
+    stamp = embeddings.stat().st_mtime_ns
+    done = _cli(*args, "--resume", env=cache)
+    assert done.returncode == 0, done.stderr
+    return Run(out, load_survey(out), done.stdout, embeddings.stat().st_mtime_ns == stamp)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -212,7 +248,8 @@ def test_decisions_sheet_has_one_row_per_encounter(survey):
     assert photos["IMG_0010.jpg"]["proposed_identity"] == "new-001"
 
 
-def test_the_same_card_gives_the_same_files(survey, card, reranked_index, tiny_artifacts, tmp_path):
+def test_the_same_card_gives_the_same_files_even_after_a_kill(survey, card, reranked_index, tiny_artifacts,
+                                                              tmp_path):
     from wildtrack.survey.run import SurveySettings, run_survey
 
     again = run_survey(card, reranked_index, tiny_artifacts, tmp_path / "again", SurveySettings(pictures=1))
@@ -230,24 +267,12 @@ def test_the_command_refuses_an_existing_survey(survey, card, reranked_index, ti
     assert "--resume" in done.stderr and "another --out" in done.stderr
 
 
-def test_resume_after_a_kill_does_not_redo_finished_stages(card, reranked_index, tiny_artifacts, tmp_path):
-    out = tmp_path / "killed"
-    args = ["survey", "run", str(card), "--index", str(reranked_index), "--artifacts", str(tiny_artifacts),
-            "--out", str(out), "--pictures", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "wildtrack", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    embeddings = out / ".work" / "embeddings.npy"
-    deadline = time.monotonic() + 120
-    while not embeddings.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    assert embeddings.exists() and not (out / "survey.json").exists(), "the run should be killed mid-way"
-    stamp = embeddings.stat().st_mtime_ns
+def test_resume_after_a_kill_does_not_redo_finished_stages(survey):
+    assert "reused from the killed run: scanning, embedding" in survey.stdout
+    assert survey.embeddings_kept
+    assert "decisions.csv" in survey.stdout and "wildtrack survey apply" in survey.stdout
 
-    done = _cli(*args, "--resume")
-    assert done.returncode == 0, done.stderr
-    assert "reused" in done.stdout and "embedding" in done.stdout
-    assert embeddings.stat().st_mtime_ns == stamp
-    assert "decisions.csv" in done.stdout and "wildtrack survey apply" in done.stdout
-    assert _rows(out / "decisions.csv")[0]["encounter"] == "E001"
+def test_the_run_ends_with_the_review_page(survey):
+    assert survey.review == survey.survey_dir / "review.html"
+    page = survey.review.read_text(encoding="utf-8")
+    assert "E001" in page and "new-001" in page

@@ -8,15 +8,13 @@ import typer
 from rich.markup import escape
 
 from wildtrack.cli import checks
+from wildtrack.cli.choices import ARTIFACTS_HELP, BACKEND_HELP, INDEX_HELP, Backend, SurveyGrouping
 from wildtrack.cli.common import Command, Group, console, progress_bar, say, user_errors
+from wildtrack.cli.model_cmds import ENGINE_HELP, RAY_ADDRESS_HELP
 
 app = typer.Typer(cls=Group, help="A field day end to end: group a card into encounters, name them, review, enrol.",
                   no_args_is_help=True)
 
-ENGINE_HELP = ("local | ray: embed the photos and extract their local features on this machine, or on a Ray "
-               "cluster (needs pip install 'wildtrack\\[scale]').")
-RAY_ADDRESS_HELP = ("With --engine ray: auto (the cluster `ray start` runs here), ray://host:10001, or local "
-                    "(start Ray on this machine for the job).")
 GAP_HELP = ("Photos further apart in time than this start a new encounter, when the card is not sorted into "
             "sub-folders: 30s, 10m, 1h.")
 GROUPING_HELP = ("auto: one encounter per sub-folder when the photos lie in sub-folders, else by capture time "
@@ -27,17 +25,17 @@ GROUPING_HELP = ("auto: one encounter per sub-folder when the photos lie in sub-
 @app.command("run", cls=Command)
 def run(
     photos: Path = typer.Argument(..., help="The card: a folder of photos (searched recursively)."),
-    index: Path = typer.Option(..., "--index", help="The catalogue index directory (wildtrack index build)."),
-    artifacts: Path = typer.Option(..., "--artifacts", help="The model folder the index was built with."),
+    index: Path = typer.Option(..., "--index", help=INDEX_HELP),
+    artifacts: Path = typer.Option(..., "--artifacts", help=ARTIFACTS_HELP + " The one the index was built with."),
     out: Path = typer.Option(..., "--out", help="The survey folder to write (new or empty, unless --resume)."),
     gap: str = typer.Option("10m", "--gap", help=GAP_HELP),
-    grouping: str = typer.Option("auto", "--grouping", help=GROUPING_HELP),
+    grouping: SurveyGrouping = typer.Option("auto", "--grouping", help=GROUPING_HELP),
     topk: int = typer.Option(5, "--topk", min=1, help="Candidates listed per encounter."),
     pictures: int = typer.Option(3, "--pictures", min=0, help="Match pictures drawn per encounter: the best pair of "
                                  "each of its first N candidates (about half a second each)."),
     resume: bool = typer.Option(False, "--resume", metavar="",
                                 help="Continue a killed run in --out: finished stages and shards are reused."),
-    backend: str = typer.Option("auto", "--backend", help="auto | keras | onnx: how the model runs."),
+    backend: Backend = typer.Option("auto", "--backend", help=BACKEND_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
@@ -66,7 +64,7 @@ def run(
     if result.resumed:
         console.print(f"reused from the killed run: {', '.join(result.resumed)}")
     console.print(f"{c['photos']} photos: {c['ok']} used, {c['no_turtle']} without a turtle, {c['unreadable']} "
-                  f"unreadable, {c['duplicate']} duplicates")
+                  f"unreadable, {c['duplicate']} duplicate{'s' if c['duplicate'] != 1 else ''}")
     console.print(f"{c['encounters']} encounters: {c['confident']} confident, {c['review']} to review; "
                   f"{c['new_turtles']} new turtle{'s' if c['new_turtles'] != 1 else ''}")
     where = result.survey_dir

@@ -401,7 +401,7 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path,
 
     stage = next_stage(progress, "review")
     try:
-        from wildtrack.survey.review import write_review  # type: ignore[import-not-found]
+        from wildtrack.survey.review import write_review
     except ImportError:
         write_review = None
     if write_review is not None:
