@@ -177,6 +177,16 @@ def test_a_window_splits_where_the_photos_say_two_turtles_and_keeps_a_lone_photo
     assert grouping.split_by_appearance(linked, ["a", "b"], 0.5) == [[0], [1]]
 
 
+def test_a_long_window_matches_each_photo_with_its_nearest_photos_only():
+    from wildtrack.survey.pairs import PhotoPairs
+
+    vectors = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2]] + 0.01  # two pairs and a stranger
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    same = PhotoPairs(vectors, None, None).within(range(5), nearest=1)
+    assert np.allclose(same, same.T, equal_nan=True)
+    assert same[0, 1] > 0.99 and same[2, 3] > 0.99 and np.isnan(same[0, 2])
+
+
 def test_the_scan_lists_every_file_with_its_status_and_time(card, tmp_path):
     photos = {p.photo: p for p in scan_card(card, tmp_path / "thumbs")}
     assert len(photos) == len(SHOTS) + 3

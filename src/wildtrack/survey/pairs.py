@@ -57,6 +57,19 @@ class PhotoPairs:
             return cos, cos, inl
         return np.asarray(self.pipeline.calibration.score(cos, inl), dtype=np.float64), cos, inl
 
+    def within(self, rows: Sequence[int], nearest: int) -> np.ndarray:
+        """Scores of every pair of ``rows`` (a time window), each photo matched against its ``nearest`` photos by
+        cosine only (NaN elsewhere), so a long window costs ``nearest`` matches per photo, not one per pair."""
+        rows = list(rows)
+        if len(rows) <= nearest + 1:
+            return self.scores(rows, rows)[0]
+        cos = self.vectors[rows] @ self.vectors[rows].T
+        out = np.full((len(rows), len(rows)), np.nan)
+        for r in range(len(rows)):
+            near = [j for j in np.argsort(-cos[r], kind="stable") if j != r][:nearest]
+            out[r, near] = self.scores([rows[r]], [rows[j] for j in near])[0][0]
+        return np.fmax(out, out.T)
+
     def best_pair(self, rows: Sequence[int], cols: Sequence[int]) -> tuple[float, int, int, int, float]:
         """The most alike pair across two sets of photos: (score, row photo, col photo, inliers, cosine)."""
         score, cos, inl = self.scores(rows, cols)

@@ -64,6 +64,7 @@ __all__ = ["MIN_TURTLE_KEYPOINTS", "PHOTO_COLUMNS", "SurveyResult", "SurveySetti
 log = logging.getLogger(__name__)
 
 MIN_TURTLE_KEYPOINTS = 24
+WINDOW_NEAREST = 24  # in a time window, each photo is matched against its nearest photos by cosine, not all
 PHOTO_COLUMNS = ("photo", "encounter", "proposed_identity", "score", "status", "taken", "reason")
 NO_CONFIDENT_NOTE = ("this catalogue has no confident operating point (fitted before it existed): every verdict "
                      "is to review; rebuild the index (wildtrack index build) to fit it")
@@ -326,7 +327,7 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path,
     else:
         for n, window in enumerate(grouping.time_windows(usable, taken, settings.gap_s)):
             rows = [position[p] for p in window]
-            same = pairs.scores(rows, rows)[0] if len(rows) > 1 else np.ones((1, 1))
+            same = pairs.within(rows, WINDOW_NEAREST) if len(rows) > 1 else np.ones((1, 1))
             for part in grouping.split_by_appearance(same, [named(idents[p]) for p in window], threshold):
                 groups.append((f"T{n + 1:03d}", [window[i] for i in part]))
             if stage:
