@@ -389,7 +389,8 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path,
               "review": sum(e["verdict"] != "confident" for e in encounters), "new_turtles": len(turtles)}
     notes = [] if confident_threshold(search.policy) is not None else [NO_CONFIDENT_NOTE]
     data = {"survey_id": survey_id, "photos_root": str(photos_root), "catalogue": catalogue,
-            "settings": {**settings.to_dict(), "grouped_by": grouped_by, "link_threshold": _r(threshold)},
+            "settings": {**settings.to_dict(), "grouped_by": grouped_by, "link_threshold": _r(threshold),
+                         "artifacts": str(Path(artifacts).resolve())},  # for the apply command the review prints
             "policy": search.policy.to_dict(), "photos": photos_rows, "encounters": encounters, "counts": counts,
             "notes": notes}
     save_survey(out_dir, data)
