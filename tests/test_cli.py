@@ -13,7 +13,7 @@ from wildtrack.cli import app
 
 runner = CliRunner()
 COMMANDS = [[], ["data"], ["data", "inspect"], ["data", "synth"], ["train"], ["evaluate"], ["demo"], ["index"],
-            ["index", "build"], ["index", "add"], ["search"], ["serve"]]
+            ["index", "build"], ["index", "add"], ["search"], ["serve"], ["survey"], ["survey", "run"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")

@@ -22,6 +22,7 @@ __all__ = ["FusionFeatures", "LocalFocus", "MatchingPreset"]  # re-exported for 
 Backend = Literal["auto", "keras", "onnx"]
 IndexKind = Literal["flat", "hnsw", "ivf"]
 ExportFormat = Literal["onnx"]
+SurveyGrouping = Literal["auto", "folders", "time"]
 
 BACKBONE_NAMES: tuple[str, ...] = get_args(Backbone)
 PANEL_TOPK_MAX = next(m.le for m in EvalConfig.model_fields["topk"].metadata if hasattr(m, "le"))
