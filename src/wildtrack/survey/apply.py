@@ -38,7 +38,7 @@ import numpy as np
 from wildtrack.atomic import atomic_write_bytes
 from wildtrack.images import ImageError, prepare_photo
 from wildtrack.index import GalleryIndex
-from wildtrack.progress import Advance, announce_total, next_stage
+from wildtrack.progress import Advance, announce_total
 from wildtrack.search import CatalogueSearch
 from wildtrack.survey.decisions import ACCEPT, CONFIDENT, REJECT, DecisionRow, read_decisions
 from wildtrack.survey.files import APPLIED_FILE, SurveyError, load_survey
@@ -134,7 +134,8 @@ def apply_survey(survey_dir: str | Path, index_dir: str | Path, artifacts: str |
 
     Encounters an earlier apply recorded are skipped; undecided ones are listed and left out; rejected ones are
     recorded in the report. SurveyError (nothing written) when the photos, the sheet, the catalogue or the model
-    are not the ones the run decided about. ``engine``: the job engine that extracts the photos' local features.
+    are not the ones the run decided about. ``engine``: the job engine that extracts the photos' local features;
+    ``progress``: counts the photos embedded.
     """
     survey_dir, index_dir = Path(survey_dir), Path(index_dir)
     survey = load_survey(survey_dir)
@@ -157,6 +158,7 @@ def apply_survey(survey_dir: str | Path, index_dir: str | Path, artifacts: str |
                                    "rejected": [r.encounter for r in rows if r.decision == REJECT],
                                    "changed_after_apply": changed, "recovered": (recovery.moved_in, recovery.removed)}
     if not todo:
+        announce_total(progress, 0)
         sightings = _write_sightings(survey_dir, index_dir, survey, done, lock_timeout)
         return ApplyReport(enrolled={}, new_identities=[], applied=[], already_applied=list(done),
                            already_in_catalogue={}, generation_before=index.generation,
@@ -165,7 +167,7 @@ def apply_survey(survey_dir: str | Path, index_dir: str | Path, artifacts: str |
     embedder = _model(artifacts, backend, index)
     searcher = CatalogueSearch(index, index_dir)
     vectors = _embed(embedder, {name: data for name, (_, data) in photos.items()},
-                     next_stage(progress, "embedding the accepted photos"))
+                     progress)
     batches: dict[str, list[EnrolPhoto]] = {}
     slots: dict[str, tuple[str, int, list[str]]] = {}  # encounter -> identity, first position, its photos
     for r in todo:

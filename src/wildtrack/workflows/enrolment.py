@@ -102,6 +102,7 @@ class EnrolResult:
     new_identity: bool  # the catalogue had no photo of it before this commit (and now has)
     image_ids: list[str]
     already_enrolled: list[str] = field(default_factory=list)
+    photo_ids: list[str] = field(default_factory=list)  # each given photo's image id, in the order given
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,8 @@ def enrol_photos(searcher: CatalogueSearch, identity: str, photos: Sequence[Enro
 
 def enrol_batches(searcher: CatalogueSearch, batches: Mapping[str, Sequence[EnrolPhoto]], *,
                   lock_timeout: float = ENROL_LOCK_TIMEOUT, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  engine: Engine | None = None) -> dict[str, EnrolResult]:
+                  engine: Engine | None = None,
+                  before_commit: Callable[[list[str]], None] | None = None) -> dict[str, EnrolResult]:
     """Enrol each identity's photos into ``searcher``'s catalogue in ONE index commit; results by the given names.
 
     Every name is checked before anything is written (all or nothing): :func:`validate_identity`, then the name
@@ -338,7 +340,9 @@ def enrol_batches(searcher: CatalogueSearch, batches: Mapping[str, Sequence[Enro
     catalogue grows its feature store in the same commit), the index commits, the photos move into place and the
     searcher reads the grown store. Another writer holding the catalogue longer than ``lock_timeout`` seconds:
     :class:`CatalogueBusyError`, nothing written. The caller serialises enrolments through one searcher (the
-    service holds its write lock).
+    service holds its write lock). ``before_commit`` is called with the image ids about to be added, before
+    anything is written (``survey apply`` records them, to recognise its own commit after a crash); not called
+    when there is nothing to add.
     """
     index = searcher.index
     catalogued = index.identities()
@@ -368,13 +372,15 @@ def enrol_batches(searcher: CatalogueSearch, batches: Mapping[str, Sequence[Enro
             owners[given].append(image_id)
             if image_id not in index and image_id not in planned:
                 planned[image_id] = (plan, data, photo, identity)
+    if planned and before_commit is not None:
+        before_commit(list(planned))
     added = set(_commit(searcher, list(planned.values()), lock_timeout, engine)) if planned else set()
     results = {}
-    for given, ids in owners.items():
-        ids = list(dict.fromkeys(ids))
+    for given, photo_ids in owners.items():
+        ids = list(dict.fromkeys(photo_ids))
         new = [i for i in ids if i in added]
         results[given] = EnrolResult(stored[given], stored[given] not in catalogued and bool(new), new,
-                                     [i for i in ids if i not in added])
+                                     [i for i in ids if i not in added], photo_ids)
     return results
 
 
