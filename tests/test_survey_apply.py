@@ -10,6 +10,8 @@ import csv
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -249,11 +251,58 @@ def test_a_catalogue_changed_by_someone_else_since_the_run_is_refused(fresh, tin
     refused(fresh, tiny_artifacts, "the catalogue changed since the survey ran")
 
 
+@pytest.mark.parametrize(("name", "message"), [("x/y", "E004: final identity 'x/y': identity may not contain slashes"),
+                                                 ("T001", "cannot enrol E004: 'T001' looks like the catalogued")])
+def test_a_new_name_the_catalogue_cannot_take_is_refused_naming_its_encounter(fresh, tiny_artifacts, name, message):
+    set_decision(fresh["survey_dir"], fresh["survey"], "E004", "rename", name)
+    refused(fresh, tiny_artifacts, message)
+
+
 def test_another_catalogue_is_refused(fresh, tiny_artifacts):
     survey = json.loads((fresh["survey_dir"] / "survey.json").read_text())
     survey["catalogue"]["catalogue_id"] = "0" * 32
     save_survey(fresh["survey_dir"], survey)
     refused(fresh, tiny_artifacts, "holds another catalogue")
+
+
+KILLED_APPLY = """
+import os, sys
+from wildtrack.index import set_commit_pause
+
+def die(point):
+    if point == sys.argv[4]:
+        os._exit(9)  # no cleanup of any kind: as a kill -9 or a power cut
+
+set_commit_pause(die)
+from wildtrack.survey.apply import apply_survey
+apply_survey(sys.argv[1], sys.argv[2], sys.argv[3])
+"""
+
+
+def test_an_apply_killed_right_after_its_commit_is_finished_by_the_next(fresh, tiny_artifacts):
+    """A real kill just after the index commit: the catalogue holds the photos' rows while the photos are still
+    staged and the survey has no record of the commit. The next apply moves the photos into place, recognises
+    its own commit and records it: each photo enrolled once. (A kill before the commit leaves the catalogue as it
+    was: the enrolment core's own tests cover that.)"""
+    from wildtrack.index import GalleryIndex
+
+    survey_dir, index = fresh["survey_dir"], fresh["index"]
+    generation = GalleryIndex.load(index).generation
+    died = subprocess.run([sys.executable, "-c", KILLED_APPLY, str(survey_dir), str(index), str(tiny_artifacts),
+                           "committed"], capture_output=True, text=True, timeout=120)
+    assert died.returncode == 9, died.stderr
+    assert GalleryIndex.load(index).generation == generation + 1
+    assert not (survey_dir / APPLIED_FILE).exists()
+    report = apply(survey_dir, index, tiny_artifacts)
+    rows = catalogued(index)[len(fresh["rows"]):]
+    assert sorted(r.identity for r in rows) == sorted([fresh["survey"]["encounters"][0]["proposed_identity"]] * 2
+                                                      + ["Mira"] * 2)
+    assert GalleryIndex.load(index).generation == generation + 1
+    assert report.finished_interrupted and report.recovered == (4, 0) and report.enrolled == {}
+    data_root = index.parent  # the card and the catalogue copy live side by side; enrolled photos in the index
+    assert all(any((data_root / "index" / "enrolled").rglob(Path(r.path).name)) for r in rows)
+    assert not list((index / "enrolled" / ".staging").rglob("*.jpg"))
+    assert sorted(json.loads((survey_dir / APPLIED_FILE).read_text())["encounters"]) == ["E001", "E004"]
 
 
 # ------------------------------------------------------------------------------------ the command line

@@ -166,22 +166,16 @@ def apply_survey(survey_dir: str | Path, index_dir: str | Path, artifacts: str |
 
     embedder = _model(artifacts, backend, index)
     searcher = CatalogueSearch(index, index_dir)
-    vectors = _embed(embedder, {name: data for name, (_, data) in photos.items()},
-                     progress)
-    batches: dict[str, list[EnrolPhoto]] = {}
-    slots: dict[str, tuple[str, int, list[str]]] = {}  # encounter -> identity, first position, its photos
-    for r in todo:
-        names = _ok_photos(survey, r.encounter)
-        batch = batches.setdefault(r.final_identity, [])
-        slots[r.encounter] = (r.final_identity, len(batch), names)
-        day = encounters[r.encounter].get("date") or None
-        batch.extend(EnrolPhoto(photos[n][1], photos[n][0], vectors[n], day) for n in names)
-    batches = {identity: batch for identity, batch in batches.items() if batch}
+    vectors = _embed(embedder, {name: data for name, (_, data) in photos.items()}, progress)
+    batches, slots = _batches(survey, todo, photos, vectors)
     try:
         results = enrolment.enrol_batches(searcher, batches, lock_timeout=lock_timeout, engine=engine,
                                           before_commit=_commit_recorder(survey_dir, survey_id, index))
     except EnrolmentError as exc:
-        raise SurveyError(f"cannot enrol encounters {', '.join(r.encounter for r in todo)}: {exc}") from exc
+        named = getattr(exc, "identity", None)
+        which = [r.encounter for r in todo if named is None or r.final_identity == named]
+        raise SurveyError(f"cannot enrol {', '.join(which)}: {exc}; change final_identity in decisions.csv"
+                          ) from exc
     after = searcher.index
     for r in todo:
         identity, first, names = slots[r.encounter]
@@ -309,6 +303,30 @@ def _embed(embedder: Any, photos: dict[str, bytes], progress: Advance | None) ->
         if progress is not None:
             progress(len(chunk))
     return out
+
+
+Slot = tuple[str, int, list[str]]  # an encounter's final identity, its first photo's position in that batch, photos
+
+
+def _batches(survey: dict[str, Any], todo: Sequence[DecisionRow], photos: dict[str, tuple[str, bytes]],
+             vectors: dict[str, np.ndarray]) -> tuple[dict[str, list[EnrolPhoto]], dict[str, Slot]]:
+    """The photos to enrol per final identity (several encounters of one turtle share its batch), and where each
+    encounter's photos sit in its batch (identity, first position, photo names), to read back their image ids."""
+    encounters = {e["encounter"]: e for e in survey["encounters"]}
+    batches: dict[str, list[EnrolPhoto]] = {}
+    slots: dict[str, Slot] = {}
+    for r in todo:
+        try:
+            enrolment.validate_identity(r.final_identity)
+        except EnrolmentError as exc:
+            raise SurveyError(f"{r.encounter}: final identity {r.final_identity!r}: {exc}; change it in "
+                              "decisions.csv") from exc
+        names = _ok_photos(survey, r.encounter)
+        batch = batches.setdefault(r.final_identity, [])
+        slots[r.encounter] = (r.final_identity, len(batch), names)
+        day = encounters[r.encounter].get("date") or None
+        batch.extend(EnrolPhoto(photos[n][1], photos[n][0], vectors[n], day) for n in names)
+    return {identity: batch for identity, batch in batches.items() if batch}, slots
 
 
 def _commit_recorder(survey_dir: Path, survey_id: str, index: GalleryIndex) -> Callable[[Iterable[str]], None]:
