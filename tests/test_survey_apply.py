@@ -391,9 +391,15 @@ def test_the_rmark_history_is_one_string_of_0_and_1_per_turtle_and_surveys_can_b
     lines = (tmp_path / "rmark.csv").read_text().splitlines()
     assert lines[0] == "ch,id" and f"11,{names[1]}" in lines and f"10,{names[2]}" in lines
     assert all(len(line.split(",")[0]) == 2 for line in lines[1:])
+    catalogue_too = capture_history(index, "day", include_catalogue=True)  # the catalogue's own dated photos
+    assert catalogue_too[1][-2:] == ["2026-07-01", "2026-07-02"] and len(catalogue_too[1]) > 2
+    assert set(catalogue_too[0]) >= set(individuals) and catalogue_too[2].shape == (len(catalogue_too[0]),
+                                                                                     len(catalogue_too[1]))
 
 
 def test_no_sightings_yet_is_refused_with_what_to_do(reranked_index, tmp_path):
     result = runner.invoke(survey_app(), ["history", "--index", str(reranked_index), "--out", str(tmp_path / "h")])
     assert result.exit_code == 1 and "apply a survey to it first" in result.output
     assert not (tmp_path / "h").exists()
+    into_a_folder = runner.invoke(survey_app(), ["history", "--index", str(reranked_index), "--out", str(tmp_path)])
+    assert into_a_folder.exit_code == 2 and "a folder; give the CSV file" in into_a_folder.output

@@ -71,6 +71,8 @@ def history(
     """
     with user_errors():
         checks.index_folder(index)
+        if out.is_dir():
+            raise checks.UsageError(f"--out {out}: a folder; give the CSV file to write, e.g. {out / 'history.csv'}")
     from wildtrack.survey.files import SurveyError
     from wildtrack.survey.history import capture_history, write_history
 
