@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from wildtrack.survey.decisions import initial_decisions, set_decision, write_decisions
+from wildtrack.survey.decisions import initial_decisions, read_decisions, set_decision, write_decisions
 from wildtrack.survey.files import APPLIED_FILE, DECISIONS_FILE, SIGHTINGS_FILE, SurveyError, save_survey
 
 runner = CliRunner()
@@ -403,3 +404,43 @@ def test_no_sightings_yet_is_refused_with_what_to_do(reranked_index, tmp_path):
     assert not (tmp_path / "h").exists()
     into_a_folder = runner.invoke(survey_app(), ["history", "--index", str(reranked_index), "--out", str(tmp_path)])
     assert into_a_folder.exit_code == 2 and "a folder; give the CSV file" in into_a_folder.output
+
+
+# ------------------------------------------------------------------------------- after a real `survey run`
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wildtrack.survey.run") is None, reason="survey run is not merged yet")
+def test_run_then_apply_enrols_the_accepted_encounters_of_a_real_run(reranked_index, tiny_artifacts,
+                                                                    tmp_path):
+    """`survey run` on a generated card, a person's decisions, `survey apply`: the catalogue gains exactly the
+    ok photos of the accepted and renamed encounters, under their final identities, once."""
+    from wildtrack.survey.run import run_survey
+
+    from wildtrack.data.synth.card import generate_card
+
+    index = copy_catalogue(reranked_index, tmp_path / "index")
+    generate_card(tmp_path / "card", known=[1, 2, 3], unknown=[9], seed=1, photos_per_encounter=2, image_size=96)
+    survey = run_survey(tmp_path / "card", index, tiny_artifacts, tmp_path / "survey").data
+    survey_dir, before = tmp_path / "survey", catalogued(index)
+    rows = read_decisions(survey_dir, survey)
+    assert len(rows) >= 3
+    renamed, undecided = rows[0].encounter, rows[-1].encounter
+    for r in rows[:-1]:
+        if r.encounter == renamed:
+            set_decision(survey_dir, survey, r.encounter, "rename", "Mira")
+        elif not r.decided:
+            set_decision(survey_dir, survey, r.encounter, "accept" if r.proposed_identity else "reject")
+    decided = {r.encounter: r for r in read_decisions(survey_dir, survey) if r.enrols}
+    status = {p["photo"]: p["status"] for p in survey["photos"]}
+    expected = sorted((decided[e["encounter"]].final_identity, e["date"] or None) for e in survey["encounters"]
+                      if e["encounter"] in decided for p in e["photos"] if status[p] == "ok")
+    report = apply(survey_dir, index, tiny_artifacts)
+    added = catalogued(index)[len(before):]
+    assert sorted((r.identity, r.date) for r in added) == expected and expected
+    assert undecided in report.undecided and undecided not in report.applied
+    assert sorted(report.applied) == sorted(decided)
+    sightings = read_csv(survey_dir / SIGHTINGS_FILE)
+    assert sorted(r["encounter"] for r in sightings) == sorted(decided)
+    assert next(r["identity"] for r in sightings if r["encounter"] == renamed) == "Mira"
+    again = apply(survey_dir, index, tiny_artifacts)
+    assert catalogued(index)[len(before):] == added and again.applied == [] and again.enrolled == {}
