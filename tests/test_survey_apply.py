@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -309,45 +308,38 @@ def test_an_apply_killed_right_after_its_commit_is_finished_by_the_next(fresh, t
 # ------------------------------------------------------------------------------------ the command line
 
 
-def survey_app():
-    import typer
+def wildtrack(*args: object):
+    """The command line as a person types it (arguments as text)."""
+    from wildtrack.cli import app
 
-    from wildtrack.cli.common import Group
-    from wildtrack.cli.survey_apply_cmd import register
-
-    group = typer.Typer(cls=Group, no_args_is_help=True)
-    register(group)
-    return group
+    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_the_apply_command_prints_what_it_did_and_exits_1_when_refused(field_day, tiny_artifacts):
-    survey_dir, index = field_day["survey_dir"], field_day["index"]
-    set_decision(survey_dir, field_day["survey"], "E005", "rename", "Mira")
-    result = runner.invoke(survey_app(), ["apply", str(survey_dir), "--index", str(index), "--artifacts",
-                                          str(tiny_artifacts)])
+    survey_dir, index, survey = field_day["survey_dir"], field_day["index"], field_day["survey"]
+
+    def apply_command(folder: Path = survey_dir):
+        return wildtrack("survey", "apply", folder, "--index", index, "--artifacts", tiny_artifacts)
+
+    set_decision(survey_dir, survey, "E005", "rename", "Mira")  # the new turtle's second encounter, named
+    result = apply_command()
     assert result.exit_code == 0, result.output
     assert "enrolled 2 photos of 1 turtle (1 new: Mira) from 1 encounter" in result.output
     assert [r.identity for r in catalogued(index)[-2:]] == ["Mira", "Mira"]
     assert [r["encounter"] for r in read_csv(index / SIGHTINGS_FILE)] == ["E001", "E002", "E004", "E005"]
-    again = runner.invoke(survey_app(), ["apply", str(survey_dir), "--index", str(index), "--artifacts",
-                                         str(tiny_artifacts)])
+    again = apply_command()
     assert again.exit_code == 0 and "nothing new to apply: 4 encounters applied before" in again.output
-    photo = field_day["card"] / field_day["survey"]["encounters"][1]["photos"][0]
-    original = photo.read_bytes()
-    set_decision(survey_dir, field_day["survey"], "E003", "accept")
-    photo_e3 = field_day["card"] / field_day["survey"]["encounters"][2]["photos"][0]
-    kept = photo_e3.read_bytes()
-    photo_e3.write_bytes(kept[:-10])
+    set_decision(survey_dir, survey, "E003", "accept")  # decided later, but its photo was edited meanwhile
+    photo = field_day["card"] / survey["encounters"][2]["photos"][0]
+    kept = photo.read_bytes()
+    photo.write_bytes(kept[:-10])
     try:
-        refused_run = runner.invoke(survey_app(), ["apply", str(survey_dir), "--index", str(index), "--artifacts",
-                                                   str(tiny_artifacts)])
+        refused_run = apply_command()
     finally:
-        photo_e3.write_bytes(kept)
-        set_decision(survey_dir, field_day["survey"], "E003", "reject")
+        photo.write_bytes(kept)
+        set_decision(survey_dir, survey, "E003", "reject")
     assert refused_run.exit_code == 1 and "was changed since the survey ran" in refused_run.output
-    assert photo.read_bytes() == original
-    missing = runner.invoke(survey_app(), ["apply", str(survey_dir / "nope"), "--index", str(index),
-                                           "--artifacts", str(tiny_artifacts)])
+    missing = apply_command(survey_dir / "nope")
     assert missing.exit_code == 2 and "no such folder" in missing.output
 
 
@@ -371,7 +363,7 @@ def test_the_capture_history_has_one_row_per_turtle_and_one_column_per_day(two_d
     index, first, second = two_days
     sightings = read_csv(index / SIGHTINGS_FILE)
     assert {r["survey_id"] for r in sightings} == {first, second}
-    result = runner.invoke(survey_app(), ["history", "--index", str(index), "--out", str(tmp_path / "wide.csv")])
+    result = wildtrack("survey", "history", "--index", index, "--out", tmp_path / "wide.csv")
     assert result.exit_code == 0, result.output
     rows = read_csv(tmp_path / "wide.csv")
     assert list(rows[0]) == ["id", "2026-07-01", "2026-07-02"]
@@ -399,24 +391,22 @@ def test_the_rmark_history_is_one_string_of_0_and_1_per_turtle_and_surveys_can_b
 
 
 def test_no_sightings_yet_is_refused_with_what_to_do(reranked_index, tmp_path):
-    result = runner.invoke(survey_app(), ["history", "--index", str(reranked_index), "--out", str(tmp_path / "h")])
+    result = wildtrack("survey", "history", "--index", reranked_index, "--out", tmp_path / "h")
     assert result.exit_code == 1 and "apply a survey to it first" in result.output
     assert not (tmp_path / "h").exists()
-    into_a_folder = runner.invoke(survey_app(), ["history", "--index", str(reranked_index), "--out", str(tmp_path)])
+    into_a_folder = wildtrack("survey", "history", "--index", reranked_index, "--out", tmp_path)
     assert into_a_folder.exit_code == 2 and "a folder; give the CSV file" in into_a_folder.output
 
 
 # ------------------------------------------------------------------------------- after a real `survey run`
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wildtrack.survey.run") is None, reason="survey run is not merged yet")
 def test_run_then_apply_enrols_the_accepted_encounters_of_a_real_run(reranked_index, tiny_artifacts,
                                                                     tmp_path):
     """`survey run` on a generated card, a person's decisions, `survey apply`: the catalogue gains exactly the
     ok photos of the accepted and renamed encounters, under their final identities, once."""
-    from wildtrack.survey.run import run_survey
-
     from wildtrack.data.synth.card import generate_card
+    from wildtrack.survey.run import run_survey
 
     index = copy_catalogue(reranked_index, tmp_path / "index")
     generate_card(tmp_path / "card", known=[1, 2, 3], unknown=[9], seed=1, photos_per_encounter=2, image_size=96)

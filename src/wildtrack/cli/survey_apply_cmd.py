@@ -8,19 +8,15 @@ by :func:`register`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import typer
 from rich.markup import escape
 
 from wildtrack.cli import checks
-from wildtrack.cli.choices import ARTIFACTS_HELP, BACKEND_HELP, INDEX_HELP, Backend
+from wildtrack.cli.choices import ARTIFACTS_HELP, BACKEND_HELP, INDEX_HELP, Backend, HistoryFormat, SurveyOccasion
 from wildtrack.cli.common import Command, console, fail, progress_bar, user_errors
 
 REFUSED_EXIT = 1  # the survey folder, the photos or the catalogue do not allow the apply; the message says why
-
-Occasion = Literal["day", "survey"]
-HistoryFormat = Literal["wide", "rmark"]
 
 
 def apply(
@@ -55,7 +51,7 @@ def apply(
 def history(
     index: Path = typer.Option(..., "--index", help=INDEX_HELP + " Its sightings.csv is read (survey apply)."),
     out: Path = typer.Option(..., "--out", help="CSV file to write the capture history to."),
-    occasion: Occasion = typer.Option("day", "--occasion",
+    occasion: SurveyOccasion = typer.Option("day", "--occasion",
                                       help="day: one column per survey day; survey: one column per applied survey."),
     fmt: HistoryFormat = typer.Option(
         "wide", "--format",
