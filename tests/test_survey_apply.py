@@ -258,11 +258,13 @@ def test_a_new_name_the_catalogue_cannot_take_is_refused_naming_its_encounter(fr
     refused(fresh, tiny_artifacts, message)
 
 
-def test_another_catalogue_is_refused(fresh, tiny_artifacts):
+@pytest.mark.parametrize(("key", "message"), [("catalogue_id", "holds another catalogue"),
+                                              ("model_fingerprint", "model is not the one this survey ran with")])
+def test_another_catalogue_or_model_is_refused(fresh, tiny_artifacts, key, message):
     survey = json.loads((fresh["survey_dir"] / "survey.json").read_text())
-    survey["catalogue"]["catalogue_id"] = "0" * 32
+    survey["catalogue"][key] = "0" * 32
     save_survey(fresh["survey_dir"], survey)
-    refused(fresh, tiny_artifacts, "holds another catalogue")
+    refused(fresh, tiny_artifacts, message)
 
 
 KILLED_APPLY = """
@@ -355,7 +357,10 @@ def two_days(field_day, tiny_artifacts, names):
         "E001": (names[1], "confident"), "E002": (names[5], "review"), "E003": (names[6], "review"),
         "E004": ("Mira", "review"), "E005": ("Mira", "review")}, seed=2)
     set_decision(survey_dir, survey, "E004", "accept")
-    apply(survey_dir, field_day["index"], tiny_artifacts)
+    from wildtrack.embed import load_embedder
+    from wildtrack.survey.apply import apply_survey
+
+    apply_survey(survey_dir, field_day["index"], load_embedder(tiny_artifacts))  # a model already loaded (the service)
     return field_day["index"], field_day["survey"]["survey_id"], survey["survey_id"]
 
 

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,10 @@ from typing import Any
 import numpy as np
 
 from wildtrack.atomic import atomic_write_bytes
+from wildtrack.embed import Embedder
 from wildtrack.images import ImageError, prepare_photo
 from wildtrack.index import GalleryIndex
+from wildtrack.jobs import Engine
 from wildtrack.progress import Advance, announce_total
 from wildtrack.search import CatalogueSearch
 from wildtrack.survey.decisions import ACCEPT, CONFIDENT, REJECT, DecisionRow, read_decisions
@@ -126,11 +129,12 @@ def load_applied(survey_dir: str | Path, survey_id: str) -> dict[str, Any] | Non
     return _read_json(Path(survey_dir) / APPLIED_FILE, survey_id, "applied")
 
 
-def apply_survey(survey_dir: str | Path, index_dir: str | Path, artifacts: str | Path, backend: str = "auto",
-                 engine: Any = None, progress: Advance | None = None,
+def apply_survey(survey_dir: str | Path, index_dir: str | Path, artifacts: str | Path | Embedder,
+                 backend: str = "auto", engine: Engine | None = None, progress: Advance | None = None,
                  lock_timeout: float = enrolment.ENROL_LOCK_TIMEOUT) -> ApplyReport:
     """Enrol the accepted and renamed encounters of ``survey_dir`` into the catalogue at ``index_dir`` in ONE
-    commit (``artifacts``: the model the catalogue was built with), and write ``applied.json`` and the sightings.
+    commit (``artifacts``: the model the catalogue was built with, its folder or loaded), and write
+    ``applied.json`` and the sightings.
 
     Encounters an earlier apply recorded are skipped; undecided ones are listed and left out; rejected ones are
     recorded in the report. SurveyError (nothing written) when the photos, the sheet, the catalogue or the model
@@ -278,17 +282,18 @@ def _is_own_commit(commit: dict[str, Any], index: GalleryIndex) -> bool:
 # ------------------------------------------------------------------------------------------- enrolment
 
 
-def _model(artifacts: str | Path, backend: str, index: GalleryIndex) -> Any:
+def _model(artifacts: str | Path | Embedder, backend: str, index: GalleryIndex) -> Embedder:
+    """The model (its folder, or one already loaded, as the service has it), checked against the catalogue."""
     from wildtrack.embed import load_embedder
 
-    embedder = load_embedder(artifacts, backend=backend)
+    embedder = load_embedder(artifacts, backend=backend) if isinstance(artifacts, str | os.PathLike) else artifacts
     if embedder.fingerprint != index.model_fingerprint or embedder.dim != index.dim:
         raise SurveyError(f"the model in {artifacts} is not the one the catalogue was built with: give the "
                           "--artifacts of the survey's run")
     return embedder
 
 
-def _embed(embedder: Any, photos: dict[str, bytes], progress: Advance | None) -> dict[str, np.ndarray]:
+def _embed(embedder: Embedder, photos: dict[str, bytes], progress: Advance | None) -> dict[str, np.ndarray]:
     """Unit vectors of the photos, prepared as a search prepares them, in batches."""
     announce_total(progress, len(photos))
     names = list(photos)
