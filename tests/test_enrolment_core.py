@@ -88,3 +88,31 @@ def test_a_refused_name_writes_nothing(searcher, batches, error, says):
     assert isinstance(caught.value, enrolment.EnrolmentError) and isinstance(caught.value, ValueError)
     assert committed_generation(searcher.index_dir)[1] == generation
     assert not Path(searcher.index_dir / "enrolled").exists()
+
+
+def test_a_reranking_catalogue_gets_the_photos_local_features_in_the_same_commit(reranked_index, tiny_artifacts,
+                                                                                  synth_data, tmp_path):
+    import shutil
+
+    from wildtrack.features.store import open_store
+    from wildtrack.index import GalleryIndex, committed_generation
+    from wildtrack.search import open_catalogue
+    from wildtrack.workflows.enrolment import EnrolPhoto, enrol_batches
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(reranked_index, index_dir)
+    embedder, searcher = open_catalogue(index_dir, tiny_artifacts)
+    photos = [sorted((synth_data / name).glob("*.jpg"))[0].read_bytes() + b"\0" for name in ("t001", "t002")]
+    vectors = embedder.embed_pixels(np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB").resize(
+        embedder.image_size)) for p in photos]))
+    counted: list[int] = []
+    before = committed_generation(index_dir)[1]
+    done = enrol_batches(searcher, {"Nalu": [EnrolPhoto(photos[0], "JPEG", vectors[0])],
+                                    "Kai": [EnrolPhoto(photos[1], "JPEG", vectors[1])]},
+                         progress=counted.append)
+    assert committed_generation(index_dir)[1] == before + 1 and sum(counted) == 2
+    store = open_store(index_dir, GalleryIndex.load(index_dir).shards)
+    added = done["Nalu"].image_ids + done["Kai"].image_ids
+    assert len(added) == 2 and all(i in store for i in added)
+    hits = searcher.identify(vectors[0], photos[0]).hits  # matched locally, from the grown store
+    assert done["Nalu"].image_ids[0] in {h.image_id for h in hits if h.inliers}

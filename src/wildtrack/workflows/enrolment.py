@@ -48,6 +48,7 @@ from wildtrack.images import image_date, open_image
 from wildtrack.index import GalleryIndex, IndexLockedError, committed_generation, image_id_for, writer_lock
 from wildtrack.jobs import Engine, LocalEngine
 from wildtrack.jobs.catalogue import extract_shards, store_files
+from wildtrack.progress import Advance
 from wildtrack.search import CatalogueSearch
 
 log = logging.getLogger(__name__)
@@ -320,15 +321,15 @@ def validate_identity(identity: str | None) -> str:
 
 def enrol_photos(searcher: CatalogueSearch, identity: str, photos: Sequence[EnrolPhoto], *,
                  lock_timeout: float = ENROL_LOCK_TIMEOUT, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 engine: Engine | None = None) -> EnrolResult:
+                 engine: Engine | None = None, progress: Advance | None = None) -> EnrolResult:
     """Enrol ``photos`` under one ``identity``: :func:`enrol_batches` with one batch."""
     return enrol_batches(searcher, {identity: photos}, lock_timeout=lock_timeout, max_pixels=max_pixels,
-                         engine=engine)[identity]
+                         engine=engine, progress=progress)[identity]
 
 
 def enrol_batches(searcher: CatalogueSearch, batches: Mapping[str, Sequence[EnrolPhoto]], *,
                   lock_timeout: float = ENROL_LOCK_TIMEOUT, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  engine: Engine | None = None,
+                  engine: Engine | None = None, progress: Advance | None = None,
                   before_commit: Callable[[list[str]], None] | None = None) -> dict[str, EnrolResult]:
     """Enrol each identity's photos into ``searcher``'s catalogue in ONE index commit; results by the given names.
 
@@ -340,7 +341,8 @@ def enrol_batches(searcher: CatalogueSearch, batches: Mapping[str, Sequence[Enro
     catalogue grows its feature store in the same commit), the index commits, the photos move into place and the
     searcher reads the grown store. Another writer holding the catalogue longer than ``lock_timeout`` seconds:
     :class:`CatalogueBusyError`, nothing written. The caller serialises enrolments through one searcher (the
-    service holds its write lock). ``before_commit`` is called with the image ids about to be added, before
+    service holds its write lock). ``engine`` runs the feature extraction (default: here, :class:`LocalEngine`);
+    ``progress`` counts its photos. ``before_commit`` is called with the image ids about to be added, before
     anything is written (``survey apply`` records them, to recognise its own commit after a crash); not called
     when there is nothing to add.
     """
@@ -374,7 +376,7 @@ def enrol_batches(searcher: CatalogueSearch, batches: Mapping[str, Sequence[Enro
                 planned[image_id] = (plan, data, photo, identity)
     if planned and before_commit is not None:
         before_commit(list(planned))
-    added = set(_commit(searcher, list(planned.values()), lock_timeout, engine)) if planned else set()
+    added = set(_commit(searcher, list(planned.values()), lock_timeout, engine, progress)) if planned else set()
     results = {}
     for given, photo_ids in owners.items():
         ids = list(dict.fromkeys(photo_ids))
@@ -397,7 +399,7 @@ def _plan(searcher: CatalogueSearch, identity: str, photo: EnrolPhoto, max_pixel
 
 
 def _commit(searcher: CatalogueSearch, photos: list[tuple[PlannedPhoto, bytes, EnrolPhoto, str]],
-            lock_timeout: float, engine: Engine | None) -> list[str]:
+            lock_timeout: float, engine: Engine | None, progress: Advance | None) -> list[str]:
     """Stage, commit (one generation), publish, refresh the searcher's feature store; returns the ids added."""
     staged = [plan for plan, _, _, _ in photos]
     index = searcher.index
@@ -409,7 +411,7 @@ def _commit(searcher: CatalogueSearch, photos: list[tuple[PlannedPhoto, bytes, E
         vectors = np.stack([photo.vector for _, _, photo, _ in photos])
         # skip_existing: a second server (or a retry racing the first try) committed the same photo first
         ids = index.add(searcher.index_dir, vectors, rows, lock_timeout=lock_timeout, skip_existing=True,
-                        shards=_grown_store(searcher, staged, engine))
+                        shards=_grown_store(searcher, staged, engine, progress))
     except IndexLockedError as exc:
         discard(staged)
         log.warning("enrolment refused: %s", exc)
@@ -425,8 +427,8 @@ def _commit(searcher: CatalogueSearch, photos: list[tuple[PlannedPhoto, bytes, E
     return ids
 
 
-def _grown_store(searcher: CatalogueSearch, staged: list[PlannedPhoto], engine: Engine | None
-                 ) -> Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]] | None:
+def _grown_store(searcher: CatalogueSearch, staged: list[PlannedPhoto], engine: Engine | None,
+                 progress: Advance | None) -> Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]] | None:
     """The staged photos' local features as feature-store shards, extracted now (as ``wildtrack index build``
     extracts them), and the function the index commit calls under its lock to list them beside the store it
     has on disk; None for a catalogue that does not re-rank."""
@@ -435,5 +437,5 @@ def _grown_store(searcher: CatalogueSearch, staged: list[PlannedPhoto], engine: 
         return None
     extractor = pipeline.extractor
     new = extract_shards(engine or LocalEngine(), extractor, [(image_id_for(p.rel), p.staged) for p in staged],
-                         searcher.index_dir)
+                         searcher.index_dir, progress)
     return lambda committed: store_files(searcher.index_dir, extractor, new, committed)
