@@ -61,7 +61,7 @@ def test_backbone_choices_are_the_registry():
 
 def test_flags_have_no_value_placeholder_and_every_option_has_help():
     for command in (["train"], ["evaluate"], ["index", "build"], ["index", "add"], ["search"], ["serve"],
-                    ["export"], ["demo"], ["survey", "run"], []):
+                    ["export"], ["demo"], ["survey", "run"], ["survey", "apply"], ["survey", "history"], []):
         text = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "250"}).output
         rows = [r for r in text.splitlines() if r.startswith("│") and " --" in r and "--help" not in r]
         assert rows, command
@@ -144,6 +144,17 @@ def test_demo_hint_is_a_command_that_runs(tmp_path):
     help_run = subprocess.run([*hint.split(" serve ")[0].split(), "serve", "--help"], capture_output=True,
                               text=True, env=ENV)
     assert help_run.returncode == 0 and "--no-rerank" in help_run.stdout
+
+
+def test_the_demo_hint_for_its_card_is_a_survey_command_that_runs(tmp_path):
+    from wildtrack.cli.model_cmds import survey_hint
+
+    hint = survey_hint(tmp_path / "card", tmp_path / "index", tmp_path / "artifacts")
+    assert f"survey run {tmp_path / 'card'} --index {tmp_path / 'index'}" in hint
+    assert hint.endswith(f"--out {tmp_path / 'survey'}")
+    help_run = subprocess.run([*hint.split(" survey run ")[0].split(), "survey", "run", "--help"],
+                              capture_output=True, text=True, env=ENV)
+    assert help_run.returncode == 0 and "--gap" in help_run.stdout
 
 
 def test_model_keras_loads_without_custom_objects_after_importing_wildtrack(tiny_artifacts):
