@@ -46,6 +46,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 UNKNOWN_TIME = "00:00:00"  # the metadata's way of saying "time not recorded"
+SECTION = "## Benchmark: the real sample as a field card (`make bench-survey`)"  # this script's part of the page
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -223,7 +224,7 @@ def survey_once(photos: Path, index_dir: Path, artifacts: Path, out: Path) -> fl
     if out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()
-    run_survey(photos, index_dir, artifacts, out, settings=SurveySettings())
+    run_survey(photos, index_dir, artifacts, out, settings=SurveySettings(), say=log)
     return time.perf_counter() - start
 
 
@@ -369,8 +370,6 @@ def replay(truth: dict[str, dict[str, str]], card: Path, work: Path, index_dir: 
     if reuse and out_json.exists():
         log(f"reusing {out_json}")
         return read_json(out_json)
-    from wildtrack.survey.apply import apply_survey
-
     kind = "living" if living else "frozen"
     base = work / "replay" / kind
     if base.exists():
@@ -405,8 +404,12 @@ def replay(truth: dict[str, dict[str, str]], card: Path, work: Path, index_dir: 
                                      "verdicts": [e.get("verdict") for e in survey["encounters"]]}
         if living:
             step_info["review"] = dict(review_as_truth(out, survey, lambda p: truth[Path(p).name]["identity"]))
+            from wildtrack.survey.apply import apply_survey
+
             report = apply_survey(out, index, artifacts)
-            step_info["applied"] = str(report)[:300]
+            step_info["applied"] = {"enrolled": {k: len(v) for k, v in report.enrolled.items()},
+                                    "new_identities": report.new_identities,
+                                    "generation_after": report.generation_after}
             seen |= {truth[Path(p["photo"]).name]["identity"] for p in survey["photos"]}
         steps.append(step_info)
         log(f"{kind} {label}: {step_info}")
@@ -500,7 +503,7 @@ def write_doc(args: argparse.Namespace, ctx: dict[str, Any]) -> list[str]:
                   if train.get("train_seconds") else "given with --artifacts")
     cmd = "python scripts/bench_survey.py " + " ".join(ctx["argv"])
     doc = [
-        "# Surveys on SeaTurtleID2022 (real photos): a field card end to end",
+        SECTION,
         "",
         f"Produced by `make bench-survey` (`{cmd}`) on {dt.date.today().isoformat()}, {os.cpu_count()} CPU cores, "
         f"Python {platform.python_version()}. Do not edit by hand: rerun the command.",
@@ -534,9 +537,22 @@ def write_doc(args: argparse.Namespace, ctx: dict[str, Any]) -> list[str]:
     if g["status"].get("ok", 0) != photos:
         doc.append(f"* Photos by status: {json.dumps(g['status'], sort_keys=True)}.")
     doc += ["", f"Raw JSON for every row: `{args.work}/`.", ""]
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text("\n".join(doc), encoding="utf-8")
+    replace_section(args.doc, "\n".join(doc))
     return lines
+
+
+def replace_section(path: Path, section: str) -> None:
+    """Write ``section`` (starting with :data:`SECTION`) into ``path`` in place of its previous version (up to
+    the next ``## `` heading), or at the end; the rest of the page (the survey docs) is left as it is."""
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if SECTION in old:
+        head, rest = old.split(SECTION, 1)
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1:] if nxt >= 0 else ""
+    else:
+        head, tail = (old.rstrip("\n") + "\n\n") if old else "", ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(head + section.rstrip("\n") + "\n" + ("\n" + tail if tail else ""), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
