@@ -453,6 +453,7 @@ def write_doc(args: argparse.Namespace, ctx: dict[str, Any]) -> list[str]:
     train = ctx["train"]
     photos = main_run["photos"]
     held = ", ".join(ctx["held_out_ids"])
+    fresh = [r for r in n["rows"] if r["truth"] in ctx["uncatalogued"]]
 
     def conf(s: dict[str, Any]) -> str:
         return (f"{pct(s['photo_precision'])} ({s['confident_photos_right']}/{s['confident_photos']} photos; "
@@ -471,10 +472,14 @@ def write_doc(args: argparse.Namespace, ctx: dict[str, Any]) -> list[str]:
         "photos of turtles in `train` |",
         f"| confident verdicts: precision / photo coverage | {conf(n).replace(' | ', ' / ', 1)} | second operating "
         "point |",
+        f"| encounters of turtles not in `train` ({', '.join(ctx['uncatalogued']) or 'none'}) called new | "
+        f"{sum(r['new'] for r in fresh)} of {len(fresh)} | |",
         f"| cards to review at the default operating point | {n['review']} of {n['encounters']} | everything not "
         "confident |",
         f"| photos per second, end to end (run_survey on the card) | {photos / main_run['seconds']:.2f} | {photos} "
-        f"photos in {main_run['seconds']:.0f} s on {os.cpu_count()} cores, from a cold start |",
+        f"photos in {main_run['seconds']:.0f} s on {os.cpu_count()} cores, from a cold start"
+        + (" (1-min load average {} at the start, {} at the end: the cores were shared)".format(
+            *main_run["load_average"]) if "load_average" in main_run else "") + " |",
     ]
     for tid, r in h["turtles"].items():
         ids = ", ".join(r["provisional_ids"]) or "none"
@@ -586,8 +591,10 @@ def main(argv: list[str] | None = None) -> int:
         main_run = read_json(main_json)
     else:
         log("surveying the card against train")
+        load_before = os.getloadavg()[0]
         seconds = survey_once(card, idx_train, artifacts, args.work / "survey_train")
-        main_run = {"seconds": round(seconds, 2), "photos": len(truth)}
+        main_run = {"seconds": round(seconds, 2), "photos": len(truth),
+                    "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
         write_json(main_json, main_run)
     held_json = args.work / "held_out_run.json"
     if not (args.reuse and held_json.exists()):
@@ -611,7 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     from wildtrack.config import TrainConfig
     ctx = {"grouping": grouping, "naming": naming, "held_out": held, "held_out_ids": held_out, "frozen": frozen,
            "living": living, "main_run": main_run, "train": train, "truth": truth, "index": index_train,
-           "catalogue_photos": len(train_rows), "loss": args.loss or TrainConfig().loss, "argv": raw_argv}
+           "catalogue_photos": len(train_rows),
+           "uncatalogued": sorted({r["identity"] for r in valid_rows} - train_ids),
+           "loss": args.loss or TrainConfig().loss, "argv": raw_argv}
     lines = write_doc(args, ctx)
     print("\n".join(lines))
     print(f"wrote {args.doc}")
