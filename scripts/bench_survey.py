@@ -504,13 +504,15 @@ def write_doc(args: argparse.Namespace, ctx: dict[str, Any]) -> list[str]:
     ]
     unknown = sum(t["time_known"] == "no" for t in ctx["truth"].values())
     train_note = (f"a {args.budget_min:g}-minute budget; it ran {train['train_seconds'] / 60:.1f} min "
-                  f"({train.get('epochs_run', '?')} epochs, best {train.get('best_epoch', '?')})"
+                  f"({train.get('epochs_run', '?')} epochs, `wildtrack train`'s default; best epoch "
+                  f"{train.get('best_epoch', '?')})"
                   if train.get("train_seconds") else "given with --artifacts")
     cmd = "python scripts/bench_survey.py " + " ".join(ctx["argv"])
     doc = [
         SECTION,
         "",
-        f"Produced by `make bench-survey` (`{cmd}`) on {dt.date.today().isoformat()}, {os.cpu_count()} CPU cores, "
+        f"Produced by `{cmd}` (what `make bench-survey` runs) on {dt.date.today().isoformat()}, "
+        f"{os.cpu_count()} CPU cores, "
         f"Python {platform.python_version()}. Do not edit by hand: rerun the command.",
         "",
         f"* The card: the {photos} `split_closed == valid` photos in one flat folder, renamed `0001.jpg`… in capture "
