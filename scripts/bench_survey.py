@@ -267,11 +267,28 @@ def grouping_scores(survey: dict[str, Any], truth: dict[str, dict[str, str]]) ->
              if len({(truth[p]["identity"], truth[p]["date"]) for p in e["photos"]}) > 1]
     split = {k: len({group[p] for p in photos if (truth[p]["identity"], truth[p]["date"]) == k})
              for k in true_encounters}
+    why = {f"{k[0]} {k[1]}": split_cause([truth[p] for p in photos if (truth[p]["identity"], truth[p]["date"]) == k],
+                                         survey["settings"]["gap_s"])
+           for k, v in split.items() if v > 1}
     return {"pairs_true": tp + fn, "pairs_found": tp + fp, "precision": tp / (tp + fp) if tp + fp else 1.0,
             "recall": tp / (tp + fn) if tp + fn else 1.0, "true_encounters": len(true_encounters),
             "found_encounters": len(survey["encounters"]), "mixed_encounters": mixed,
             "split_true_encounters": {f"{k[0]} {k[1]}": v for k, v in sorted(split.items()) if v > 1},
+            "split_causes": why,
             "status": dict(Counter(p["status"] for p in survey["photos"]))}
+
+
+def split_cause(members: list[dict[str, str]], gap_s: int) -> str:
+    """Why a true encounter may have been cut: photos without a known time, a pause longer than the gap, or
+    neither (then the appearance split did it)."""
+    causes = []
+    if any(m["time_known"] == "no" for m in members):
+        causes.append("photos with the date only")
+    times = sorted(dt.datetime.fromisoformat(m["timestamp"]) for m in members if m["time_known"] == "yes")
+    pauses = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    if pauses and max(pauses) > gap_s:
+        causes.append(f"a {max(pauses) / 60:.0f}-minute pause")
+    return " and ".join(causes) or f"appearance, all within {(times[-1] - times[0]).total_seconds():.0f} s"
 
 
 def naming_scores(survey: dict[str, Any], truth: dict[str, dict[str, str]], catalogued: set[str]) -> dict[str, Any]:
@@ -318,11 +335,14 @@ def held_out_scores(survey: dict[str, Any], truth: dict[str, dict[str, str]], he
         true_dates = sorted({t["date"] for t in truth.values() if t["identity"] == h})
         result[h] = {"true_encounters": len(true_dates), "photos": sum(t["identity"] == h for t in truth.values()),
                      "encounters": len(mine), "called_new": sum(e["encounter"] in provisional for e in mine),
+                     "confident": sum(e.get("verdict") == "confident" for e in mine),  # necessarily a wrong name
                      "provisional_ids": ids, "shared_with_others": others,
                      "named_as": sorted({str(e.get("proposed_identity")) for e in mine
                                          if e["encounter"] not in provisional})}
     catalogued_called_new = sorted(k for k in provisional if owner[k] not in held_out)
     return {"turtles": result, "other_encounters_called_new": catalogued_called_new,
+            "encounters": len(survey["encounters"]),
+            "held_out_encounters": sum(owner[e["encounter"]] in held_out for e in survey["encounters"]),
             "new_groups": dict(Counter(provisional.values()))}
 
 
@@ -454,6 +474,8 @@ def write_doc(args: argparse.Namespace, ctx: dict[str, Any]) -> list[str]:
     photos = main_run["photos"]
     held = ", ".join(ctx["held_out_ids"])
     fresh = [r for r in n["rows"] if r["truth"] in ctx["uncatalogued"]]
+    changed = [(a, b) for a, b in zip(fz["rows"], lv["rows"], strict=True)
+               if a["encounter"] == b["encounter"] and a["score"] != b["score"]]
 
     def conf(s: dict[str, Any]) -> str:
         return (f"{pct(s['photo_precision'])} ({s['confident_photos_right']}/{s['confident_photos']} photos; "
@@ -487,11 +509,13 @@ def write_doc(args: argparse.Namespace, ctx: dict[str, Any]) -> list[str]:
             f"| new turtle {tid} (held out): encounters called new, in one provisional id | {r['called_new']} of "
             f"{r['encounters']} called new; {'yes' if len(r['provisional_ids']) == 1 else 'no'} ({ids}) | "
             f"{r['photos']} photos, {r['true_encounters']} true encounters"
-            + (f"; also named {', '.join(r['named_as'])}" if r["named_as"] else "")
+            + (f"; the others named {', '.join(r['named_as'])} ({r.get('confident', 0)} confident)"
+               if r["named_as"] else "")
             + (f"; its id shared with {', '.join(r['shared_with_others'])}" if r["shared_with_others"] else "")
             + " |")
     lines.append(f"| catalogued turtles' encounters called new (two-turtles-out catalogue) | "
-                 f"{len(h['other_encounters_called_new'])} | |")
+                 f"{len(h['other_encounters_called_new'])} of {h['encounters'] - h['held_out_encounters']} | "
+                 f"that run found {h['encounters']} encounters (grouping reads the catalogue's names) |")
     lines += [
         "",
         "| living catalogue (card's encounters replayed in date order) | per-photo R@1 | encounters named right | "
@@ -536,11 +560,19 @@ def write_doc(args: argparse.Namespace, ctx: dict[str, Any]) -> list[str]:
         "the turtle otherwise (the truth stands in for the reviewer), and `apply_survey` enrols the photos. "
         "Frozen: the same surveys against `train` alone. An encounter of a turtle enrolled earlier in the replay "
         "counts as catalogued.",
+        f"* Turtles met again within the replay: {', '.join(ctx['met_again']) or 'none'}. Encounters whose score "
+        "changed once the earlier ones were enrolled: "
+        + (", ".join(f"{a['encounter'].split(':')[0]} ({a['truth']}) {a['score']:.3f} → {b['score']:.3f}"
+                     for a, b in changed) or "none") + ".",
+        f"* What grouping costs: the replay takes the true encounters as given; its frozen row (R@1 "
+        f"{pct(fz['photo_r1'])}, {fz['encounters_right']} of {fz['encounters']} named right) against the card's "
+        f"own grouping above (R@1 {pct(n['photo_r1'])}).",
     ]
     if g["mixed_encounters"] or g["split_true_encounters"]:
         doc.append(f"* Grouping: {len(g['mixed_encounters'])} found encounter(s) mix turtles or days "
                    f"({', '.join(g['mixed_encounters']) or 'none'}); true encounters split: "
-                   + (", ".join(f"{k} into {v}" for k, v in g["split_true_encounters"].items()) or "none") + ".")
+                   + (", ".join(f"{k} into {v} ({g['split_causes'][k]})"
+                                for k, v in g["split_true_encounters"].items()) or "none") + ".")
     if g["status"].get("ok", 0) != photos:
         doc.append(f"* Photos by status: {json.dumps(g['status'], sort_keys=True)}.")
     doc += ["", f"Raw JSON for every row: `{args.work}/`.", ""]
@@ -622,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
            "living": living, "main_run": main_run, "train": train, "truth": truth, "index": index_train,
            "catalogue_photos": len(train_rows),
            "uncatalogued": sorted({r["identity"] for r in valid_rows} - train_ids),
+           "met_again": sorted(i for i, k in Counter(r["identity"] for r in
+                                                     {(v["identity"], v["date"]): v for v in valid_rows}.values()
+                                                     ).items() if k > 1),
            "loss": args.loss or TrainConfig().loss, "argv": raw_argv}
     lines = write_doc(args, ctx)
     print("\n".join(lines))
