@@ -223,3 +223,17 @@ class ServeConfig(_Config):
     upload_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="time a request body may take to arrive (and at most 15 s without a byte); "
         "then 408 and the connection is closed")
+    surveys_dir: Path | None = Field(
+        None, description="where surveys started on the page (POST /surveys) live, one folder each (the card's "
+        "photos and the survey folder); default: `surveys/` inside the index folder")
+    max_survey_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="largest upload that starts a survey (a zip of the card, or its photos); "
+        "other requests keep max_upload_bytes")
+    max_survey_files: int = Field(
+        1000, ge=1, le=100_000, description="most photos (files in the zip, or photo parts) one survey upload holds")
+    max_survey_unpacked_bytes: int = Field(
+        8 * 1024**3, ge=1024, description="most bytes a survey zip may unpack to (its members' sizes are read "
+        "before anything is extracted: a zip bomb is refused unopened)")
+    survey_upload_timeout_s: float = Field(
+        1800.0, gt=0, le=86_400, description="time a survey upload may take to arrive (a card is large; still at most "
+        "15 s without a byte)")

@@ -41,7 +41,7 @@
 
   async function send(path, options) {
     const token = sessionStorage.getItem(TOKEN_KEY);
-    const headers = token ? { "X-API-Token": token } : {};
+    const headers = { ...(options.headers || {}), ...(token ? { "X-API-Token": token } : {}) };
     try {
       return await fetch(path, { ...options, headers });
     } catch (err) {
@@ -397,4 +397,7 @@
 
   refreshHealth();
   refreshIdentities().catch((err) => showError(err.message));
+
+  // The survey view (survey.js) shares the API helper (one token prompt for the tab) and the header's counts.
+  window.WildTrack = { api, send, describeError, node, fmt, refreshHealth };
 })();
