@@ -112,7 +112,7 @@ def create_app(
         app.state.reloader = ThreadPoolExecutor(1, thread_name_prefix="wildtrack-reload")
         app.state.reloading = asyncio.Lock()
         app.state.reloader.submit(catalogue.scan_files)  # missing photos show in /health; never delays start-up
-        app.state.surveys = await run_in_threadpool(open_surveys, cfg, catalogue, artifacts)
+        app.state.surveys = await run_in_threadpool(open_surveys, cfg, catalogue)
         log.info("WildTrack serving %d images of %d individuals (model %s, threshold %s)", len(catalogue.index),
                  len(catalogue.index.identities()), catalogue.embedder.fingerprint,
                  catalogue.policy.photo_threshold)
@@ -146,7 +146,7 @@ def create_app(
     return app
 
 
-def open_surveys(cfg: ServeConfig, catalogue: Catalogue, artifacts: str | os.PathLike[str]) -> SurveyJobs:
+def open_surveys(cfg: ServeConfig, catalogue: Catalogue) -> SurveyJobs:
     """The surveys folder (``surveys/`` in the index folder unless configured) and the run a survey job does:
     ``wildtrack survey run`` on the uploaded card against the served catalogue."""
     root = Path(cfg.surveys_dir) if cfg.surveys_dir is not None else catalogue.index_dir / "surveys"
