@@ -174,18 +174,34 @@ def demo(
     print_metrics(result.evaluation.report.model_dump(by_alias=True, mode="json"))
     console.print(f"\n[bold]done in {result.seconds:.0f} s[/]")
     for label, path in (("data", result.data), ("artifacts", result.artifacts), ("results", result.results),
-                        ("index", result.index)):
+                        ("index", result.index), ("card", result.card)):
         console.print(f"  {label:<10}{path}")
     console.print(f"  {'report':<10}{result.results / 'report.html'}")
     for p in [*result.evaluation.pictures, result.artifacts / "training_curves.png"]:
         console.print(f"  {'picture':<10}{p}")
     console.print(f"\nnext, the search page: {serve_hint(result.index, result.artifacts)}")
+    console.print(f"or a field day on the card: {survey_hint(result.card, result.index, result.artifacts)}")
+
+
+def survey_hint(card: Path, index: Path, artifacts: Path) -> str:
+    """The `survey run` command line for the demo's card, pasteable like :func:`serve_hint`'s."""
+    import shlex
+
+    return shlex.join([*_program(), "survey", "run", str(card.resolve()), "--index", str(index.resolve()),
+                       "--artifacts", str(artifacts.resolve()), "--out", str((card.parent / "survey").resolve())])
 
 
 def serve_hint(index: Path, artifacts: Path) -> str:
     """A `serve` command line that works when pasted: this very program (``.venv/bin/wildtrack`` is rarely on
     PATH) and absolute paths, shell-quoted."""
     import shlex
+
+    return shlex.join([*_program(), "serve", "--index", str(index.resolve()), "--artifacts",
+                       str(artifacts.resolve())])
+
+
+def _program() -> list[str]:
+    """How this very program is run from a shell."""
     import shutil
     import sys
 
@@ -193,10 +209,8 @@ def serve_hint(index: Path, artifacts: Path) -> str:
     on_path = shutil.which("wildtrack")
     if launched.name == "wildtrack" and launched.is_file():
         same = on_path is not None and Path(on_path).resolve() == launched
-        program = ["wildtrack" if same else str(launched)]
-    else:  # python -m wildtrack.cli, or a test runner
-        program = [sys.executable, "-m", "wildtrack.cli"]
-    return shlex.join([*program, "serve", "--index", str(index.resolve()), "--artifacts", str(artifacts.resolve())])
+        return ["wildtrack" if same else str(launched)]
+    return [sys.executable, "-m", "wildtrack.cli"]  # python -m wildtrack.cli, or a test runner
 
 
 index_app = typer.Typer(cls=Group, help="Build and grow the catalogue search index.", no_args_is_help=True)
