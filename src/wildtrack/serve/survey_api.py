@@ -36,11 +36,10 @@ from wildtrack.serve.schemas import (
     SurveyStarted,
     SurveyStatus,
 )
-from wildtrack.serve.service import validate_identity
 from wildtrack.serve.survey_jobs import SurveyJob, SurveyJobs
 from wildtrack.serve.survey_uploads import CardLimits, Unpacked, is_zip, save_photos, unpack_zip
 from wildtrack.serve.uploads import UploadError
-from wildtrack.survey.decisions import RENAME, UNDECIDED, read_decisions, set_decision
+from wildtrack.survey.decisions import UNDECIDED, read_decisions, set_decision
 from wildtrack.survey.files import APPLIED_FILE, PICTURES_DIR, THUMBS_DIR, SurveyError, load_survey
 
 __all__ = ["router"]
@@ -164,11 +163,7 @@ async def decide(survey_id: str, body: DecisionRequest, request: Request) -> Dec
 
 
 def _decide(request: Request, job: SurveyJob, body: DecisionRequest) -> DecisionResponse:
-    final = body.final_identity
-    if body.decision == RENAME and final.strip():
-        final = validate_identity(final)  # the enrolment's own rules, said now rather than at apply
-    elif body.decision != RENAME:
-        final = final if body.decision != UNDECIDED else ""
+    final = body.final_identity if body.decision != UNDECIDED else ""
     with job.lock, _public_errors(request, job, 400):
         survey = load_survey(job.survey_dir)
         row = set_decision(job.survey_dir, survey, body.encounter, body.decision, final)
