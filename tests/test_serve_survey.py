@@ -172,7 +172,8 @@ def test_a_card_runs_in_the_background_is_decided_and_applied_into_the_served_ca
     decided = httpx.get(server.url + body["result_url"]).json()
     assert decided["undecided"] == r.json()["undecided"]
     ok = {p["photo"] for p in survey["photos"] if p["status"] == "ok"}
-    enrolled = sum(len(ok.intersection(d["photos"])) for d in decided["decisions"] if d["decision"] in ("accept", "rename"))
+    enrolled = sum(len(ok.intersection(d["photos"])) for d in decided["decisions"]
+                   if d["decision"] in ("accept", "rename"))
 
     # apply: a write; then the served catalogue holds the photos at once
     apply_url = server.url + f"/surveys/{body['id']}/apply"
