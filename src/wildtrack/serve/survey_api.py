@@ -123,7 +123,8 @@ async def survey_result(survey_id: str, request: Request) -> SurveyResult:
     """survey.json (without server paths) and the current decisions."""
     job = _jobs(request).finished(survey_id)
     survey, rows, applied = await run_in_threadpool(_read, request, job)
-    return SurveyResult(id=job.id, survey=SurveyRun.model_validate(_without_paths(survey)),
+    index_dir = request.app.state.catalogue.index_dir
+    return SurveyResult(id=job.id, survey=SurveyRun.model_validate(_without_paths(survey, job, index_dir)),
                         decisions=[SurveyDecision(**r.to_dict()) for r in rows],
                         undecided=sum(not r.decided for r in rows),
                         files_url=_url(request, "survey_status", survey_id=job.id) + "/files/", applied=applied)
@@ -216,10 +217,12 @@ def public_text(text: str, job: SurveyJob, index_dir: Path) -> str:
     return text
 
 
-def _without_paths(survey: dict[str, Any]) -> dict[str, Any]:
+def _without_paths(survey: dict[str, Any], job: SurveyJob, index_dir: Path) -> dict[str, Any]:
+    """survey.json without the keys that hold this machine's paths, and with paths in messages (why a photo is
+    unreadable) named as the docs name them."""
     survey = {k: v for k, v in survey.items() if k not in ("photos_root", "format", "version")}
     survey["catalogue"] = {k: v for k, v in (survey.get("catalogue") or {}).items() if k != "index_dir"}
-    return survey
+    return json.loads(public_text(json.dumps(survey), job, index_dir))
 
 
 def _json_or_none(path: Path) -> dict[str, Any] | None:

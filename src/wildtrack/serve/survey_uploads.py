@@ -7,7 +7,8 @@ outside the folder by a naive extraction. So the central directory is read first
 (413 or 400, naming the problem) when it holds too many files, declares too many bytes, or names a path that is
 absolute, climbs out (``..``), is a link or is encrypted; only then are the photos copied out, each one stopped
 at its declared size. Members that are not photos (notes, ``.DS_Store``, macOS ``__MACOSX`` forks) are left in the
-zip and listed, never silently dropped. Sub-folders are kept: a card organised by sighting groups by them.
+zip and listed, never silently dropped. Sub-folders are kept (a card organised by sighting is grouped by them),
+except the folder(s) that hold everything (``card/`` when the card's folder itself was zipped).
 """
 
 from __future__ import annotations
@@ -84,8 +85,10 @@ def unpack_zip(fileobj: BinaryIO, dest: Path, limits: CardLimits) -> Unpacked:
                               f"{limits.max_unpacked_bytes:,} (a zip bomb, or a card to split into several surveys)")
         if not planned:
             raise UploadError(400, _no_photos(out.ignored))
+        wrapper = _wrapper(list(planned))
         dest.mkdir(parents=True, exist_ok=False)
         for key, info in sorted(planned.items()):
+            key = key[len(wrapper):]
             target = dest.joinpath(*PurePosixPath(key).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -151,6 +154,18 @@ def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
     if parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts):
         return None
     return path
+
+
+def _wrapper(keys: list[str]) -> str:
+    """The one folder every photo lies in (``card/`` when the card's folder was zipped), with its slash, or "".
+
+    It is how the zip was made, not how the card is organised: kept, it would make the whole card one sub-folder,
+    and a card organised by sub-folders is grouped by them."""
+    first = {PurePosixPath(k).parts[0] if len(PurePosixPath(k).parts) > 1 else "" for k in keys}
+    if len(first) != 1 or "" in first:
+        return ""
+    top = first.pop()
+    return top + "/" + _wrapper([k[len(top) + 1:] for k in keys]) if top else ""
 
 
 def _base_name(name: str) -> str | None:
