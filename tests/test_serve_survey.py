@@ -227,15 +227,20 @@ def test_the_page_reviews_a_survey_accept_one_rename_one_apply(browser, server, 
     undecided = int(page.get_by_test_id("undecided-count").inner_text())
 
     # accept a catalogued turtle's encounter
-    known = page.locator('[data-testid="encounter"][data-decision=""]', has=page.locator(
-        '[data-testid="accept"]:not([disabled])')).filter(has_not_text="new turtle").first
+    undecided_cards = page.locator('[data-testid="encounter"][data-decision=""]')
+    known = undecided_cards.and_(page.locator('[data-new="false"]')).first
+    known_id = known.get_attribute("data-encounter")
     if not known.evaluate("d => d.open"):
         known.locator("summary").click()
     known.get_by_test_id("accept").click()
-    expect(known.get_by_test_id("decision-state")).to_have_text(re.compile(r"^accepted as t\d{3}$"))
+    expect(known.get_by_test_id("decision-state")).to_have_text(re.compile(r"^accepted as \S+$"))
     expect(known.get_by_test_id("accept")).to_have_attribute("aria-pressed", "true")
-    # rename the new turtle: the name is typed into the card, not a dialog
-    new = page.locator('[data-testid="encounter"]', has_text="new turtle").first
+    # rename another (a new turtle's when there is one): the name is typed into the card, not a dialog
+    others = page.locator(f'[data-testid="encounter"][data-decision=""]:not([data-encounter="{known_id}"])')
+    new = others.and_(page.locator('[data-new="true"]')).first if others.and_(
+        page.locator('[data-new="true"]')).count() else others.first
+    if not new.evaluate("d => d.open"):
+        new.locator("summary").click()
     new.get_by_test_id("rename").click()
     field = new.get_by_test_id("rename-input")
     expect(field).to_be_focused()

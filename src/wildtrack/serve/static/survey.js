@@ -185,6 +185,7 @@
     details.dataset.testid = "encounter";
     details.dataset.encounter = e.encounter;
     details.dataset.verdict = e.verdict;
+    details.dataset.new = String(Boolean(e.new));
     details.open = e.verdict !== "confident";
     const measure = e.score_kind === "match_probability" ? "P(same)" : "cosine";
 
