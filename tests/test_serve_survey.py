@@ -228,8 +228,8 @@ def test_the_page_reviews_a_survey_accept_one_rename_one_apply(browser, server, 
 
     # accept a catalogued turtle's encounter
     undecided_cards = page.locator('[data-testid="encounter"][data-decision=""]')
-    known = undecided_cards.and_(page.locator('[data-new="false"]')).first
-    known_id = known.get_attribute("data-encounter")
+    known_id = undecided_cards.and_(page.locator('[data-new="false"]')).first.get_attribute("data-encounter")
+    known = page.locator(f'[data-testid="encounter"][data-encounter="{known_id}"]')  # stays put once decided
     if not known.evaluate("d => d.open"):
         known.locator("summary").click()
     known.get_by_test_id("accept").click()
@@ -237,8 +237,9 @@ def test_the_page_reviews_a_survey_accept_one_rename_one_apply(browser, server, 
     expect(known.get_by_test_id("accept")).to_have_attribute("aria-pressed", "true")
     # rename another (a new turtle's when there is one): the name is typed into the card, not a dialog
     others = page.locator(f'[data-testid="encounter"][data-decision=""]:not([data-encounter="{known_id}"])')
-    new = others.and_(page.locator('[data-new="true"]')).first if others.and_(
-        page.locator('[data-new="true"]')).count() else others.first
+    new_ones = others.and_(page.locator('[data-new="true"]'))
+    new_id = (new_ones if new_ones.count() else others).first.get_attribute("data-encounter")
+    new = page.locator(f'[data-testid="encounter"][data-encounter="{new_id}"]')
     if not new.evaluate("d => d.open"):
         new.locator("summary").click()
     new.get_by_test_id("rename").click()
