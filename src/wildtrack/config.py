@@ -199,7 +199,8 @@ class ServeConfig(_Config):
     topk: int = Field(5, ge=1, le=50)
     rerank: bool = Field(True, description="re-rank by local matching when the index was built with it")
     api_token: str | None = Field(
-        None, min_length=8, description="secret that write endpoints (/enroll) require as `Authorization: Bearer` "
+        None, min_length=8, description="secret that write endpoints (/enroll, POST /surveys, a survey's decisions "
+        "and apply) require as `Authorization: Bearer` "
         "or `X-API-Token`; required when the server listens beyond loopback")
     insecure_no_token: bool = Field(
         False, description="allow listening beyond loopback without an API token (anyone on the network can enrol)")

@@ -296,10 +296,10 @@ def serve(
                                 help="Use local re-ranking when the index was built with --rerank local; "
                                      "--no-rerank: global search only (faster)."),
     api_token: str = typer.Option(None, "--api-token", envvar="WILDTRACK_API_TOKEN", show_default=False,
-                                  help="Secret that /enroll requires (Authorization: Bearer or X-API-Token); "
-                                  "required with a --host beyond loopback. The page asks for it once. Visible "
-                                  "to every user of this machine in `ps`: prefer --api-token-file or the "
-                                  "environment variable."),
+                                  help="Secret that /enroll and the survey writes require (Authorization: "
+                                  "Bearer or X-API-Token); required with a --host beyond loopback. The page "
+                                  "asks for it once. Visible to every user of this machine in `ps`: prefer "
+                                  "--api-token-file or the environment variable."),
     api_token_file: Path = typer.Option(None, "--api-token-file", show_default=False, exists=True, dir_okay=False,
                                         help="Read the API token from this file (first line), so it never "
                                         "appears in the process list."),
@@ -316,6 +316,9 @@ def serve(
     max_wait: float = typer.Option(20.0, "--max-wait", min=0.1,
                                    help="Seconds a photo request may wait for a slot; one that would wait longer "
                                    "gets a fast 503."),
+    surveys: Path = typer.Option(None, "--surveys", show_default=False, file_okay=False,
+                                 help="Folder for the surveys started on the page (one folder each: the card and "
+                                 "its survey folder). Default: surveys/ inside the index folder."),
 ) -> None:
     """Run the web service and drag-and-drop page (docs at /docs)."""
     from wildtrack.config import ServeConfig
@@ -329,7 +332,7 @@ def serve(
         cfg = ServeConfig(host=host, port=port, rerank=rerank, api_token=api_token or None,
                           insecure_no_token=insecure_no_token,
                           allowed_hosts=allowed_host or [], max_concurrent_inference=max_concurrent,
-                          max_queued_requests=max_queue, max_wait_s=max_wait)
+                          max_queued_requests=max_queue, max_wait_s=max_wait, surveys_dir=surveys)
         check_bind(cfg)  # refuses --host 0.0.0.0 without a token, before anything loads
         checks.index_folder(index)
         checks.model_folder(artifacts)
