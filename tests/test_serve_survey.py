@@ -21,9 +21,6 @@ import pytest
 from _serve_helpers import Server
 from test_web_page import TIMEOUT_MS, _shot, browser  # noqa: F401 - the module-scoped Chromium fixture
 
-pytest.importorskip("wildtrack.survey.run", reason="the survey runner is not in this checkout yet")
-pytest.importorskip("wildtrack.survey.apply", reason="survey apply is not in this checkout yet")
-
 TOKEN = "survey-team-secret"
 AUTH = {"X-API-Token": TOKEN}
 MAX_FILES = 40
@@ -34,6 +31,8 @@ RUN_TIMEOUT = 180.0
 @pytest.fixture(scope="module")
 def card_zip(tmp_path_factory) -> Path:
     """The card as a team zips it: a folder of camera files (the catalogue's t000-t002 again, t012 twice)."""
+    pytest.importorskip("wildtrack.survey.run", reason="the survey runner is not in this checkout yet")
+    pytest.importorskip("wildtrack.survey.apply", reason="survey apply is not in this checkout yet")
     from wildtrack.data.synth.card import generate_card
 
     base = tmp_path_factory.mktemp("card")
