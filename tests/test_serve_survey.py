@@ -267,3 +267,23 @@ def test_the_page_reviews_a_survey_accept_one_rename_one_apply(browser, server, 
     assert "Page Turtle" in names
     assert not errors, errors
     page.close()
+
+
+def test_after_a_restart_the_surveys_are_there_and_one_the_stop_interrupted_says_so(server, card_zip):
+    held = {s["id"]: s for s in httpx.get(server.url + "/surveys").json()["surveys"]}
+    started = _post_zip(server, card_zip.read_bytes())
+    assert started.status_code == 202
+    server.kill()  # the laptop's power goes, mid-run
+    server.start()
+    listed = {s["id"]: s for s in httpx.get(server.url + "/surveys").json()["surveys"]}
+    cut = listed[started.json()["id"]]
+    assert cut["state"] == "failed" and "server stopped while this survey ran" in cut["error"], cut
+    assert {k: v["state"] for k, v in held.items()} == {k: listed[k]["state"] for k in held}
+    done = next(k for k, v in held.items() if v["state"] == "done")
+    result = httpx.get(server.url + f"/surveys/{done}/result").json()
+    assert result["applied"] is not None and any(d["decision"] for d in result["decisions"])
+    # a new survey may start: the interrupted one holds nothing
+    again = _post_zip(server, card_zip.read_bytes())
+    assert again.status_code == 202
+    job, _ = _wait_done(server, again.json()["status_url"])
+    assert job["state"] == "done"
