@@ -13,7 +13,8 @@ from wildtrack.cli import app
 
 runner = CliRunner()
 COMMANDS = [[], ["data"], ["data", "inspect"], ["data", "synth"], ["train"], ["evaluate"], ["demo"], ["index"],
-            ["index", "build"], ["index", "add"], ["search"], ["serve"]]
+            ["index", "build"], ["index", "add"], ["search"], ["serve"], ["survey"], ["survey", "run"],
+            ["survey", "apply"], ["survey", "history"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")

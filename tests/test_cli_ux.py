@@ -61,7 +61,7 @@ def test_backbone_choices_are_the_registry():
 
 def test_flags_have_no_value_placeholder_and_every_option_has_help():
     for command in (["train"], ["evaluate"], ["index", "build"], ["index", "add"], ["search"], ["serve"],
-                    ["export"], ["demo"], []):
+                    ["export"], ["demo"], ["survey", "run"], ["survey", "apply"], ["survey", "history"], []):
         text = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "250"}).output
         rows = [r for r in text.splitlines() if r.startswith("│") and " --" in r and "--help" not in r]
         assert rows, command

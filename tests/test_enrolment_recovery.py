@@ -28,10 +28,10 @@ def index(tmp_path):
 
 
 def _recover(index, caplog):
-    from wildtrack.serve.enrolment import recover_enrolments
+    from wildtrack.workflows.enrolment import recover_enrolments
 
     gallery, base = index
-    with caplog.at_level(logging.INFO, logger="wildtrack.serve.enrolment"):
+    with caplog.at_level(logging.INFO, logger="wildtrack.workflows.enrolment"):
         return recover_enrolments(base / "index", base / "data", gallery)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -35,7 +36,8 @@ def test_fit_chooses_an_identity_weight_and_round_trips(catalogue, tmp_path):
     assert fitted.calibration.num_pairs == 40 * 8
     report = fitted.fit_report
     weights = {f"identity_weight={w}" for w in IDENTITY_WEIGHTS}
-    assert set(report) == {*weights, "global_only", "open_set", "encounter_open_set"}
+    assert set(report) == {*weights, "global_only", "open_set", "encounter_open_set", "confident_open_set",
+                           "confident_encounter_open_set"}
     chosen = report[f"identity_weight={fitted.identity_weight}"]
     assert all(chosen["R@1"] + chosen["mAP"] >= report[w]["R@1"] + report[w]["mAP"] for w in weights)
     back = load_pipeline(fitted.save(tmp_path).parent)
@@ -189,6 +191,46 @@ def test_fit_calibrates_a_threshold_for_the_best_photo_of_an_encounter(catalogue
     legacy = fitted.to_dict()
     del legacy["encounter_threshold"]  # fusion.json from before encounters
     assert build_pipeline(legacy).encounter_threshold is None
+
+
+def test_fit_calibrates_a_stricter_confident_operating_point_that_round_trips(catalogue, tmp_path):
+    """Above the second operating point (fitted the same way at 1 % false accepts) a verdict is named without
+    review: it is never below the new-individual one, it is saved with the fusion, and the policy states both."""
+    from wildtrack.config import CONFIDENT_TARGET_FAR
+    from wildtrack.decide.policy import decision_policy
+
+    records, embeddings = catalogue
+    fitted = fit_gallery_fusion(records, embeddings, k=8, max_pseudo_queries=60)
+    report = fitted.fit_report
+    assert fitted.confident_threshold is not None and fitted.confident_encounter_threshold is not None
+    assert fitted.confident_threshold >= fitted.decision_threshold
+    assert fitted.confident_encounter_threshold >= fitted.encounter_threshold
+    assert report["confident_open_set"]["threshold"] == fitted.confident_threshold
+    assert report["confident_encounter_open_set"]["threshold"] == fitted.confident_encounter_threshold
+    assert report["confident_open_set"]["target_far"] == CONFIDENT_TARGET_FAR
+    assert report["confident_open_set"]["FAR"] <= report["open_set"]["FAR"]
+    back = load_pipeline(fitted.save(tmp_path).parent)
+    assert back.confident_threshold == fitted.confident_threshold
+    assert back.confident_encounter_threshold == fitted.confident_encounter_threshold
+    policy = decision_policy(True, None, back.decision_threshold, back.encounter_threshold, back.fit_report,
+                             confident_photo=back.confident_threshold,
+                             confident_encounter=back.confident_encounter_threshold)
+    assert policy.confident_encounter_threshold == back.confident_encounter_threshold
+    assert policy.confident_far == CONFIDENT_TARGET_FAR
+    sentence = policy.sentence()
+    assert sentence.startswith("new individual below P(same)")
+    assert f"named automatically (confident) above P(same) {back.confident_threshold:.3f}" in sentence
+    assert "fitted at 1 % false accepts" in sentence
+    legacy = copy.deepcopy(fitted.to_dict())
+    for key in ("confident_threshold", "confident_encounter_threshold"):
+        del legacy[key]  # fusion.json from before the confident operating point
+    for key in ("confident_open_set", "confident_encounter_open_set"):
+        del legacy["fit_report"][key]
+    old = build_pipeline(legacy)
+    assert old.confident_threshold is None and old.confident_encounter_threshold is None
+    old_policy = decision_policy(True, None, old.decision_threshold, old.encounter_threshold, old.fit_report)
+    assert old_policy.source == "fitted" and old_policy.confident_encounter_threshold is None
+    assert "confident" not in old_policy.sentence()
 
 
 def test_a_catalogue_larger_than_the_sample_is_sampled_by_whole_encounters(catalogue):

@@ -117,6 +117,38 @@ def test_index_add_grows_the_store_by_new_shards(synth_data, tiny_artifacts, tmp
 
 # ------------------------------------------------------------------------------------------------- Ray
 
+
+def test_ray_without_an_address_follows_ray_inits_convention():
+    """RAY_ADDRESS when set, else the cluster `ray start` left on this machine, else a local runtime; the line
+    that says which is what the CLI prints."""
+    from wildtrack.jobs import resolve_ray_address
+
+    assert resolve_ray_address({"RAY_ADDRESS": "ray://head:10001"}, cluster_running=True) == (
+        "ray://head:10001", "Ray: the cluster at ray://head:10001 (from RAY_ADDRESS)")
+    assert resolve_ray_address({"RAY_ADDRESS": " "}, cluster_running=True)[0] == "auto"
+    assert resolve_ray_address({}, cluster_running=True) == (
+        "auto", "Ray: the cluster running on this machine (no RAY_ADDRESS; started by `ray start`)")
+    assert resolve_ray_address({}, cluster_running=False) == (
+        "local", "Ray: local runtime started (no RAY_ADDRESS, no running cluster)")
+
+
+def test_the_cli_leaves_the_ray_address_to_the_convention():
+    from wildtrack.cli.model_cmds import RAY_ADDRESS_HELP
+    from wildtrack.jobs import make_engine
+
+    engine = make_engine("ray")
+    assert isinstance(engine, RayEngine) and engine.address is None and engine.description is None
+    assert "RAY_ADDRESS" in RAY_ADDRESS_HELP and "local Ray runtime" in RAY_ADDRESS_HELP
+
+
+@pytest.mark.ray
+def test_a_ray_engine_without_an_address_uses_the_runtime_already_started(ray_address):
+    lines: list[str] = []
+    engine = RayEngine(announce=lines.append)
+    engine.connect()
+    assert lines == ["Ray: the runtime already started in this process"] == [engine.description]
+
+
 @pytest.mark.ray
 def test_ray_engine_builds_the_same_index_as_the_local_engine(ray_address, local_index, synth_data, tiny_artifacts,
                                                                tmp_path):

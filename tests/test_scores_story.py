@@ -32,6 +32,30 @@ def test_the_operating_point_says_where_the_thresholds_come_from():
     assert operating_point("cosine", None, None).source == "none"
 
 
+def test_a_fitted_policy_states_its_confident_operating_point_and_applies_it():
+    from wildtrack.decide.identity import Decision
+
+    sure = {**FIT, "confident_open_set": {"threshold": 0.9, "TAR": 0.7, "FAR": 0.0, "num_known": 150,
+                                          "num_unknown": 150, "target_far": 0.01},
+            "confident_encounter_open_set": {"threshold": 0.93, "TAR": 0.8, "FAR": 0.0, "num_known": 57,
+                                             "num_unknown": 57, "target_far": 0.01}}
+    fitted = operating_point("match_probability", 0.381, 0.579, sure)
+    assert (fitted.confident_photo_threshold, fitted.confident_encounter_threshold) == (0.9, 0.93)
+    assert fitted.confident_far == 0.01 and fitted.confident_rates["TAR"] == 0.8
+    assert fitted.sentence().endswith("; named automatically (confident) above P(same) 0.900 for a photo, 0.930 for "
+                                      "an encounter, fitted at 1 % false accepts (there: 80 % of known turtles "
+                                      "accepted, 0 % false accepts)")
+    assert fitted.to_dict()["confident_encounter_threshold"] == 0.93
+    named = Decision("t001", 0.95, False, ())
+    assert fitted.is_confident(named, encounter=True) and fitted.is_confident(named, encounter=False)
+    assert not fitted.is_confident(Decision("t001", 0.92, False, ()), encounter=True)
+    assert fitted.is_confident(Decision("t001", 0.92, False, ()), encounter=False)
+    assert not fitted.is_confident(Decision(None, 0.99, True, ()), encounter=True)  # a new individual never is
+    given = operating_point("match_probability", 0.5, 0.5, sure, overridden=True)
+    assert given.confident_encounter_threshold is None and not given.is_confident(named, encounter=True)
+    assert "confident" not in given.sentence()
+
+
 def test_search_lists_turtles_by_the_score_it_shows(synth_data, tiny_artifacts, reranked_index):
     photo = synth_data / "t009" / "t009_002.jpg"
     base = ["search", str(photo), "--index", str(reranked_index), "--artifacts", str(tiny_artifacts), "--topk", "6"]

@@ -41,6 +41,9 @@ DEFAULT_FUSION_FEATURES: FusionFeatures = _DEFAULT["fusion_features"]  # type: i
 DEFAULT_LOCAL_DIMS: int = _DEFAULT["local_dims"]  # type: ignore[assignment]
 DEFAULT_RERANK_K: int = _DEFAULT["rerank_k"]  # type: ignore[assignment]
 DEFAULT_TARGET_FAR = 0.05  # false-accept rate the new-individual threshold is fitted for
+# false-accept rate of the second, stricter operating point: above it a verdict is "confident" and named without
+# review (a survey pre-accepts it); at most the fit's own target_far
+CONFIDENT_TARGET_FAR = 0.01
 CACHE_ENV_VAR = "WILDTRACK_CACHE_DIR"
 ENROLLED_DIR = "enrolled"  # where the service stores enrolled photos, inside the index dir (index build keeps them)
 

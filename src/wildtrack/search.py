@@ -103,7 +103,10 @@ class CatalogueSearch:
         self.policy = decision_policy(fitted is not None, threshold,
                                       fitted.decision_threshold if fitted is not None else None,
                                       fitted.encounter_threshold if fitted is not None else None,
-                                      fitted.fit_report if fitted is not None else None, index.decision_threshold)
+                                      fitted.fit_report if fitted is not None else None, index.decision_threshold,
+                                      confident_photo=fitted.confident_threshold if fitted is not None else None,
+                                      confident_encounter=(fitted.confident_encounter_threshold
+                                                           if fitted is not None else None))
         self.threshold_override = threshold
 
     @property

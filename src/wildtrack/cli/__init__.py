@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wildtrack import __version__
-from wildtrack.cli import data_cmd, index_check_cmd, model_cmds, search_cmd
+from wildtrack.cli import data_cmd, index_check_cmd, model_cmds, search_cmd, survey_apply_cmd, survey_cmd
 from wildtrack.cli.common import Group, quiet_libraries
 
 app = typer.Typer(
@@ -20,6 +20,8 @@ app.add_typer(data_cmd.app, name="data")
 model_cmds.register(app)
 search_cmd.register(app)
 index_check_cmd.register(model_cmds.index_app)
+survey_apply_cmd.register(survey_cmd.app)
+app.add_typer(survey_cmd.app, name="survey")
 
 
 def _version(value: bool) -> None:

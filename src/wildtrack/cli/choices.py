@@ -22,6 +22,9 @@ __all__ = ["FusionFeatures", "LocalFocus", "MatchingPreset"]  # re-exported for 
 Backend = Literal["auto", "keras", "onnx"]
 IndexKind = Literal["flat", "hnsw", "ivf"]
 ExportFormat = Literal["onnx"]
+SurveyGrouping = Literal["auto", "folders", "time"]
+SurveyOccasion = Literal["day", "survey"]
+HistoryFormat = Literal["wide", "rmark"]
 
 BACKBONE_NAMES: tuple[str, ...] = get_args(Backbone)
 PANEL_TOPK_MAX = next(m.le for m in EvalConfig.model_fields["topk"].metadata if hasattr(m, "le"))

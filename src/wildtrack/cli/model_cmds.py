@@ -33,8 +33,10 @@ SPLIT_HELP = ("auto: official if the dataset has one, else time-aware, else per-
               "(optimistic); official: the dataset's split_closed column.")
 ENGINE_HELP = ("local | ray: run the embedding and local-feature jobs on this machine, or on a Ray cluster (Ray "
                "Data actor pools; needs pip install 'wildtrack\\[scale]', see docs/scale.md).")
-RAY_ADDRESS_HELP = ("With --engine ray: auto (the cluster `ray start` runs here), ray://host:10001, or local "
-                    "(start Ray on this machine for the job).")
+RAY_ADDRESS_HELP = ("With --engine ray: where the jobs run. Left out, ray.init()'s convention: the cluster in "
+                    "RAY_ADDRESS if set, else the cluster `ray start` runs on this machine, else a local Ray runtime "
+                    "started for the job (one line says which). Or: auto (the running cluster, which must exist), "
+                    "ray://host:10001, or local (always start Ray on this machine).")
 STORAGE_HELP = ("Object-storage option for an s3://… or gs://… --data, KEY=VALUE (repeatable), e.g. "
                 "endpoint_url=http://127.0.0.1:9000; credentials come from the environment (AWS_ACCESS_KEY_ID …).")
 DATA_HELP = "Catalogue photos (plain or SeaTurtleID2022 layout): a folder, or s3://bucket/prefix (fsspec URL)."
@@ -49,10 +51,10 @@ def _storage(pairs: list[str] | None) -> dict:
     return options
 
 
-def _engine(name: str, ray_address: str):
+def _engine(name: str, ray_address: str | None):
     from wildtrack.jobs import make_engine
 
-    return make_engine(name, ray_address)
+    return make_engine(name, ray_address, announce=say)
 
 
 def train(
@@ -107,7 +109,7 @@ def evaluate(
     gradcam: int = typer.Option(3, help="Number of gradcam_*.png pictures."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
-    ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
     matching_given: dict | None = None,
 ) -> None:
@@ -239,7 +241,7 @@ def index_build(
                                help="Rebuild even when photos enrolled into the existing index "
                                "cannot be kept (their files are gone, or the index is unreadable): they are dropped."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
-    ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
     matching_given: dict | None = None,
 ) -> None:
@@ -266,7 +268,7 @@ def index_add(
                              "(default: all of it)."),
     backend: Backend = typer.Option("auto", help=BACKEND_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
-    ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_HELP),
 ) -> None:
     """Add photos (or whole new identities) that are in the catalogue folder but not yet in the index."""

@@ -12,6 +12,11 @@ Which thresholds apply: a re-ranking catalogue decides on the match probability,
 its pipeline (one for a photo, a stricter one for the best of an encounter's photos, which passes more often by
 chance); a global-only catalogue on the cosine, with the threshold stored in its manifest. A user's explicit
 threshold overrides whichever applies, for photos and encounters alike.
+
+A fitted policy also carries a second, stricter operating point, fitted the same way at 1 % false accepts
+(:data:`~wildtrack.config.CONFIDENT_TARGET_FAR`): a verdict above it is *confident*, named without a person's
+review (:meth:`DecisionPolicy.is_confident`; ``wildtrack survey`` pre-accepts those). A user's threshold, a
+stored cosine one or a fusion fitted before the second point existed has none: then nothing is confident.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ class DecisionPolicy:
     ``given`` (a threshold the user chose), ``stored`` (a cosine threshold stored with a global index) or
     ``none`` (always name the closest turtle). ``photo_rates`` / ``encounter_rates``: ``TAR``, ``FAR``,
     ``num_known``, ``num_unknown`` the fit measured at these thresholds on the catalogue (fitted only).
+    ``confident_photo_threshold`` / ``confident_encounter_threshold``: the confident operating point, fitted at
+    ``confident_far`` false accepts (``confident_rates``: the fit's rates at the encounter's); None when the
+    catalogue has none or the thresholds in use are not the fitted ones.
     """
 
     score: ScoreKind
@@ -72,6 +80,10 @@ class DecisionPolicy:
     target_far: float | None = None
     photo_rates: dict[str, Any] | None = None
     encounter_rates: dict[str, Any] | None = None
+    confident_photo_threshold: float | None = None
+    confident_encounter_threshold: float | None = None
+    confident_far: float | None = None
+    confident_rates: dict[str, Any] | None = None
 
     @property
     def reranked(self) -> bool:
@@ -88,6 +100,13 @@ class DecisionPolicy:
         """An encounter's verdict from its photos' hits and verdicts
         (:func:`~wildtrack.decide.encounter.pool_encounter`)."""
         return pool_encounter(photo_hits, photo_decisions, self.reranked, self.encounter_threshold)
+
+    def is_confident(self, decision: Decision, encounter: bool) -> bool:
+        """Whether a verdict names its turtle above the confident operating point (an ``encounter``'s pooled
+        verdict, or one photo's): such a verdict may be accepted without review. A new individual never is."""
+        threshold = self.confident_encounter_threshold if encounter else self.confident_photo_threshold
+        return (threshold is not None and not decision.is_unknown and decision.identity is not None
+                and decision.score is not None and decision.score >= threshold)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sentence": self.sentence()}
@@ -108,40 +127,81 @@ class DecisionPolicy:
             return line + " (threshold given by the user)"
         if self.source == "stored":
             return line + " (threshold stored with the index)"
-        line += f"; fitted on the catalogue at {_percent(self.target_far)} false accepts"
-        rates = self.photo_rates or {}
-        if rates.get("TAR") is not None and rates.get("FAR") is not None:
-            line += (f" (there: {_percent(rates['TAR'])} of known turtles accepted, {_percent(rates['FAR'])} "
-                     "false accepts)")
-        return line
+        line += f"; fitted on the catalogue at {_percent(self.target_far)} false accepts" + _there(self.photo_rates)
+        return line + self._confident_sentence(name)
+
+    def _confident_sentence(self, name: str) -> str:
+        """``; named automatically (confident) above P(same) 0.930 for a photo, 0.950 for an encounter, fitted at
+        1 % false accepts (there: ...)``, or nothing without a confident operating point."""
+        photo, encounter = self.confident_photo_threshold, self.confident_encounter_threshold
+        if photo is None and encounter is None:
+            return ""
+        if photo is not None and encounter is not None and photo != encounter:
+            where = f"{photo:.3f} for a photo, {encounter:.3f} for an encounter"
+        elif photo is not None and encounter is not None:
+            where = f"{photo:.3f} for a photo or an encounter"
+        else:
+            where = f"{photo:.3f} for a photo" if photo is not None else f"{encounter:.3f} for an encounter"
+        return (f"; named automatically (confident) above {name} {where}, fitted at {_percent(self.confident_far)} "
+                f"false accepts{_there(self.confident_rates)}")
 
 
 def decision_policy(reranks: bool, override: float | None = None, fitted_photo: float | None = None,
                     fitted_encounter: float | None = None, fit_report: dict[str, Any] | None = None,
-                    stored_cosine: float | None = None) -> DecisionPolicy:
+                    stored_cosine: float | None = None, *, confident_photo: float | None = None,
+                    confident_encounter: float | None = None) -> DecisionPolicy:
     """The policy of a search: on the match probability when it ``reranks`` (thresholds fitted with the pipeline,
-    ``fit_report`` its rates), else on the cosine (``stored_cosine``, the index's); ``override``: the user's."""
+    ``fit_report`` its rates, ``confident_*`` its confident operating point), else on the cosine
+    (``stored_cosine``, the index's); ``override``: the user's."""
     chosen = choose_thresholds(override, reranks, fitted_photo, fitted_encounter, stored_cosine)
     return operating_point("match_probability" if reranks else "cosine", chosen.photo, chosen.encounter,
-                           fit_report if reranks else None, overridden=override is not None)
+                           fit_report if reranks else None, overridden=override is not None,
+                           confident_photo=confident_photo if reranks else None,
+                           confident_encounter=confident_encounter if reranks else None)
 
 
 def operating_point(score: ScoreKind, photo: float | None, encounter: float | None,
-                    fit_report: dict[str, Any] | None = None, overridden: bool = False) -> DecisionPolicy:
+                    fit_report: dict[str, Any] | None = None, overridden: bool = False, *,
+                    confident_photo: float | None = None, confident_encounter: float | None = None
+                    ) -> DecisionPolicy:
     """The policy of a search deciding on ``score`` with these thresholds.
 
     ``fit_report`` is the re-ranking fit's (``fusion.json``), whose ``open_set`` / ``encounter_open_set`` hold
     the thresholds it calibrated and their rates; they are quoted only when the thresholds in use are those
-    (``overridden``, or a threshold given to ``index build``, makes them the user's)."""
+    (``overridden``, or a threshold given to ``index build``, makes them the user's). The confident operating
+    point (``confident_*``, else the report's ``confident_open_set`` / ``confident_encounter_open_set``) comes
+    with fitted thresholds only; the encounter's falls back to the photo's, as the new-individual one does."""
     if photo is None:
         return DecisionPolicy(score, None, None, "none")
-    fit = (fit_report or {}).get("open_set") or {}
-    enc_fit = (fit_report or {}).get("encounter_open_set") or {}
+    report = fit_report or {}
+    fit = report.get("open_set") or {}
+    enc_fit = report.get("encounter_open_set") or {}
     if overridden or not _same(fit.get("threshold"), photo):
         return DecisionPolicy(score, photo, encounter, "given" if score == "match_probability" or overridden
                               else "stored")
     enc_rates = _rates(enc_fit) if _same(enc_fit.get("threshold"), encounter) else None
-    return DecisionPolicy(score, photo, encounter, "fitted", fit.get("target_far"), _rates(fit), enc_rates)
+    sure = report.get("confident_open_set") or {}
+    enc_sure = report.get("confident_encounter_open_set") or {}
+    sure_photo = _finite(confident_photo if confident_photo is not None else sure.get("threshold"))
+    sure_encounter = _finite(confident_encounter if confident_encounter is not None else enc_sure.get("threshold"))
+    if sure_encounter is None:
+        sure_encounter, enc_sure = sure_photo, sure
+    confident_far = enc_sure.get("target_far", sure.get("target_far")) if sure_encounter is not None else None
+    sure_rates = _rates(enc_sure) if _same(enc_sure.get("threshold"), sure_encounter) else None
+    return DecisionPolicy(score, photo, encounter, "fitted", fit.get("target_far"), _rates(fit), enc_rates,
+                          sure_photo, sure_encounter, confident_far, sure_rates)
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
+
+
+def _there(rates: dict[str, Any] | None) -> str:
+    """`` (there: 100 % of known turtles accepted, 4.7 % false accepts)``: what the fit measured, when it did."""
+    rates = rates or {}
+    if rates.get("TAR") is None or rates.get("FAR") is None:
+        return ""
+    return f" (there: {_percent(rates['TAR'])} of known turtles accepted, {_percent(rates['FAR'])} false accepts)"
 
 
 def _rates(fit: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,13 @@ from wildtrack.index.files import (
     PREV,
 )
 from wildtrack.index.gallery import GalleryIndex
-from wildtrack.index.store import COMMIT_POINTS, DEFAULT_LOCK_TIMEOUT, set_commit_pause, writer_lock
+from wildtrack.index.store import (
+    COMMIT_POINTS,
+    DEFAULT_LOCK_TIMEOUT,
+    committed_generation,
+    set_commit_pause,
+    writer_lock,
+)
 from wildtrack.index.types import (
     GalleryIndexError,
     Hit,
@@ -70,6 +76,7 @@ __all__ = [
     "IndexMismatchError",
     "IndexNotFoundError",
     "MetaRow",
+    "committed_generation",
     "image_id_for",
     "set_commit_pause",
     "writer_lock",

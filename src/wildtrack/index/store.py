@@ -397,3 +397,19 @@ def peek_manifest(d: Path) -> dict[str, Any] | None:
         if isinstance(m, dict):
             return m
     return None
+
+
+def committed_generation(index_dir: Path) -> tuple[str | None, int | None]:
+    """(catalogue_id, generation) of the committed manifest, or (None, None) when it cannot be read.
+
+    Cheap enough to call per request: one small JSON read, no file verified. A writer compares it with what it
+    loaded to notice that another process committed since; a survey records it to notice a changed catalogue.
+    """
+    try:
+        m = json.loads((Path(index_dir) / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(m, dict):
+        return None, None
+    gen = m.get("generation")
+    return m.get("catalogue_id"), int(gen) if isinstance(gen, int) else None

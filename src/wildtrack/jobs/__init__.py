@@ -8,7 +8,7 @@ commit. The interactive service never runs jobs: it reads what they committed.
 """
 
 from wildtrack.jobs.catalogue import catalogue_feature_cache, embed_photos, extract_features, photo_ids
-from wildtrack.jobs.engines import ENGINES, Engine, LocalEngine, RayEngine, make_engine
+from wildtrack.jobs.engines import ENGINES, Engine, LocalEngine, RayEngine, make_engine, resolve_ray_address
 
 __all__ = ["ENGINES", "Engine", "LocalEngine", "RayEngine", "catalogue_feature_cache", "embed_photos",
-           "extract_features", "make_engine", "photo_ids"]
+           "extract_features", "make_engine", "photo_ids", "resolve_ray_address"]

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from wildtrack.config import DEFAULT_TARGET_FAR
+from wildtrack.config import CONFIDENT_TARGET_FAR, DEFAULT_TARGET_FAR
 from wildtrack.data import Record
 from wildtrack.decide.encounter import encounter_keys, pool_encounter_rows
-from wildtrack.evaluate import calibrate_open_set, cosine_similarity, retrieval_metrics
+from wildtrack.evaluate import calibrate_open_set, cosine_similarity, open_set_rates, retrieval_metrics
 from wildtrack.features import DescriptorProjection, FeatureCache
 from wildtrack.matching.calibration import ScoreFusion
 from wildtrack.matching.pipeline import MatchingPipeline
@@ -107,8 +107,10 @@ def fit_pipeline(pipeline: MatchingPipeline, gallery: list[Record], embeddings: 
     accepted (each stands in for a turtle the catalogue does not hold); None when the catalogue has a single
     turtle. The encounter threshold is calibrated the same way on the pseudo-queries pooled by encounter (each
     encounter's best probability per catalogue photo); undated photos are encounters of one, so without dates it
-    equals the photo threshold. When the catalogue holds more than ``max_pseudo_queries`` eligible photos, whole
-    encounters are sampled.
+    equals the photo threshold. A second, stricter pair (``confident_threshold``, ``confident_encounter_threshold``)
+    is calibrated the same way at :data:`~wildtrack.config.CONFIDENT_TARGET_FAR` false accepts (or ``target_far``
+    when that is lower; never below the first pair): above it a verdict is named without review. When the
+    catalogue holds more than ``max_pseudo_queries`` eligible photos, whole encounters are sampled.
     """
     k = pipeline.k
     groups = _own_groups(gallery)
@@ -153,5 +155,22 @@ def fit_pipeline(pipeline: MatchingPipeline, gallery: list[Record], embeddings: 
     # pseudo-queries of one encounter pooled: the threshold for the best of several photos
     pooled, encounter_ids, _ = pool_encounter_rows(probabilities, q_ids, encounter_keys([gallery[i] for i in queries]))
     encounter_threshold, report["encounter_open_set"] = calibrate_open_set(pooled, encounter_ids, ids, target_far)
+    # the confident operating point: the same route at a lower false-accept rate
+    confident_far = min(CONFIDENT_TARGET_FAR, target_far)
+    confident, report["confident_open_set"] = _stricter(
+        calibrate_open_set(probabilities, q_ids, ids, confident_far), threshold, probabilities, q_ids, ids)
+    confident_encounter, report["confident_encounter_open_set"] = _stricter(
+        calibrate_open_set(pooled, encounter_ids, ids, confident_far), encounter_threshold, pooled, encounter_ids, ids)
     return replace(pipeline, calibration=calibration, identity_weight=best_weight, decision_threshold=threshold,
-                   encounter_threshold=encounter_threshold, pseudo_queries=len(queries), fit_report=report)
+                   encounter_threshold=encounter_threshold, confident_threshold=confident,
+                   confident_encounter_threshold=confident_encounter, pseudo_queries=len(queries), fit_report=report)
+
+
+def _stricter(fitted: tuple[float | None, dict[str, Any]], floor: float | None, scores: np.ndarray,
+              query_ids: list[str], gallery_ids: list[str]) -> tuple[float | None, dict[str, Any]]:
+    """A confident threshold never below the normal one (``floor``): a confident verdict is always a named one.
+    Raised to the floor, its rates are measured again there."""
+    threshold, report = fitted
+    if threshold is None or floor is None or threshold >= floor:
+        return threshold, report
+    return floor, {**report, **open_set_rates(scores, query_ids, gallery_ids, floor), "raised_to": "threshold"}

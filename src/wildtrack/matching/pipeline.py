@@ -63,8 +63,10 @@ class MatchingPipeline:
 
     A fitted pipeline also carries what its fit measured: the new-individual thresholds on the match
     probability (``decision_threshold`` for a photo, ``encounter_threshold`` for the best of an encounter's
-    photos), how many ``pseudo_queries`` it was fitted on, its ``fit_report`` and the ``preset`` it was made with.
-    ``features`` is where the photos' local features are read from (a disk cache, or the index's store).
+    photos), how many ``pseudo_queries`` it was fitted on, its ``fit_report`` and the ``preset`` it was made with,
+    and the confident operating point (``confident_threshold``, ``confident_encounter_threshold``: above them a
+    verdict is named without review; None for a fusion fitted before it existed). ``features`` is where the
+    photos' local features are read from (a disk cache, or the index's store).
     """
 
     extractor: Extractor
@@ -78,6 +80,8 @@ class MatchingPipeline:
     pseudo_queries: int = 0
     fit_report: dict[str, Any] | None = None
     preset: str = "custom"  # the `--matching` preset it was made with (MatchingConfig.preset_in_effect)
+    confident_threshold: float | None = None
+    confident_encounter_threshold: float | None = None
     features: FeatureCache | None = field(default=None, repr=False, compare=False)
     workers: int = field(default=0, repr=False, compare=False)  # 0: default_workers()
     _weights: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
@@ -220,6 +224,8 @@ class MatchingPipeline:
                 "fusion": fusion, "fit_report": self.fit_report,
                 "extractor": self.extractor_record(),
                 "decision_threshold": self.decision_threshold, "encounter_threshold": self.encounter_threshold,
+                "confident_threshold": self.confident_threshold,
+                "confident_encounter_threshold": self.confident_encounter_threshold,
                 "projection": None if self.projection is None else self.projection.to_dict(),
                 "preset": self.preset, "matcher": self.matcher_record(),
                 **({"weights": weights} if (weights := self.weights()) else {})}
@@ -269,7 +275,12 @@ def _from_record(data: Mapping[str, Any]) -> MatchingPipeline:
         ScoreFusion.from_dict(fusion), int(data["k"]), float(data.get("identity_weight", 0.0)),
         None if projection is None else DescriptorProjection.from_dict(projection),
         None if threshold is None else float(threshold), None if encounter is None else float(encounter),
-        int(data.get("pseudo_queries", 0)), data.get("fit_report"), str(data.get("preset", "custom")))
+        int(data.get("pseudo_queries", 0)), data.get("fit_report"), str(data.get("preset", "custom")),
+        _optional_float(data.get("confident_threshold")), _optional_float(data.get("confident_encounter_threshold")))
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def build_pipeline(spec: MatchingConfig | Mapping[str, Any], *, cache_dir: str | Path | None = None,

@@ -6,23 +6,13 @@ changed is the manifest read for its generation, and only a new generation trigg
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-MANIFEST_FILE = "manifest.json"
+from wildtrack.index import MANIFEST as MANIFEST_FILE
+from wildtrack.index import committed_generation
 
-
-def committed_generation(index_dir: Path) -> tuple[str | None, int | None]:
-    """(catalogue_id, generation) of the committed manifest, or (None, None) when it cannot be read."""
-    try:
-        m = json.loads((index_dir / MANIFEST_FILE).read_bytes())
-    except (OSError, ValueError):
-        return None, None
-    if not isinstance(m, dict):
-        return None, None
-    gen = m.get("generation")
-    return m.get("catalogue_id"), int(gen) if isinstance(gen, int) else None
+__all__ = ["MANIFEST_FILE", "ManifestWatch", "committed_generation"]
 
 
 class ManifestWatch:

@@ -178,6 +178,13 @@ class OperatingPointInfo(_Schema):
     target_far: float | None = Field(None, description="false-accept rate the fit aimed for (fitted only)")
     photo_rates: AcceptRates | None = Field(None, description="the fit's rates at the photo threshold")
     encounter_rates: AcceptRates | None = Field(None, description="the fit's rates at the encounter threshold")
+    confident_photo_threshold: float | None = Field(
+        None, description="above it one photo's verdict is confident, named without review (fitted only)")
+    confident_encounter_threshold: float | None = Field(
+        None, description="above it an encounter's verdict is confident, named without review (fitted only)")
+    confident_far: float | None = Field(None, description="false-accept rate the confident point was fitted at")
+    confident_rates: AcceptRates | None = Field(None, description="the fit's rates at the confident encounter "
+                                                "threshold")
 
 
 class WeightsInfo(_Schema):

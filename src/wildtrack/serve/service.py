@@ -9,13 +9,13 @@ own file lock).
 Where enrolled photos live
 --------------------------
 An uploaded photo is stored under ``<index_dir>/enrolled/<folder>/``, where ``<folder>`` is the identity made
-filesystem-safe (see :func:`safe_folder`), named by its content (see :mod:`wildtrack.serve.enrolment`, which
-also explains how a crash mid-enrolment is recovered) with the extension of its decoded format, never the
-client's file name. Its meta.csv ``path`` is that file's path relative to the *data root* (the manifest's
-``data_root``, or the index directory when the index has none), as every other gallery image's path is; it
-starts with ``..`` when the index lives outside the data root. So a catalogue moved together with its data keeps
-working, and thumbnails resolve every row the same way: ``data_root / path``, accepted only if the resolved file
-lies inside the data root or the index directory.
+filesystem-safe (see :func:`~wildtrack.workflows.enrolment.safe_folder`), named by its content (see
+:mod:`wildtrack.workflows.enrolment`, which also explains how a crash mid-enrolment is recovered) with the
+extension of its decoded format, never the client's file name. Its meta.csv ``path`` is that file's path relative
+to the *data root* (the manifest's ``data_root``, or the index directory when the index has none), as every other
+gallery image's path is; it starts with ``..`` when the index lives outside the data root. So a catalogue moved
+together with its data keeps working, and thumbnails resolve every row the same way: ``data_root / path``,
+accepted only if the resolved file lies inside the data root or the index directory.
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import threading
 import time
-import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date as _date
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -40,22 +36,19 @@ from PIL import Image
 from wildtrack.data import storage
 from wildtrack.decide.policy import DecisionPolicy
 from wildtrack.embed import Embedder
-from wildtrack.features.store import StoreFeatureCache, open_store
-from wildtrack.images import ImageError, Photo, image_date, open_image, prepare_photo
-from wildtrack.index import GalleryIndex, Hit, IndexLockedError, image_id_for
-from wildtrack.jobs import LocalEngine
-from wildtrack.jobs.catalogue import extract_shards, store_files
+from wildtrack.features.store import StoreFeatureCache
+from wildtrack.images import ImageError, Photo, open_image, prepare_photo
+from wildtrack.index import GalleryIndex, Hit
 from wildtrack.search import CatalogueSearch, EncounterIdentification, Identification, open_catalogue
-from wildtrack.serve import enrolment, names
 from wildtrack.serve.reload import committed_generation
-from wildtrack.serve.uploads import FORMAT_EXTENSIONS, ImageInfo, UploadError, inspect_image
+from wildtrack.serve.uploads import ImageInfo, UploadError, inspect_image
+from wildtrack.workflows import enrolment
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_PX = 256
 THUMBNAIL_CACHE = 512  # ~10 kB each: a few MB keeps a whole results page and the identity pages hot
-MAX_IDENTITY_LENGTH = 100
-ENROL_LOCK_TIMEOUT = 10.0  # seconds to wait for another writer (e.g. a CLI `index add`) before a 503
+ENROL_LOCK_TIMEOUT = enrolment.ENROL_LOCK_TIMEOUT  # seconds to wait for another writer before a 503
 ENROL_RETRY_AFTER_S = 5
 
 
@@ -67,12 +60,7 @@ class Upload:
     name: str = "upload"
 
 
-@dataclass(frozen=True)
-class Enrolment:
-    identity: str
-    new_identity: bool
-    image_ids: list[str]
-    already_enrolled: list[str] = field(default_factory=list)
+Enrolment = enrolment.EnrolResult  # what an enrolment did, as /enroll answers it
 
 
 @dataclass(frozen=True)
@@ -205,91 +193,38 @@ class Catalogue:
     # ------------------------------------------------------------------------------------- enrolment
 
     def enroll(self, identity: str, uploads: list[Upload], day: str | None = None) -> Enrolment:
-        """Validate every photo first (all or nothing), stage them, commit them to the index, move them in.
+        """Validate every photo first (all or nothing), then enrol them through the enrolment core
+        (:func:`~wildtrack.workflows.enrolment.enrol_photos`: stage, commit to the index, move in).
 
         A photo this identity already has (same bytes) is not added again: it is reported in
         ``already_enrolled``, so retrying a request whose answer was lost is harmless.
         """
-        identity = validate_identity(identity)
+        try:
+            identity = enrolment.validate_identity(identity)
+        except enrolment.InvalidIdentityError as exc:
+            raise UploadError(400, str(exc)) from exc
         day = validate_date(day)
         if not uploads:
             raise UploadError(400, "no image uploaded")
         prepared = [self.prepare(u) for u in uploads]
         vectors = self.embed(prepared)
+        photos = [enrolment.EnrolPhoto(u.data, p.info.format, v, day)
+                  for u, p, v in zip(uploads, prepared, vectors, strict=True)]
         with self.write_lock:
-            catalogued = self.index.identities()
-            identity = enrolment.canonical_identity(identity, catalogued)
-            similar = names.drawn_alike(identity, catalogued) if identity not in catalogued else None
-            if similar is not None:
-                raise UploadError(409, f"{identity!r} looks like the catalogued individual {similar!r} (they differ "
-                                  "only in letter case or in look-alike letters of another script): enrol under "
-                                  "that name, or choose a clearly different one")
-            new_identity = identity not in catalogued
-            planned: dict[str, tuple[enrolment.PlannedPhoto, bytes, np.ndarray]] = {}
-            already: list[str] = []
-            for upload, p, vector in zip(uploads, prepared, vectors, strict=True):
-                photo, data = self._plan(identity, upload, p.info.format)
-                image_id = image_id_for(photo.rel)
-                if image_id in self.index:
-                    already.append(image_id)
-                elif image_id not in planned:
-                    planned[image_id] = (photo, data, vector)
-            ids = self._commit(identity, day, list(planned.values())) if planned else []
-            already += [image_id for image_id in planned if image_id not in ids]  # another server was faster
-        log.info("enrolled %d image(s) of %s%s%s", len(ids), identity, " (new identity)" if new_identity else "",
-                 f", {len(already)} already there" if already else "")
-        return Enrolment(identity, new_identity and bool(ids), ids, list(dict.fromkeys(already)))
-
-    def _commit(self, identity: str, day: str | None,
-                photos: list[tuple[enrolment.PlannedPhoto, bytes, np.ndarray]]) -> list[str]:
-        staged = [photo for photo, _, _ in photos]
-        try:
-            for photo, data, _ in photos:
-                enrolment.stage(photo, data)
-            rows = [{"path": photo.rel, "identity": identity, "date": day or image_date(photo.staged)}
-                    for photo in staged]
-            vectors = np.stack([v for _, _, v in photos])
-            # skip_existing: a second server (or a retry racing the first try) committed the same photo first
-            ids = self.index.add(self.index_dir, vectors, rows, lock_timeout=ENROL_LOCK_TIMEOUT, skip_existing=True,
-                                 shards=self._grown_store(staged))
-        except IndexLockedError as exc:
-            enrolment.discard(staged)
-            log.warning("enrolment refused: %s", exc)
-            raise UploadError(503, f"another process is writing the catalogue (an enrolment or `wildtrack index "
-                              f"add`); retry in {ENROL_RETRY_AFTER_S} s",
-                              headers={"Retry-After": str(ENROL_RETRY_AFTER_S)}) from exc
-        except BaseException:
-            enrolment.discard(staged)
-            raise
-        enrolment.publish(staged)
-        cache = self.searcher.pipeline.features if self.searcher.pipeline is not None else None
-        if isinstance(cache, StoreFeatureCache):  # the store this commit grew: its photos are read from it
-            cache.use_store(open_store(self.index_dir, self.index.shards))
-        return ids
-
-    def _grown_store(self, staged: list[enrolment.PlannedPhoto]
-                     ) -> Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]] | None:
-        """The staged photos' local features as feature-store shards, extracted now (as ``wildtrack index build``
-        extracts them), and the function the index commit calls under its lock to list them beside the store it
-        has on disk; None for a catalogue that does not re-rank."""
-        pipeline = self.searcher.pipeline
-        if pipeline is None:
-            return None
-        extractor = pipeline.extractor
-        new = extract_shards(LocalEngine(), extractor, [(image_id_for(p.rel), p.staged) for p in staged],
-                             self.index_dir)
-        return lambda committed: store_files(self.index_dir, extractor, new, committed)
-
-    def _plan(self, identity: str, upload: Upload, fmt: str) -> tuple[enrolment.PlannedPhoto, bytes]:
-        """Where an upload goes and the bytes stored (original, or PNG for formats outside FORMAT_EXTENSIONS)."""
-        ext = FORMAT_EXTENSIONS.get(fmt)
-        data = upload.data
-        if ext is None:  # e.g. TIFF: keep a format every tool lists as an image
-            buf = io.BytesIO()
-            open_image(upload.data, max_pixels=self.max_pixels).save(buf, format="PNG")
-            data, ext = buf.getvalue(), ".png"
-        stem = enrolment.content_name(identity, upload.data)
-        return enrolment.plan_photo(self.index_dir, self.data_root, safe_folder(identity), stem, ext), data
+            try:
+                done = enrolment.enrol_photos(self.searcher, identity, photos, lock_timeout=ENROL_LOCK_TIMEOUT,
+                                              max_pixels=self.max_pixels)
+            except enrolment.LookAlikeIdentityError as exc:
+                raise UploadError(409, str(exc)) from exc
+            except enrolment.CatalogueBusyError as exc:
+                raise UploadError(503, f"{exc}; retry in {ENROL_RETRY_AFTER_S} s",
+                                  headers={"Retry-After": str(ENROL_RETRY_AFTER_S)}) from exc
+            except enrolment.EnrolmentError as exc:
+                raise UploadError(400, str(exc)) from exc
+        log.info("enrolled %d image(s) of %s%s%s", len(done.image_ids), done.identity,
+                 " (new identity)" if done.new_identity else "",
+                 f", {len(done.already_enrolled)} already there" if done.already_enrolled else "")
+        return done
 
     # ------------------------------------------------------------------------------------- thumbnails
 
@@ -378,34 +313,6 @@ class Damage:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_folder(identity: str) -> str:
-    """A folder name that cannot escape ``enrolled/`` on any OS: ASCII letters, digits, ``._-`` only."""
-    ascii_name = unicodedata.normalize("NFKD", identity).encode("ascii", "ignore").decode()
-    name = _UNSAFE.sub("_", ascii_name).strip("._-")[:80]
-    return name or "id"
-
-
-def validate_identity(identity: str | None) -> str:
-    """The identity as stored: NFKC-normalised (full-width ``ｔ００１`` is ``t001``), refused when unusable."""
-    name = unicodedata.normalize("NFKC", identity or "").strip()
-    if not name:
-        raise UploadError(400, "identity is empty: choose an existing individual or type a new name")
-    if len(name) > MAX_IDENTITY_LENGTH:
-        raise UploadError(400, f"identity is longer than {MAX_IDENTITY_LENGTH} characters")
-    if "/" in name or "\\" in name:
-        raise UploadError(400, "identity may not contain slashes")
-    invisible = names.invisible_characters(name)
-    if invisible:
-        raise UploadError(400, f"identity contains characters that show nothing ({', '.join(invisible[:3])}): two "
-                          "names would look the same; type it again with letters, digits and plain spaces")
-    if not name.strip("."):
-        raise UploadError(400, f"identity {name!r} is not a name: use letters or digits")
-    return name
 
 
 def validate_date(day: str | None) -> str | None:

@@ -19,9 +19,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # ICO, ...) is refused before decoding: less attack surface, clearer errors. (Phones' multi-picture JPEGs open
 # through the JPEG plugin and report format "MPO".)
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
-# Where an accepted upload is stored on enrolment: the original bytes keep their format's usual extension;
-# a format outside this map is re-encoded as PNG (see Catalogue.enroll).
-FORMAT_EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"}
 
 
 class UploadError(Exception):

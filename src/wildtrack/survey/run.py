@@ -1,0 +1,485 @@
+"""``wildtrack survey run``: a card of photos → encounters named against the catalogue, new turtles clustered, and
+the files a person reviews (``survey.json``, ``photos.csv``, ``decisions.csv``, match pictures, thumbnails).
+
+Work is shared between the stages: each photo is decoded once by the scan (readability, time, thumbnail), embedded
+once and its local features extracted once, through the job engines (:mod:`wildtrack.jobs.catalogue`, so
+``--engine ray`` runs them on a cluster) into ``SURVEY/.work/``; grouping, identification and the new-turtle
+clustering all read those. Each stage leaves a checkpoint in ``.work/`` (and the engines keep finished shards),
+so ``resume=True`` continues a killed run where it stopped. The same photos and catalogue give the same
+``survey.json``, ``photos.csv`` and ``decisions.csv``, byte for byte: nothing in them depends on the clock, the
+order threads finish in, or where the run's temporary files were.
+
+No-turtle rule: a photo on which the catalogue's local-feature extractor (on the turtle the locator finds, or
+the whole frame where it finds none) keeps fewer than ``min_keypoints`` keypoints is ``no_turtle``: open water,
+sand or a blurred frame has nothing to match, so it could only add noise to an encounter. A global-only
+catalogue extracts no local features, and then no photo is called ``no_turtle``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from wildtrack.atomic import atomic_write_bytes
+from wildtrack.config import MatchingConfig
+from wildtrack.data import storage
+from wildtrack.features import FeatureCache, LocalFeatures, Source
+from wildtrack.features.store import STORE_DIR, FeatureShard, FeatureStore, StoreFeatureCache
+from wildtrack.jobs.catalogue import embed_photos, extract_shards, photo_ids, store_files
+from wildtrack.jobs.engines import Engine, make_engine
+from wildtrack.matching.pipeline import MatchingPipeline, build_pipeline
+from wildtrack.progress import Advance, announce_total, next_stage
+from wildtrack.search import CatalogueSearch, Identification, open_catalogue
+from wildtrack.survey import encounters as grouping
+from wildtrack.survey.card import DUPLICATE, NO_TURTLE, OK, UNREADABLE, CardPhoto, card_files, scan_card
+from wildtrack.survey.decisions import initial_decisions, read_decisions, write_decisions
+from wildtrack.survey.files import PHOTOS_FILE, PICTURES_DIR, THUMBS_DIR, WORK_DIR, SurveyError, save_survey
+from wildtrack.survey.identify import (
+    candidate_rows,
+    confident_threshold,
+    encounter_verdict,
+    hits_from_dicts,
+    hits_to_dicts,
+    named,
+    photo_score,
+    pooled,
+    write_match_picture,
+)
+from wildtrack.survey.newturtles import cluster_new_encounters
+from wildtrack.survey.pairs import PhotoPairs
+from wildtrack.visualize.report import looks_synthetic
+
+__all__ = ["MIN_TURTLE_KEYPOINTS", "PHOTO_COLUMNS", "SurveyResult", "SurveySettings", "run_survey"]
+
+log = logging.getLogger(__name__)
+
+MIN_TURTLE_KEYPOINTS = 24
+WINDOW_NEAREST = 24  # in a time window, each photo is matched against its nearest photos by cosine, not all
+PHOTO_COLUMNS = ("photo", "encounter", "proposed_identity", "score", "status", "taken", "reason")
+NO_CONFIDENT_NOTE = ("this catalogue has no confident operating point (fitted before it existed): every verdict "
+                     "is to review; rebuild the index (wildtrack index build) to fit it")
+
+
+@dataclass(frozen=True)
+class SurveySettings:
+    """What decides a run's result (recorded in ``survey.json`` and part of its ``survey_id``)."""
+
+    gap_s: int = 600
+    grouping: str = "auto"
+    topk: int = 5
+    pictures: int = 3
+    min_keypoints: int = MIN_TURTLE_KEYPOINTS
+
+    def __post_init__(self) -> None:
+        if self.gap_s <= 0:
+            raise ValueError(f"gap must be more than 0 seconds, got {self.gap_s}")
+        grouping.choose_grouping([], self.grouping)  # validates the name
+        if self.topk < 1 or self.pictures < 0:
+            raise ValueError("topk must be at least 1 and pictures at least 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SurveyResult:
+    """A finished run: its folder, ``survey.json``'s content, the stages reused from a killed run, review.html."""
+
+    survey_dir: Path
+    data: dict[str, Any]
+    resumed: list[str] = field(default_factory=list)
+    review: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.data["counts"])
+
+
+class _SurveyFeatures(FeatureCache):
+    """The catalogue pipeline's features, except the card's photos, which come from the survey's store."""
+
+    def __init__(self, survey: StoreFeatureCache, catalogue: FeatureCache) -> None:
+        super().__init__(catalogue.extractor, catalogue.root.parent, catalogue.memory_items, catalogue.projection)
+        self.survey, self.catalogue = survey, catalogue
+
+    def get(self, source: Source) -> LocalFeatures:
+        if not isinstance(source, bytes | Image.Image) and self.survey.image_id(source) is not None:
+            return self.survey.get(source)
+        return self.catalogue.get(source)
+
+
+class _Work:
+    """The run's checkpoints in ``SURVEY/.work``: one JSON (or npz) file per finished stage."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = out / WORK_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def load(self, name: str) -> Any | None:
+        try:
+            return json.loads((self.dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def save(self, name: str, data: Any) -> None:
+        atomic_write_bytes(self.dir / name, json.dumps(data, sort_keys=True).encode())
+
+
+def _prepare_out(photos: Path, out: Path, resume: bool) -> None:
+    if out == photos or photos in out.parents:
+        raise SurveyError(f"--out {out} lies inside PHOTOS {photos}: its thumbnails would become part of the card; "
+                          "choose a folder outside it")
+    if out.exists() and not out.is_dir():
+        raise SurveyError(f"--out {out}: a file is in the way (a folder is needed)")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        raise SurveyError(f"--out {out} already holds files (an earlier survey?): continue that run with --resume, "
+                          "or give another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _listing(photos: Path) -> list[list[Any]]:
+    rows = []
+    for name in card_files(photos):
+        st = (photos / name).stat()
+        rows.append([name, st.st_size, st.st_mtime_ns])
+    return rows
+
+
+def _catalogue_info(index_dir: Path, search: CatalogueSearch) -> dict[str, Any]:
+    index = search.index
+    root = index.data_root
+    return {"index_dir": str(index_dir), "catalogue_id": index.catalogue_id, "generation": index.generation,
+            "model_fingerprint": index.model_fingerprint, "images": len(index),
+            "identities": len(index.identities()),
+            "synthetic": bool(root is not None and not storage.is_url(root) and looks_synthetic(root))}
+
+
+def _survey_id(photos: Sequence[CardPhoto], catalogue: dict[str, Any], settings: SurveySettings) -> str:
+    h = hashlib.sha256()
+    for digest in sorted(p.sha256 for p in photos):
+        h.update(digest.encode())
+    h.update(json.dumps([catalogue["catalogue_id"], catalogue["generation"], settings.to_dict()],
+                        sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 6)
+
+
+def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path, out: str | Path,
+               settings: SurveySettings | None = None, *, backend: str = "auto", engine: Engine | None = None,
+               resume: bool = False, progress: Advance | None = None,
+               say: Callable[[str], None] | None = None) -> SurveyResult:
+    """Run a survey of the card ``photos`` against the catalogue ``index_dir`` (model ``artifacts``) into ``out``.
+
+    ``out`` must be new or empty unless ``resume`` (then the checkpoints in ``out/.work`` are reused: the card and
+    the catalogue must be the ones the killed run used). ``progress`` gets one stage per step
+    (:mod:`wildtrack.progress`); ``say`` one line per thing a person should know (stages reused, notes).
+    """
+    settings = settings or SurveySettings()
+    engine = engine or make_engine("local")
+    speak = say or (lambda _line: None)
+    photos_root, out_dir, index_dir = Path(photos).resolve(), Path(out).resolve(), Path(index_dir).resolve()
+    if not photos_root.is_dir():
+        raise SurveyError(f"PHOTOS {photos}: no such folder")
+    _prepare_out(photos_root, out_dir, resume)
+    work = _Work(out_dir)
+    result = SurveyResult(out_dir, {})
+
+    embedder, search = open_catalogue(index_dir, artifacts, backend=backend)
+    catalogue = _catalogue_info(index_dir, search)
+
+    # ---- scanning: every file, its bytes, readability, time, thumbnail
+    listing = _listing(photos_root)
+    scanned = work.load("scan.json") if resume else None
+    if scanned is not None and scanned.get("listing") == listing:
+        card = [CardPhoto.from_dict(p) for p in scanned["photos"]]
+        result.resumed.append("scanning")
+        if progress:
+            announce_total(progress, len(card))
+            progress(len(card))
+    else:
+        card = scan_card(photos_root, out_dir / THUMBS_DIR, progress)
+        work.save("scan.json", {"listing": listing, "photos": [p.to_dict() for p in card]})
+    if not card:
+        raise SurveyError(f"PHOTOS {photos_root} holds no image files (looked for .jpg, .jpeg, .png, .webp, .bmp)")
+    by_name = {p.photo: p for p in card}
+    survey_id = _survey_id(card, catalogue, settings)
+    run_record = work.load("run.json")
+    if run_record is not None and run_record.get("survey_id") != survey_id:
+        raise SurveyError(f"{out_dir} holds a run of other photos, another catalogue generation or other settings; "
+                          "start a new survey with another --out")
+    work.save("run.json", {"survey_id": survey_id})
+
+    # ---- embedding: once per readable photo, through the engine
+    readable = [p.photo for p in card if p.status == OK]
+    stage = next_stage(progress, "embedding")
+    embedded = work.load("embeddings.json") if resume else None
+    if embedded is not None and embedded.get("photos") == readable and (work.dir / "embeddings.npy").is_file():
+        vectors_ok = np.load(work.dir / "embeddings.npy")
+        ok_names, failed = embedded["ok"], embedded["failed"]
+        result.resumed.append("embedding")
+        if stage:
+            announce_total(stage, len(readable))
+            stage(len(readable))
+    else:
+        res = embed_photos(engine, embedder, artifacts, backend, [photos_root / p for p in readable], work.dir, stage)
+        ok_names = [readable[i] for i in res.ok]
+        failed = {readable[i]: why for i, why in res.failed}
+        vectors_ok = np.asarray(res.embeddings, dtype=np.float32)
+        atomic_write_bytes(work.dir / "embeddings.npy", _npy(vectors_ok))
+        work.save("embeddings.json", {"photos": readable, "ok": ok_names, "failed": failed})
+    for name, why in failed.items():
+        by_name[name].status, by_name[name].reason = UNREADABLE, f"cannot be embedded ({why})"
+    vector_of = {name: vectors_ok[n] for n, name in enumerate(ok_names)}
+
+    # ---- local features: once per photo, into the survey's feature store, through the engine
+    pipeline = search.pipeline
+    survey_cache: StoreFeatureCache | None = None
+    usable = [p.photo for p in card if p.status == OK]
+    if pipeline is not None:
+        stage = next_stage(progress, "local features")
+        ids = photo_ids([photos_root / p for p in usable], photos_root)
+        done = work.load("features.json") if resume else None
+        if done is not None and done.get("photos") == usable:
+            files = done["files"]
+            result.resumed.append("local features")
+            if stage:
+                announce_total(stage, len(usable))
+                stage(len(usable))
+        else:
+            new = extract_shards(engine, pipeline.extractor, list(zip(ids, [photos_root / p for p in usable],
+                                                                         strict=True)), work.dir, stage)
+            files = store_files(work.dir, pipeline.extractor, new)
+            work.save("features.json", {"photos": usable, "files": files})
+        store = FeatureStore(work.dir, files)
+        failed_features: dict[str, str] = {}
+        for name in files:
+            if name.startswith(f"{STORE_DIR}/") and name.endswith(".wtfs"):
+                failed_features.update(FeatureShard(work.dir / name).failed)
+        for name, image_id in zip(usable, ids, strict=True):
+            photo = by_name[name]
+            if image_id in failed_features or image_id not in store:
+                photo.status = UNREADABLE
+                photo.reason = f"its local features cannot be extracted ({failed_features.get(image_id, 'missing')})"
+                continue
+            keypoints = len(store.raw(image_id)[0])
+            if keypoints < settings.min_keypoints:
+                photo.status = NO_TURTLE
+                photo.reason = (f"{keypoints} local keypoints (fewer than {settings.min_keypoints}): nothing to "
+                                "match, e.g. open water or sand")
+        survey_cache = StoreFeatureCache(store, photos_root, pipeline.extractor, projection=pipeline.projection)
+        pipeline = replace(pipeline, features=_SurveyFeatures(survey_cache, pipeline.cache))
+        search.pipeline = pipeline
+
+    # ---- identifying: each usable photo once against the catalogue
+    usable = [p.photo for p in card if p.status == OK]
+    stage = next_stage(progress, "identifying")
+    announce_total(stage, len(usable))
+    known = work.load("identified.json") if resume else None
+    known = known if isinstance(known, dict) else {}
+    idents: dict[str, Identification] = {}
+    fresh = 0
+    for name in usable:
+        if name in known:
+            hits = hits_from_dicts(known[name])
+            idents[name] = Identification(search.policy.decide(hits), hits, search.policy)
+        else:
+            image = photos_root / name if pipeline is not None else None
+            idents[name] = search.identify(vector_of[name], image, max(settings.topk, 5))
+            known[name] = hits_to_dicts(idents[name].hits)
+            fresh += 1
+        if stage:
+            stage(1)
+    if fresh:
+        work.save("identified.json", known)
+    elif usable:
+        result.resumed.append("identifying")
+
+    # ---- grouping: folders, or time windows split by appearance
+    stage = next_stage(progress, "grouping")
+    announce_total(stage, len(usable))
+    position = {name: n for n, name in enumerate(usable)}
+    pairs = PhotoPairs(np.stack([vector_of[n] for n in usable]) if usable else np.zeros((0, embedder.dim)),
+                       [survey_cache.get(photos_root / n) for n in usable] if survey_cache is not None else None,
+                       pipeline)
+    taken = {p.photo: p.taken for p in card}
+    grouped_by = grouping.choose_grouping(usable, settings.grouping)
+    threshold = grouping.link_threshold(search.policy.photo_threshold, confident_threshold(search.policy, False))
+    groups: list[tuple[str, list[str]]] = []
+    if grouped_by == grouping.FOLDERS:
+        for n, members in enumerate(grouping.folder_groups(usable, taken)):
+            groups.append((f"F{n + 1:03d}", members))
+            if stage:
+                stage(len(members))
+    else:
+        for n, window in enumerate(grouping.time_windows(usable, taken, settings.gap_s)):
+            rows = [position[p] for p in window]
+            same = pairs.within(rows, WINDOW_NEAREST) if len(rows) > 1 else np.ones((1, 1))
+            for part in grouping.split_by_appearance(same, [named(idents[p]) for p in window], threshold):
+                groups.append((f"T{n + 1:03d}", [window[i] for i in part]))
+            if stage:
+                stage(len(window))
+    groups.sort(key=lambda g: (min(taken[p] or "" for p in g[1]), g[1][0]))
+
+    # ---- encounters' verdicts
+    encounters: list[dict[str, Any]] = []
+    encounter_of: dict[str, str] = {}
+    for n, (window, members) in enumerate(groups):
+        key = f"E{n + 1:03d}"
+        enc = pooled(search.policy, [idents[p] for p in members])
+        new, verdict = encounter_verdict(enc)
+        times = sorted(taken[p] or "" for p in members)
+        encounters.append({
+            "encounter": key, "photos": members, "start": times[0] or None, "end": times[-1] or None,
+            "date": times[0][:10] if times[0] else None, "window": window, "verdict": verdict, "new": new,
+            "proposed_identity": None if new else enc.decision.identity, "score": _r(enc.decision.score),
+            "score_kind": search.policy.score, "threshold": _r(search.policy.encounter_threshold),
+            "confident_threshold": _r(confident_threshold(search.policy)),
+            "candidates": candidate_rows(search, enc, members, settings.topk), "new_group": None})
+        encounter_of.update(dict.fromkeys(members, key))
+
+    # ---- new turtles: the "new individual" encounters clustered
+    stage = next_stage(progress, "clustering new turtles")
+    new_encs = [(e["encounter"], [position[p] for p in e["photos"]]) for e in encounters if e["new"]]
+    announce_total(stage, len(new_encs))
+    turtles = cluster_new_encounters(new_encs, pairs.best_pair, search.policy.encounter_threshold,
+                                     set(search.index.identities()))
+    if stage:
+        stage(len(new_encs))
+    enc_of = {e["encounter"]: e for e in encounters}
+    for turtle in turtles:
+        group = {"id": turtle.id, "encounters": turtle.encounters,
+                 "evidence": [{"a": link.a, "b": link.b, "score": link.score, "inliers": link.inliers,
+                               "a_photo": usable[link.a_photo], "b_photo": usable[link.b_photo],
+                               "picture": f"{PICTURES_DIR}/{turtle.id}-{link.a}-{link.b}.jpg"}
+                              for link in turtle.links]}
+        for key in turtle.encounters:
+            enc_of[key]["proposed_identity"] = turtle.id
+            enc_of[key]["new_group"] = group
+
+    # ---- match pictures: the best pair of each top candidate, and of each new-turtle link
+    stage = next_stage(progress, "match pictures")
+    _pictures(encounters, settings, search, photos_root, out_dir, stage)
+
+    # ---- the files
+    photos_rows = []
+    for p in card:
+        enc_key = encounter_of.get(p.photo)
+        proposed = enc_of[enc_key]["proposed_identity"] if enc_key else None
+        score = photo_score(idents[p.photo], proposed) if enc_key and proposed and not enc_of[enc_key]["new"] \
+            else None
+        photos_rows.append({**p.to_dict(), "encounter": enc_key, "proposed_identity": proposed,
+                            "score": _r(score)})
+    counts = {"photos": len(card), **{s: sum(p.status == s for p in card) for s in (OK, UNREADABLE, DUPLICATE,
+                                                                                    NO_TURTLE)},
+              "encounters": len(encounters), "confident": sum(e["verdict"] == "confident" for e in encounters),
+              "review": sum(e["verdict"] != "confident" for e in encounters), "new_turtles": len(turtles)}
+    notes = [] if confident_threshold(search.policy) is not None else [NO_CONFIDENT_NOTE]
+    data = {"survey_id": survey_id, "photos_root": str(photos_root), "catalogue": catalogue,
+            "settings": {**settings.to_dict(), "grouped_by": grouped_by, "link_threshold": _r(threshold),
+                         "artifacts": str(Path(artifacts).resolve())},  # for the apply command the review prints
+            "policy": search.policy.to_dict(), "photos": photos_rows, "encounters": encounters, "counts": counts,
+            "notes": notes}
+    save_survey(out_dir, data)
+    _write_photos_csv(out_dir, photos_rows)
+    if not _decisions_still_valid(out_dir, data):
+        write_decisions(out_dir, initial_decisions(data))
+    result.data, result.notes = data, notes
+    for line in notes:
+        speak(line)
+
+    stage = next_stage(progress, "review")
+    try:
+        from wildtrack.survey.review import write_review
+    except ImportError:
+        write_review = None
+    if write_review is not None:
+        result.review = write_review(out_dir)
+    if stage:
+        announce_total(stage, 1)
+        stage(1)
+    return result
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _decisions_still_valid(out_dir: Path, data: dict[str, Any]) -> bool:
+    """A resumed run keeps a decisions.csv a person already edited, when it still matches the run."""
+    if not (out_dir / "decisions.csv").is_file():
+        return False
+    try:
+        read_decisions(out_dir, data)
+    except SurveyError:
+        return False
+    return True
+
+
+def _write_photos_csv(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(PHOTO_COLUMNS)
+    for r in rows:
+        writer.writerow(["" if r.get(c) is None else (f"{r[c]:.6f}" if c == "score" else r[c])
+                         for c in PHOTO_COLUMNS])
+    atomic_write_bytes(out_dir / PHOTOS_FILE, buf.getvalue().encode("utf-8"))
+
+
+def _picture_pipeline(search: CatalogueSearch) -> MatchingPipeline:
+    """The catalogue's pipeline; a global-only catalogue's pictures match whole frames with plain RootSIFT."""
+    if search.pipeline is not None:
+        return search.pipeline
+    return build_pipeline(MatchingConfig(local_features="rootsift", local_focus="frame", local_max_side=800,
+                                         local_keypoints=1500, rerank_k=1))
+
+
+def _pictures(encounters: list[dict[str, Any]], settings: SurveySettings, search: CatalogueSearch,
+              photos_root: Path, out_dir: Path, stage: Advance | None) -> None:
+    todo: list[tuple[str, Path, Path, str, str, str]] = []
+    for e in encounters:
+        for n, cand in enumerate(e["candidates"][: settings.pictures], start=1):
+            if cand["catalogue_photo"] is None:
+                continue
+            cand["picture"] = f"{PICTURES_DIR}/{e['encounter']}-{n}.jpg"
+            todo.append((cand["picture"], photos_root / cand["survey_photo"],
+                         Path(str(storage.join(search.data_root, cand["catalogue_photo"]))),
+                         f"{e['encounter']}: {cand['survey_photo']}", f"#{n} {cand['identity']}: "
+                         f"{Path(cand['catalogue_photo']).name}", f"{e['encounter']} against {cand['identity']}"))
+    seen = set()
+    for e in encounters:
+        group = e["new_group"]
+        if group is None or group["id"] in seen:
+            continue
+        seen.add(group["id"])
+        for link in group["evidence"]:
+            todo.append((link["picture"], photos_root / link["a_photo"], photos_root / link["b_photo"],
+                         f"{link['a']}: {link['a_photo']}", f"{link['b']}: {link['b_photo']}",
+                         f"{group['id']}: {link['a']} and {link['b']}"))
+    announce_total(stage, len(todo))
+    pipeline = _picture_pipeline(search) if todo else None
+    for picture, a, b, a_label, b_label, what in todo:
+        target = out_dir / picture
+        if not target.is_file():  # a resumed run keeps the pictures it drew
+            try:
+                assert pipeline is not None
+                write_match_picture(pipeline, a, b, target, a_label, b_label, what)
+            except (OSError, ValueError) as exc:  # a catalogue photo gone or damaged: no picture, the rest stands
+                log.warning("match picture %s: %s", picture, exc)
+        if stage:
+            stage(1)
