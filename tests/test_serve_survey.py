@@ -31,8 +31,6 @@ RUN_TIMEOUT = 180.0
 @pytest.fixture(scope="module")
 def card_zip(tmp_path_factory) -> Path:
     """The card as a team zips it: a folder of camera files (the catalogue's t000-t002 again, t012 twice)."""
-    pytest.importorskip("wildtrack.survey.run", reason="the survey runner is not in this checkout yet")
-    pytest.importorskip("wildtrack.survey.apply", reason="survey apply is not in this checkout yet")
     from wildtrack.data.synth.card import generate_card
 
     base = tmp_path_factory.mktemp("card")
@@ -156,6 +154,10 @@ def test_a_card_runs_in_the_background_is_decided_and_applied_into_the_served_ca
     new = next(e for e in survey["encounters"] if e["new"])
     r = httpx.post(url, json={"encounter": new["encounter"], "decision": "rename"}, headers=AUTH)
     assert r.status_code == 400 and "rename needs the identity" in r.json()["detail"]
+    for name, why in (("T000", "looks like the catalogued individual 't000'"), ("a/b", "may not contain slashes")):
+        r = httpx.post(url, json={"encounter": new["encounter"], "decision": "rename", "final_identity": name},
+                       headers=AUTH)
+        assert r.status_code == 400 and why in r.json()["detail"], r.json()  # said now, not at apply
     r = httpx.post(url, json={"encounter": "E999", "decision": "reject"}, headers=AUTH)
     assert r.status_code == 400 and "not one of this survey's" in r.json()["detail"]
     assert httpx.post(url, json={"encounter": known["encounter"], "decision": "accept"}).status_code == 401

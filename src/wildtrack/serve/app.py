@@ -69,6 +69,7 @@ from wildtrack.serve.service import ENROL_RETRY_AFTER_S, Catalogue, Timer, Uploa
 from wildtrack.serve.survey_api import router as survey_router
 from wildtrack.serve.survey_jobs import SurveyJob, SurveyJobs
 from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
+from wildtrack.survey.run import run_survey
 from wildtrack.visualize.report import looks_synthetic
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,6 @@ def create_app(
         redoc_url=None if docs_assets else "/redoc",
     )
     app.state.config = cfg
-    app.state.artifacts = Path(artifacts)
     app.state.gate = InferenceGate(cfg.max_concurrent_inference, cfg.max_queued_requests, cfg.retry_after_s,
                                    cfg.max_wait_s)
     app.add_middleware(UploadLimitMiddleware, max_bytes=cfg.max_upload_bytes, max_uploads=cfg.max_concurrent_uploads,
@@ -152,10 +152,8 @@ def open_surveys(cfg: ServeConfig, catalogue: Catalogue) -> SurveyJobs:
     root = Path(cfg.surveys_dir) if cfg.surveys_dir is not None else catalogue.index_dir / "surveys"
 
     def run(job: SurveyJob, progress: Advance) -> None:
-        from wildtrack.survey.run import run_survey  # the survey layer's pipeline (loads only when used)
-
         # the served model, already loaded (the local engine embeds in this process): no second copy per survey
-        run_survey(job.photos_dir, catalogue.index_dir, catalogue.embedder, job.survey_dir,  # type: ignore[arg-type]
+        run_survey(job.photos_dir, catalogue.index_dir, catalogue.embedder, job.survey_dir,
                    progress=progress)
 
     return SurveyJobs(root, run, public=lambda text: text.replace(str(root), "SURVEYS").replace(

@@ -24,6 +24,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from wildtrack.data import names
 from wildtrack.serve.schemas import (
     ApplyResponse,
     DecisionRequest,
@@ -39,8 +40,10 @@ from wildtrack.serve.schemas import (
 from wildtrack.serve.survey_jobs import SurveyJob, SurveyJobs
 from wildtrack.serve.survey_uploads import CardLimits, Unpacked, is_zip, save_photos, unpack_zip
 from wildtrack.serve.uploads import UploadError
-from wildtrack.survey.decisions import UNDECIDED, read_decisions, set_decision
+from wildtrack.survey.apply import apply_survey
+from wildtrack.survey.decisions import RENAME, UNDECIDED, read_decisions, set_decision
 from wildtrack.survey.files import APPLIED_FILE, PICTURES_DIR, THUMBS_DIR, SurveyError, load_survey
+from wildtrack.workflows import enrolment
 
 __all__ = ["router"]
 
@@ -165,11 +168,28 @@ async def decide(survey_id: str, body: DecisionRequest, request: Request) -> Dec
 
 def _decide(request: Request, job: SurveyJob, body: DecisionRequest) -> DecisionResponse:
     final = body.final_identity if body.decision != UNDECIDED else ""
+    if body.decision == RENAME and final.strip():
+        final = _checked_name(request.app.state.catalogue.index.identities(), final)
     with job.lock, _public_errors(request, job, 400):
         survey = load_survey(job.survey_dir)
         row = set_decision(job.survey_dir, survey, body.encounter, body.decision, final)
         rows = read_decisions(job.survey_dir, survey)
     return DecisionResponse(decision=SurveyDecision(**row.to_dict()), undecided=sum(not r.decided for r in rows))
+
+
+def _checked_name(catalogued: dict[str, int], name: str) -> str:
+    """The name as apply will enrol it (NFKC; a catalogued one as it is spelt there), or a 400 saying why apply
+    would refuse it: now, beside the card, rather than after the whole survey is decided."""
+    try:
+        name = enrolment.canonical_identity(enrolment.validate_identity(name), catalogued)
+    except enrolment.InvalidIdentityError as exc:
+        raise UploadError(400, str(exc)) from exc
+    similar = names.drawn_alike(name, catalogued) if name not in catalogued else None
+    if similar is not None:
+        raise UploadError(400, f"{name!r} looks like the catalogued individual {similar!r} (they differ only in letter "
+                          "case or in look-alike letters of another script): rename to that name, or choose a "
+                          "clearly different one")
+    return name
 
 
 @router.post("/{survey_id}/apply", response_model=ApplyResponse, responses=ERRORS)
@@ -185,11 +205,10 @@ async def apply(survey_id: str, request: Request) -> ApplyResponse:
 
 
 def _apply(request: Request, job: SurveyJob) -> Any:
-    from wildtrack.survey.apply import apply_survey  # the survey layer's enrolment (loads only when used)
-
     cat = request.app.state.catalogue
-    with job.lock, _public_errors(request, job, 409):
-        report = apply_survey(job.survey_dir, cat.index_dir, request.app.state.artifacts)
+    # the served model (no second copy per apply); the write lock: one enrolment of this process at a time
+    with job.lock, _public_errors(request, job, 409), cat.write_lock:
+        report = apply_survey(job.survey_dir, cat.index_dir, cat.embedder)
     for _ in range(RELOAD_TRIES):  # serve what was just committed before answering
         if cat.reload_if_committed_elsewhere() is not None:
             break
