@@ -274,6 +274,8 @@ def test_the_page_reviews_a_survey_accept_one_rename_one_apply(browser, server, 
     expect(page.get_by_test_id("image-count")).to_have_text(f"{after['index_count']:,}")
     names = {i["identity"] for i in httpx.get(server.url + "/identities").json()["identities"]}
     assert "Page Turtle" in names
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert not errors, errors
     page.close()
 
