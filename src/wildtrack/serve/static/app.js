@@ -26,17 +26,19 @@
 
   async function api(path, options = {}) {
     let response = await send(path, options);
-    if (response.status === 401 && options.method === "POST") {
-      const token = window.prompt("This WildTrack server needs its API token to change the catalogue:");
-      if (token) {
-        sessionStorage.setItem(TOKEN_KEY, token.trim());
-        response = await send(path, options);
-      }
+    if (response.status === 401 && options.method === "POST" && askToken()) {
+      response = await send(path, options);
     }
     const type = response.headers.get("content-type") || "";
     const body = type.includes("application/json") ? await response.json() : null;
     if (!response.ok) throw new Error(describeError(response.status, body));
     return body;
+  }
+
+  function askToken() {
+    const token = window.prompt("This WildTrack server needs its API token to change the catalogue:");
+    if (token) sessionStorage.setItem(TOKEN_KEY, token.trim());
+    return Boolean(token);
   }
 
   async function send(path, options) {
@@ -399,5 +401,6 @@
   refreshIdentities().catch((err) => showError(err.message));
 
   // The survey view (survey.js) shares the API helper (one token prompt for the tab) and the header's counts.
-  window.WildTrack = { api, send, describeError, node, fmt, refreshHealth };
+  window.WildTrack = { api, send, askToken, tokenHeader: () => sessionStorage.getItem(TOKEN_KEY), describeError, node,
+                       fmt, refreshHealth };
 })();

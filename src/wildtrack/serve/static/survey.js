@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const { api, node, fmt, refreshHealth } = window.WildTrack;
+  const { api, send, askToken, tokenHeader, describeError, node, fmt, refreshHealth } = window.WildTrack;
   const $ = (id) => document.getElementById(id);
   const el = {
     identifyView: $("identify-view"), surveyView: $("survey-view"), tabIdentify: $("view-identify"),
@@ -53,11 +53,17 @@
     const form = new FormData();
     for (const file of files) form.append("files", file, file.name || "photo.jpg");
     el.progress.hidden = false;
-    el.bar.removeAttribute("value");  // indeterminate while the card is sent
-    el.stage.textContent = files.length === 1 ? `Sending ${files[0].name}…` : `Sending ${files.length} files…`;
+    el.bar.removeAttribute("value");
+    const what = files.length === 1 ? files[0].name : `${files.length} files`;
+    el.stage.textContent = `Sending ${what}…`;
     el.status.textContent = "";
     try {
-      const started = await api("surveys", { method: "POST", body: form });
+      await checkToken();
+      const started = await postWithProgress("surveys", form, (sent, total) => {
+        el.bar.max = total;
+        el.bar.value = sent;
+        el.stage.textContent = `Sending ${what}: ${Math.round((100 * sent) / total)} %`;
+      });
       const left = started.ignored.length ? ` (${started.ignored.length} other file(s) left out)` : "";
       el.status.textContent = `Survey ${started.id}: ${started.photos} photos received${left}.`;
       current = null;
@@ -66,6 +72,32 @@
       el.progress.hidden = true;
       showError(err.message);
     }
+  }
+
+  // A card can be gigabytes: learn whether the server wants its token from an empty request first (refused
+  // before any body is read), rather than from the card's own upload, which would then be sent twice.
+  async function checkToken() {
+    const probe = await send("surveys", { method: "POST", body: new FormData() });
+    if (probe.status === 401 && !askToken()) throw new Error("Starting a survey needs this server's API token.");
+  }
+
+  // fetch() cannot report upload progress; XMLHttpRequest can.
+  function postWithProgress(path, form, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", path);
+      const token = tokenHeader();
+      if (token) xhr.setRequestHeader("X-API-Token", token);
+      xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); });
+      xhr.addEventListener("load", () => {
+        let body = null;
+        try { body = JSON.parse(xhr.responseText); } catch (err) { /* not JSON */ }
+        if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+        else reject(new Error(describeError(xhr.status, body)));
+      });
+      xhr.addEventListener("error", () => reject(new Error("The WildTrack server is not reachable. Is it still running?")));
+      xhr.send(form);
+    });
   }
 
   // Poll the job until it is done (then show the review) or failed (then say why).
