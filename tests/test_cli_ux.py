@@ -146,6 +146,17 @@ def test_demo_hint_is_a_command_that_runs(tmp_path):
     assert help_run.returncode == 0 and "--no-rerank" in help_run.stdout
 
 
+def test_the_demo_hint_for_its_card_is_a_survey_command_that_runs(tmp_path):
+    from wildtrack.cli.model_cmds import survey_hint
+
+    hint = survey_hint(tmp_path / "card", tmp_path / "index", tmp_path / "artifacts")
+    assert f"survey run {tmp_path / 'card'} --index {tmp_path / 'index'}" in hint
+    assert hint.endswith(f"--out {tmp_path / 'survey'}")
+    help_run = subprocess.run([*hint.split(" survey run ")[0].split(), "survey", "run", "--help"],
+                              capture_output=True, text=True, env=ENV)
+    assert help_run.returncode == 0 and "--gap" in help_run.stdout
+
+
 def test_model_keras_loads_without_custom_objects_after_importing_wildtrack(tiny_artifacts):
     for prelude in ("import wildtrack, sys; assert 'tensorflow' not in sys.modules, 'import is not lazy'; "
                     "import keras", "import keras, wildtrack"):

@@ -72,7 +72,10 @@ def test_a_missing_enrolled_photo_is_matched_from_the_feature_store(reranked_cop
 
 def test_an_unreadable_photo_is_skipped_with_a_warning(reranked_copy, tiny_artifacts, synth_data):
     """With neither its file nor its features readable, a shortlisted photo is skipped: 200, a warning naming it,
-    /health counting it; /match on it is a 404 that names the photo by id, never a server path."""
+    /health counting it; /match on it is a 404 that names the photo by id, never a server path.
+
+    The warning names it even when it is not among the hits shown: without evidence it sinks in the re-ranked
+    shortlist (here below the catalogue's own copy of the photo, which matches), which is when it matters most."""
     photo = _turtle_photo(synth_data)
     index_dir = reranked_copy / "index"
     srv = Server(index_dir, tiny_artifacts, reranked_copy / "server.log").start()
@@ -85,7 +88,8 @@ def test_an_unreadable_photo_is_skipped_with_a_warning(reranked_copy, tiny_artif
             _enrolled_file(index_dir, image_id).unlink()
             answers = [c.post("/predict", files={"file": ("q.jpg", photo)}),
                        c.post("/search", files={"file": ("q.jpg", photo)}),
-                       c.post("/identify-encounter", files=[("files", ("q.jpg", photo))])]
+                       c.post("/identify-encounter", files=[("files", ("q.jpg", photo))]),
+                       c.post("/search", files={"file": ("q.jpg", photo)}, data={"k": "1"})]
             evidence = c.post("/match", data={"image_id": image_id}, files={"file": ("q.jpg", photo)})
             health = c.get("/health").json()
     finally:
@@ -94,6 +98,7 @@ def test_an_unreadable_photo_is_skipped_with_a_warning(reranked_copy, tiny_artif
         assert r.status_code == 200, r.text
         assert any(image_id in w for w in r.json()["warnings"]), r.json()["warnings"]
         assert str(reranked_copy) not in r.text
+    assert image_id not in {h["image_id"] for h in answers[3].json()["hits"]}  # shortlisted, not shown
     assert evidence.status_code == 404 and image_id in evidence.text and str(reranked_copy) not in evidence.text
     assert health["unreadable_photos"] >= 1 and image_id in health["unreadable_examples"]
     assert shard in health["damaged_feature_files"]

@@ -196,7 +196,24 @@ def test_the_report_quotes_the_threshold_health_serves_and_the_weights_licence(r
 
 
 def test_predict_returns_as_many_candidates_as_the_page_shows(reranked_server, synth_data):
+    """Every turtle of the re-ranked shortlist is a candidate, up to topk: the page draws them all (five cards,
+    test_web_page). How many turtles a photo's shortlist (the first rerank_k images) holds is the model's doing,
+    so it is read from the server's own shortlist (/search at rerank_k), over one photo of each turtle."""
+    import math
+
     server, _ = reranked_server
-    photo = synth_data / "t003" / "t003_004.jpg"
-    answer = httpx.post(server.url + "/predict", files={"file": ("q.jpg", photo.read_bytes())}, timeout=60).json()
-    assert len(answer["candidates"]) == 5  # the page draws every candidate: five cards (test_web_page)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        health = client.get("/health").json()
+        topk, rerank_k = 5, health["matching"]["rerank_k"]
+        full_pages = 0
+        for photo in sorted(synth_data.glob("t*/t*_004.jpg")):
+            upload = {"file": ("q.jpg", photo.read_bytes())}
+            shortlist = client.post("/search", files=upload, data={"k": str(rerank_k)}).json()["hits"]
+            turtles = {h["identity"] for h in shortlist
+                       if h["match_probability"] is not None and not math.isnan(h["match_probability"])}
+            answer = client.post("/predict", files=upload, data={"topk": str(topk)}).json()
+            named = [c["identity"] for c in answer["candidates"]]
+            assert len(named) == min(topk, len(turtles)), (photo.name, named, sorted(turtles))
+            assert set(named) <= turtles and len(set(named)) == len(named)
+            full_pages += len(turtles) >= topk
+    assert full_pages > 0  # some photo's shortlist holds five turtles or more: the answer names five

@@ -145,7 +145,8 @@ def test_a_reranked_index_shows_the_local_evidence_on_each_card(browser, synth_d
         assert len(shown) == 5 and shown == sorted(shown, reverse=True), shown
         expect(page.get_by_test_id("operating-point")).to_contain_text(
             re.compile(r"^New individual below P\(same\) 0\.\d{3} for a photo.*fitted on the catalogue at 5 % "
-                       r"false accepts \(there: [\d.]+ % of known turtles accepted, [\d.]+ % false accepts\)\.$"))
+                       r"false accepts \(there: [\d.]+ % of known turtles accepted, [\d.]+ % false accepts\)"
+                       r"; named automatically \(confident\) above P\(same\) .*at 1 % false accepts.*\.$"))
         # ... and first in words a biologist reads without the jargon
         expect(page.get_by_test_id("operating-point-words")).to_have_text(
             re.compile(r"^Below a match probability of 0\.\d{3}, WildTrack says “new turtle”\. On this catalogue, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +50,17 @@ class _Decided:
 
 @dataclass(frozen=True)
 class Identification(_Decided):
-    """The verdict on one photo, the ranked images behind it, and the policy that decided it."""
+    """The verdict on one photo, the ranked images behind it, and the policy that decided it.
+
+    ``ranked`` is every catalogue image the search ranked, ``hits`` being its head: with local re-ranking that is
+    the whole shortlist matched locally, which can be longer than ``hits``. A shortlisted photo that could not
+    be read gets no evidence and may sink below the hits, so warnings about unreadable photos read ``ranked``.
+    """
 
     decision: Decision
     hits: list[Hit]
     policy: DecisionPolicy
+    ranked: list[Hit] = field(default_factory=list)
 
     @property
     def threshold(self) -> float | None:
@@ -138,11 +144,17 @@ class CatalogueSearch:
     def search(self, vector: np.ndarray, image: Source | None = None, k: int = 5) -> list[Hit]:
         """Top-``k`` catalogue images for one unit vector, re-ordered by local matching when this search
         re-ranks and the photo itself (a path, its bytes or its pixels) is given."""
+        return self.ranked(vector, image, k)[: max(1, min(k, MAX_SEARCH_K))]
+
+    def ranked(self, vector: np.ndarray, image: Source | None = None, k: int = 5) -> list[Hit]:
+        """Every catalogue image a top-``k`` :meth:`search` ranks, best first: the top ``k``, and when it
+        re-ranks, the whole shortlist it matched locally (``rerank_k`` images, often more than ``k``), where a
+        photo whose features could not be read lies, pushed down by its missing evidence."""
         k = max(1, min(k, MAX_SEARCH_K))
         if self.pipeline is None or image is None:
             return self.index.search(vector, k)[0]
         hits = self.index.search(vector, min(max(k, self.pipeline.k), MAX_RERANK_K))[0]
-        return self.pipeline.rank(image, hits, self.data_root)[:k]
+        return self.pipeline.rank(image, hits, self.data_root)
 
     def identify(self, vector: np.ndarray, image: Source | None, topk: int = 5) -> Identification:
         """Which individual: search deeper than ``topk`` images, then decide by the policy (the re-ranked first
@@ -152,8 +164,10 @@ class CatalogueSearch:
             raise ValueError("this catalogue re-ranks by local matching: identify() needs the photo, not only its "
                              "embedding")
         policy = self.policy  # one read: the verdict and the answer name the same policy
-        hits = self.search(vector, image, max(topk * SEARCH_DEPTH, MIN_DEPTH))
-        return Identification(policy.decide(hits), hits, policy)
+        depth = max(topk * SEARCH_DEPTH, MIN_DEPTH)
+        ranked = self.ranked(vector, image, depth)
+        hits = ranked[: min(depth, MAX_SEARCH_K)]
+        return Identification(policy.decide(hits), hits, policy, ranked)
 
     def identify_encounter(self, vectors: np.ndarray, images: list[Source] | None, topk: int = 5
                            ) -> EncounterIdentification:

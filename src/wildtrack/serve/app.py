@@ -222,7 +222,7 @@ async def predict(
             for c in d.candidates[:k]
         ],
         matches=[_match(request, h) for h in result.hits[:k]],
-        warnings=cat.warnings(result.hits),
+        warnings=cat.warnings(result.ranked),
         elapsed_ms=timer.ms,
     )
 
@@ -257,7 +257,7 @@ async def identify_encounter(
                            matches=[_match(request, h) for h in p.hits[:k]])
             for f, p in zip(files, result.photos, strict=True)
         ],
-        warnings=cat.warnings([h for p in result.photos for h in p.hits]),
+        warnings=cat.warnings([h for p in result.photos for h in p.ranked]),
         elapsed_ms=timer.ms,
     )
 
@@ -287,8 +287,9 @@ async def search(
     await _single_file(request, "file")
     async with request.app.state.gate.slot():
         upload = await _read(file)
-        hits = await run_in_threadpool(cat.search, upload, k or request.app.state.config.topk)
-    return SearchResponse(hits=[_match(request, h) for h in hits], warnings=cat.warnings(hits), elapsed_ms=timer.ms)
+        found = await run_in_threadpool(cat.search, upload, k or request.app.state.config.topk)
+    return SearchResponse(hits=[_match(request, h) for h in found.hits], warnings=cat.warnings(found.ranked),
+                          elapsed_ms=timer.ms)
 
 
 @router.post("/enroll", response_model=EnrollResponse, responses={**ERRORS, 409: {"model": ErrorResponse}},

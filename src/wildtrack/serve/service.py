@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wildtrack.config import MAX_SEARCH_K
 from wildtrack.data import storage
 from wildtrack.decide.policy import DecisionPolicy
 from wildtrack.embed import Embedder
@@ -58,6 +59,15 @@ class Upload:
 
     data: bytes
     name: str = "upload"
+
+
+@dataclass(frozen=True)
+class Searched:
+    """A search's answer: its top ``k`` ``hits``, and every photo it ``ranked`` (the re-ranking shortlist can
+    hold more), which is what warnings about unreadable catalogue photos are read from."""
+
+    hits: list[Hit]
+    ranked: list[Hit]
 
 
 Enrolment = enrolment.EnrolResult  # what an enrolment did, as /enroll answers it
@@ -175,10 +185,11 @@ class Catalogue:
         """Unit vectors, one per prepared photo."""
         return self.embedder.embed_pixels(np.stack([p.pixels for p in prepared]))
 
-    def search(self, upload: Upload, k: int) -> list[Hit]:
+    def search(self, upload: Upload, k: int) -> Searched:
         """Top-``k`` gallery images, re-ordered by local matching when the index carries a fitted fusion."""
         p = self.prepare(upload)
-        return self.searcher.search(self.embed([p])[0], p.image, k)
+        ranked = self.searcher.ranked(self.embed([p])[0], p.image, k)
+        return Searched(ranked[: max(1, min(k, MAX_SEARCH_K))], ranked)
 
     def predict(self, upload: Upload, topk: int) -> Identification:
         """Which individual: the catalogue search's verdict on the uploaded photo."""
@@ -300,7 +311,9 @@ class Catalogue:
         return Damage(photos, shards)
 
     def warnings(self, hits: list[Hit]) -> list[str]:
-        """One line per shortlisted catalogue photo that could not be compared with this query."""
+        """One line per shortlisted catalogue photo that could not be compared with this query. Pass every hit
+        the search ranked (``Searched.ranked``, ``Identification.ranked``), not only those shown: an unreadable
+        photo gets no evidence, so re-ranking can push it below them."""
         photos = self.damage().photos
         return [f"catalogue photo {h.image_id} ({h.identity}) cannot be read and was not compared: {photos[h.image_id]}"
                 for h in dict.fromkeys(hits) if h.image_id in photos]
