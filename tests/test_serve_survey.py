@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from _serve_helpers import Server
-from test_web_page import TIMEOUT_MS, _shot, browser  # noqa: F401 - the module-scoped Chromium fixture
+from test_web_page import TIMEOUT_MS, _shot
 
 TOKEN = "survey-team-secret"
 AUTH = {"X-API-Token": TOKEN}
@@ -195,7 +195,7 @@ def test_a_card_runs_in_the_background_is_decided_and_applied_into_the_served_ca
     assert httpx.get(server.url + body["result_url"]).json()["applied"] is not None
 
 
-def test_the_page_reviews_a_survey_accept_one_rename_one_apply(browser, server, card_zip, tmp_path):  # noqa: F811
+def test_the_page_reviews_a_survey_accept_one_rename_one_apply(browser, server, card_zip, tmp_path):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=TIMEOUT_MS)
