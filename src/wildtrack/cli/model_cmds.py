@@ -51,7 +51,8 @@ def _storage(pairs: list[str] | None) -> dict:
     return options
 
 
-def _engine(name: str, ray_address: str | None):
+def engine_for(name: str, ray_address: str | None):
+    """The job engine a command asked for (`--engine`, `--ray-address`); Ray says in one line where it runs."""
     from wildtrack.jobs import make_engine
 
     return make_engine(name, ray_address, announce=say)
@@ -129,7 +130,7 @@ def evaluate(
 
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend,
-                                    engine=_engine(engine, ray_address))
+                                    engine=engine_for(engine, ray_address))
     print_metrics(result.report.model_dump(by_alias=True, mode="json"))
     console.print(f"metrics: {out / 'metrics.json'}\nreport:  {out / 'report.html'}")
 
@@ -254,7 +255,7 @@ def index_build(
 
     with user_errors(), progress_bar("embedding", None) as advance:
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
-                             force=force, matching=cfg, engine=_engine(engine, ray_address),
+                             force=force, matching=cfg, engine=engine_for(engine, ray_address),
                              storage_options=_storage(storage_option))
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
@@ -281,7 +282,7 @@ def index_add(
 
     with user_errors(), progress_bar("embedding", None) as advance:
         report = add_folder(index, artifacts, data, advance=advance, backend=backend,
-                            engine=_engine(engine, ray_address), storage_options=_storage(storage_option))
+                            engine=engine_for(engine, ray_address), storage_options=_storage(storage_option))
     for path, why in report.skipped:
         err_console.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(why)}")
     console.print(f"added {report.added} images; the index now holds {report.total}")
