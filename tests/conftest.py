@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,28 @@ def reranked_index(synth_data, tiny_artifacts, tmp_path_factory) -> Path:
     index = tmp_path_factory.mktemp("reranked") / "index"
     build_index(synth_data, tiny_artifacts, index, matching=MatchingConfig(rerank_k=10))
     return index
+
+
+# Headless Chromium for the page, review and report tests: Debian's browser, never a Playwright download.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("no chromium binary (apt-get install chromium); `playwright install` is not used offline")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -194,3 +194,19 @@ def test_a_killed_ray_job_rerun_redoes_only_missing_shards(ray_address, local_in
     kept = {n for n, t in written.items() if (store_dir / n).stat().st_mtime_ns == t}
     assert kept == set(written)  # shards written before the kill were reused, not redone
     assert len(list(store_dir.glob("*.wtfs"))) == 30
+
+
+@pytest.mark.ray
+def test_a_survey_on_ray_gives_the_files_of_a_local_survey(ray_address, reranked_index, tiny_artifacts, tmp_path):
+    from wildtrack.data.synth.card import generate_card
+    from wildtrack.survey.run import SurveySettings, run_survey
+
+    card = tmp_path / "card"
+    generate_card(card, known=[0, 3, 7], photos_per_encounter=2, image_size=96, seed=1, extras=False)
+    settings = SurveySettings(pictures=0)
+    local = run_survey(card, reranked_index, tiny_artifacts, tmp_path / "local", settings)
+    ray = run_survey(card, reranked_index, tiny_artifacts, tmp_path / "ray", settings,
+                     engine=RayEngine(ray_address, shard_size=2))
+    for name in ("survey.json", "photos.csv", "decisions.csv"):
+        assert (local.survey_dir / name).read_bytes() == (ray.survey_dir / name).read_bytes(), name
+    assert local.counts["ok"] == 6 and local.counts["encounters"] >= 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
-from test_web_page import CHROMIUM_ARGS, TIMEOUT_MS, _chromium
+from test_web_page import TIMEOUT_MS
 
 from wildtrack.decide.policy import DecisionPolicy
 from wildtrack.survey.decisions import RENAME, initial_decisions, set_decision, write_decisions
@@ -130,18 +130,6 @@ def survey(tmp_path_factory) -> Path:
     folder = build_survey(tmp_path_factory.mktemp("review"))
     write_review(folder)
     return folder
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
-    executable = _chromium()
-    if executable is None:
-        pytest.skip("no chromium binary (apt-get install chromium); `playwright install` is not used offline")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture()

@@ -202,7 +202,8 @@ class ServeConfig(_Config):
     topk: int = Field(5, ge=1, le=50)
     rerank: bool = Field(True, description="re-rank by local matching when the index was built with it")
     api_token: str | None = Field(
-        None, min_length=8, description="secret that write endpoints (/enroll) require as `Authorization: Bearer` "
+        None, min_length=8, description="secret that write endpoints (/enroll, POST /surveys, a survey's decisions "
+        "and apply) require as `Authorization: Bearer` "
         "or `X-API-Token`; required when the server listens beyond loopback")
     insecure_no_token: bool = Field(
         False, description="allow listening beyond loopback without an API token (anyone on the network can enrol)")
@@ -226,3 +227,17 @@ class ServeConfig(_Config):
     upload_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="time a request body may take to arrive (and at most 15 s without a byte); "
         "then 408 and the connection is closed")
+    surveys_dir: Path | None = Field(
+        None, description="where surveys started on the page (POST /surveys) live, one folder each (the card's "
+        "photos and the survey folder); default: `surveys/` inside the index folder")
+    max_survey_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="largest upload that starts a survey (a zip of the card, or its photos); "
+        "other requests keep max_upload_bytes")
+    max_survey_files: int = Field(
+        1000, ge=1, le=100_000, description="most photos (files in the zip, or photo parts) one survey upload holds")
+    max_survey_unpacked_bytes: int = Field(
+        8 * 1024**3, ge=1024, description="most bytes a survey zip may unpack to (its members' sizes are read "
+        "before anything is extracted: a zip bomb is refused unopened)")
+    survey_upload_timeout_s: float = Field(
+        1800.0, gt=0, le=86_400, description="time a survey upload may take to arrive (a card is large; still at most "
+        "15 s without a byte)")

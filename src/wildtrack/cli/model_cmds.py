@@ -51,7 +51,8 @@ def _storage(pairs: list[str] | None) -> dict:
     return options
 
 
-def _engine(name: str, ray_address: str | None):
+def engine_for(name: str, ray_address: str | None):
+    """The job engine a command asked for (`--engine`, `--ray-address`); Ray says in one line where it runs."""
     from wildtrack.jobs import make_engine
 
     return make_engine(name, ray_address, announce=say)
@@ -129,7 +130,7 @@ def evaluate(
 
         with progress_bar("embedding", None) as advance:
             result = run_evaluation(dataset, artifacts, out, cfg, log=say, advance=advance, backend=backend,
-                                    engine=_engine(engine, ray_address))
+                                    engine=engine_for(engine, ray_address))
     print_metrics(result.report.model_dump(by_alias=True, mode="json"))
     console.print(f"metrics: {out / 'metrics.json'}\nreport:  {out / 'report.html'}")
 
@@ -254,7 +255,7 @@ def index_build(
 
     with user_errors(), progress_bar("embedding", None) as advance:
         report = build_index(data, artifacts, out, kind=kind, threshold=threshold, advance=advance, backend=backend,
-                             force=force, matching=cfg, engine=_engine(engine, ray_address),
+                             force=force, matching=cfg, engine=engine_for(engine, ray_address),
                              storage_options=_storage(storage_option))
     console.print(f"indexed {report.total} images into {out}" +
                   (f" ({len(report.skipped)} unreadable skipped)" if report.skipped else "") + f"; {report.rerank}")
@@ -281,7 +282,7 @@ def index_add(
 
     with user_errors(), progress_bar("embedding", None) as advance:
         report = add_folder(index, artifacts, data, advance=advance, backend=backend,
-                            engine=_engine(engine, ray_address), storage_options=_storage(storage_option))
+                            engine=engine_for(engine, ray_address), storage_options=_storage(storage_option))
     for path, why in report.skipped:
         err_console.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(why)}")
     console.print(f"added {report.added} images; the index now holds {report.total}")
@@ -298,10 +299,10 @@ def serve(
                                 help="Use local re-ranking when the index was built with --rerank local; "
                                      "--no-rerank: global search only (faster)."),
     api_token: str = typer.Option(None, "--api-token", envvar="WILDTRACK_API_TOKEN", show_default=False,
-                                  help="Secret that /enroll requires (Authorization: Bearer or X-API-Token); "
-                                  "required with a --host beyond loopback. The page asks for it once. Visible "
-                                  "to every user of this machine in `ps`: prefer --api-token-file or the "
-                                  "environment variable."),
+                                  help="Secret that /enroll and the survey writes require (Authorization: "
+                                  "Bearer or X-API-Token); required with a --host beyond loopback. The page "
+                                  "asks for it once. Visible to every user of this machine in `ps`: prefer "
+                                  "--api-token-file or the environment variable."),
     api_token_file: Path = typer.Option(None, "--api-token-file", show_default=False, exists=True, dir_okay=False,
                                         help="Read the API token from this file (first line), so it never "
                                         "appears in the process list."),
@@ -318,6 +319,9 @@ def serve(
     max_wait: float = typer.Option(20.0, "--max-wait", min=0.1,
                                    help="Seconds a photo request may wait for a slot; one that would wait longer "
                                    "gets a fast 503."),
+    surveys: Path = typer.Option(None, "--surveys", show_default=False, file_okay=False,
+                                 help="Folder for the surveys started on the page (one folder each: the card and "
+                                 "its survey folder). Default: surveys/ inside the index folder."),
 ) -> None:
     """Run the web service and drag-and-drop page (docs at /docs)."""
     from wildtrack.config import ServeConfig
@@ -331,7 +335,7 @@ def serve(
         cfg = ServeConfig(host=host, port=port, rerank=rerank, api_token=api_token or None,
                           insecure_no_token=insecure_no_token,
                           allowed_hosts=allowed_host or [], max_concurrent_inference=max_concurrent,
-                          max_queued_requests=max_queue, max_wait_s=max_wait)
+                          max_queued_requests=max_queue, max_wait_s=max_wait, surveys_dir=surveys)
         check_bind(cfg)  # refuses --host 0.0.0.0 without a token, before anything loads
         checks.index_folder(index)
         checks.model_folder(artifacts)

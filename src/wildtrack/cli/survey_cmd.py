@@ -10,7 +10,7 @@ from rich.markup import escape
 from wildtrack.cli import checks
 from wildtrack.cli.choices import ARTIFACTS_HELP, BACKEND_HELP, INDEX_HELP, Backend, SurveyGrouping
 from wildtrack.cli.common import Command, Group, console, progress_bar, say, user_errors
-from wildtrack.cli.model_cmds import ENGINE_HELP, RAY_ADDRESS_HELP
+from wildtrack.cli.model_cmds import ENGINE_HELP, RAY_ADDRESS_HELP, engine_for
 
 app = typer.Typer(cls=Group, help="A field day end to end: group a card into encounters, name them, review, enrol.",
                   no_args_is_help=True)
@@ -37,7 +37,7 @@ def run(
                                 help="Continue a killed run in --out: finished stages and shards are reused."),
     backend: Backend = typer.Option("auto", "--backend", help=BACKEND_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
-    ray_address: str = typer.Option("auto", "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Group the card into encounters, identify each against the catalogue, cluster the new turtles, and write
     survey.json, photos.csv, decisions.csv and the review page into --out."""
@@ -52,14 +52,13 @@ def run(
         if out.is_dir() and any(out.iterdir()) and not resume:
             raise SurveyError(f"--out {out} already holds files (an earlier survey?): continue that run with "
                               "--resume, or give another --out")
-    from wildtrack.jobs import make_engine
     from wildtrack.survey.run import SurveySettings, run_survey
 
     with user_errors():
         settings = SurveySettings(gap_s=gap_s, grouping=grouping, topk=topk, pictures=pictures)
         with progress_bar("scanning", None) as advance:
             result = run_survey(photos, index, artifacts, out, settings, backend=backend,
-                                engine=make_engine(engine, ray_address), resume=resume, progress=advance, say=say)
+                                engine=engine_for(engine, ray_address), resume=resume, progress=advance, say=say)
     c = result.counts
     if result.resumed:
         console.print(f"reused from the killed run: {', '.join(result.resumed)}")

@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from wildtrack import __version__
 from wildtrack.config import MAX_SEARCH_K, ServeConfig
 from wildtrack.index import GalleryIndexError, Hit, IndexConflictError, IndexLockedError
+from wildtrack.progress import Advance
 from wildtrack.serve.docs import add_offline_docs, offline_docs_assets
 from wildtrack.serve.evidence import MATCH_RESPONSE, evidence_picture, matching_info, operating_point_info
 from wildtrack.serve.limits import InferenceGate
@@ -65,7 +66,10 @@ from wildtrack.serve.security import (
     uvicorn_bind,
 )
 from wildtrack.serve.service import ENROL_RETRY_AFTER_S, Catalogue, Timer, Upload
+from wildtrack.serve.survey_api import router as survey_router
+from wildtrack.serve.survey_jobs import SurveyJob, SurveyJobs
 from wildtrack.serve.uploads import UploadError, UploadLimitMiddleware
+from wildtrack.survey.run import run_survey
 from wildtrack.visualize.report import looks_synthetic
 
 log = logging.getLogger(__name__)
@@ -109,6 +113,7 @@ def create_app(
         app.state.reloader = ThreadPoolExecutor(1, thread_name_prefix="wildtrack-reload")
         app.state.reloading = asyncio.Lock()
         app.state.reloader.submit(catalogue.scan_files)  # missing photos show in /health; never delays start-up
+        app.state.surveys = await run_in_threadpool(open_surveys, cfg, catalogue)
         log.info("WildTrack serving %d images of %d individuals (model %s, threshold %s)", len(catalogue.index),
                  len(catalogue.index.identities()), catalogue.embedder.fingerprint,
                  catalogue.policy.photo_threshold)
@@ -129,14 +134,30 @@ def create_app(
                                    cfg.max_wait_s)
     app.add_middleware(UploadLimitMiddleware, max_bytes=cfg.max_upload_bytes, max_uploads=cfg.max_concurrent_uploads,
                        max_spooled_bytes=cfg.max_spooled_bytes, timeout_s=cfg.upload_timeout_s,
-                       retry_after_s=cfg.retry_after_s)
+                       retry_after_s=cfg.retry_after_s,
+                       large={"/surveys": (cfg.max_survey_bytes, cfg.survey_upload_timeout_s)})
     app.add_middleware(AccessMiddleware, config=cfg)  # outermost: refused requests never send their body
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if docs_assets:
         add_offline_docs(app, docs_assets)
     app.include_router(router)
+    app.include_router(survey_router)
     return app
+
+
+def open_surveys(cfg: ServeConfig, catalogue: Catalogue) -> SurveyJobs:
+    """The surveys folder (``surveys/`` in the index folder unless configured) and the run a survey job does:
+    ``wildtrack survey run`` on the uploaded card against the served catalogue."""
+    root = Path(cfg.surveys_dir) if cfg.surveys_dir is not None else catalogue.index_dir / "surveys"
+
+    def run(job: SurveyJob, progress: Advance) -> None:
+        # the served model, already loaded (the local engine embeds in this process): no second copy per survey
+        run_survey(job.photos_dir, catalogue.index_dir, catalogue.embedder, job.survey_dir,
+                   progress=progress)
+
+    return SurveyJobs(root, run, public=lambda text: text.replace(str(root), "SURVEYS").replace(
+        str(catalogue.index_dir), "INDEX"))
 
 
 # ------------------------------------------------------------------------------------------- endpoints

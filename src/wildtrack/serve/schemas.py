@@ -236,3 +236,151 @@ class Health(_Schema):
     unreadable_examples: list[str] = Field(default_factory=list, description="the ids of a few of them")
     damaged_feature_files: list[str] = Field(default_factory=list, description="feature-store files that failed "
                                              "their sha256 check (their photos are extracted from the files instead)")
+
+
+# ------------------------------------------------------------------------------------------------ surveys
+# survey.json as the service answers it (wildtrack.survey.files documents the format); extra keys a newer run
+# writes pass through. Server paths (photos_root, the catalogue's index_dir) are never part of an answer.
+
+SurveyState = Literal["queued", "running", "done", "failed"]
+DecisionValue = Literal["accept", "reject", "rename", ""]
+
+
+class _SurveyPart(_Schema):
+    model_config = ConfigDict(protected_namespaces=(), extra="allow")
+
+
+class SurveyStarted(_Schema):
+    """A survey accepted: it runs in the background; poll ``status_url`` until ``state`` is done."""
+
+    id: str = Field(description="this server's name for the survey (its folder); the run's own reproducible id is "
+                    "the result's survey.survey_id")
+    state: SurveyState
+    photos: int = Field(description="photos received")
+    ignored: list[str] = Field(default_factory=list, description="uploaded files that are not photos, left out")
+    status_url: str
+    result_url: str
+
+
+class SurveyStatus(_Schema):
+    id: str
+    state: SurveyState
+    stage: str | None = Field(None, description="the running stage (scanning, embedding, local features, grouping, "
+                              "identifying, clustering new turtles, match pictures, review)")
+    done: int = Field(0, description="work done in this stage")
+    total: int | None = Field(None, description="work in this stage, when known")
+    error: str | None = Field(None, description="why the survey failed")
+    photos: int
+    created: str = Field(description="when the upload arrived (UTC, ISO 8601)")
+    status_url: str
+    result_url: str
+
+
+class SurveyList(_Schema):
+    surveys: list[SurveyStatus] = Field(description="newest first")
+
+
+class SurveyCandidate(_SurveyPart):
+    identity: str
+    score: float | None = None
+    cosine: float | None = None
+    inliers: int | None = None
+    support: int | None = None
+    catalogue_image_id: str | None = None
+    survey_photo: str | None = None
+    picture: str | None = Field(None, description="match picture, relative to the survey folder (GET files/...)")
+
+
+class NewTurtleEvidence(_SurveyPart):
+    a: str
+    b: str
+    score: float | None = None
+    inliers: int | None = None
+    picture: str | None = None
+
+
+class NewTurtleGroup(_SurveyPart):
+    id: str = Field(description="the provisional identity, new-NNN")
+    encounters: list[str]
+    evidence: list[NewTurtleEvidence] = Field(default_factory=list)
+
+
+class SurveyEncounter(_SurveyPart):
+    encounter: str
+    photos: list[str]
+    start: str | None = None
+    end: str | None = None
+    date: str | None = None
+    verdict: Literal["confident", "review"]
+    new: bool = False
+    proposed_identity: str | None = None
+    score: float | None = None
+    score_kind: str | None = None
+    threshold: float | None = None
+    confident_threshold: float | None = None
+    candidates: list[SurveyCandidate] = Field(default_factory=list)
+    new_group: NewTurtleGroup | None = None
+
+
+class SurveyPhoto(_SurveyPart):
+    photo: str
+    status: str = Field(description="ok, unreadable, duplicate or no_turtle")
+    reason: str | None = None
+    duplicate_of: str | None = None
+    taken: str | None = None
+    encounter: str | None = None
+    score: float | None = None
+    thumb: str | None = None
+
+
+class SurveyRun(_SurveyPart):
+    survey_id: str
+    catalogue: dict[str, Any]
+    settings: dict[str, Any] = Field(default_factory=dict)
+    policy: dict[str, Any] = Field(default_factory=dict)
+    photos: list[SurveyPhoto]
+    encounters: list[SurveyEncounter]
+    counts: dict[str, Any] = Field(default_factory=dict)
+
+
+class SurveyDecision(_Schema):
+    """One encounter's row of decisions.csv."""
+
+    encounter: str
+    photos: list[str]
+    proposed_identity: str
+    score: float | None
+    verdict: str
+    decision: DecisionValue
+    final_identity: str = Field(description="what apply enrols the photos under (empty: nothing)")
+
+
+class SurveyResult(_Schema):
+    id: str
+    survey: SurveyRun
+    decisions: list[SurveyDecision]
+    undecided: int = Field(description="encounters nobody decided yet: apply leaves them out")
+    files_url: str = Field(description="prefix of the thumbs/ and pictures/ paths the survey names")
+    applied: dict[str, Any] | None = Field(None, description="applied.json: what the last apply enrolled")
+
+
+class DecisionRequest(_Schema):
+    encounter: str
+    decision: DecisionValue = Field(description="accept the proposed identity, reject, rename to final_identity, "
+                                    "or empty to undo")
+    final_identity: str = Field("", max_length=200, description="the identity for rename")
+
+
+class DecisionResponse(_Schema):
+    decision: SurveyDecision
+    undecided: int
+
+
+class ApplyResponse(_Schema):
+    id: str
+    report: dict[str, Any] = Field(description="what apply did: encounters enrolled, photos added, identities "
+                                   "created, undecided encounters left out")
+    summary: list[str] = Field(default_factory=list, description="the report in lines, as the CLI prints it")
+    index_count: int = Field(description="catalogue photos after the apply")
+    identities_count: int
+    generation: int | None

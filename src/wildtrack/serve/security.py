@@ -7,7 +7,8 @@ it. Three checks keep such pages out:
   host), so a page on ``evil.example`` whose DNS name is re-bound to 127.0.0.1 is refused (400).
 * A POST whose ``Origin`` is not this server's, or whose ``Sec-Fetch-Site`` is ``cross-site``/``same-site``,
   is refused (403). Browsers send these headers; scripts (curl, Python) send neither and are unaffected.
-* With an API token configured, write endpoints (``/enroll``) need it as ``Authorization: Bearer <token>`` or
+* With an API token configured, write endpoints (``/enroll``, and the surveys': starting one, deciding, applying)
+  need it as ``Authorization: Bearer <token>`` or
   ``X-API-Token: <token>`` (401 otherwise). Without one, writes are only accepted on a loopback connection that
   no proxy relayed (no ``Forwarded``/``X-Forwarded-*`` header) unless the server was started with
   ``insecure_no_token``.
@@ -37,7 +38,9 @@ from wildtrack.config import ServeConfig
 
 log = logging.getLogger(__name__)
 
-WRITE_PATHS = frozenset({"/enroll"})
+WRITE_PATHS = frozenset({"/enroll", "/surveys"})
+# A survey's decisions choose what its apply enrols, so writing them is a write to the catalogue-to-be too.
+WRITE_PATTERN = re.compile(r"/surveys/[^/]+/(?:decisions|apply)")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 TOKEN_ENV = "WILDTRACK_API_TOKEN"
@@ -68,6 +71,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_write_path(path: str) -> bool:
+    """Whether a POST to ``path`` changes the catalogue (or what a survey will enrol into it)."""
+    return path in WRITE_PATHS or WRITE_PATTERN.fullmatch(path) is not None
 
 
 def check_token(token: str | None) -> None:
@@ -178,7 +186,7 @@ class AccessMiddleware:
         cross = _cross_site(headers, host, str(scope.get("scheme") or "http"))
         if cross:
             return 403, f"cross-site request refused ({cross}): only pages served by this server may send it", []
-        if scope.get("path") not in WRITE_PATHS:
+        if not is_write_path(str(scope.get("path") or "")):
             return None
         if self.token:
             if not _token_matches(headers, self.token):

@@ -85,14 +85,19 @@ class UploadLimitMiddleware:
     * A body must arrive within ``timeout_s`` and never stall for ``BODY_IDLE_TIMEOUT_S``: else 408, and the
       connection is closed, so a client trickling bytes cannot hold a slot.
 
+    * ``large``: paths that take a bigger body and more time (a survey's whole card: ``POST /surveys``), as
+      ``{path: (max_bytes, timeout_s)}``; the other bounds hold for them too.
+
     FastAPI may turn the exception raised from ``receive`` into its own 400 response; that response is
     swallowed and replaced by the refusal.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_uploads: int | None = None,
-                 max_spooled_bytes: int | None = None, timeout_s: float | None = None, retry_after_s: int = 2) -> None:
+                 max_spooled_bytes: int | None = None, timeout_s: float | None = None, retry_after_s: int = 2,
+                 large: dict[str, tuple[int, float | None]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.large = large or {}
         self.max_uploads = max_uploads
         self.max_spooled_bytes = max_spooled_bytes
         self.timeout_s = timeout_s
@@ -105,8 +110,9 @@ class UploadLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._reject(send, *self._too_large(declared))
+        max_bytes, timeout_s = self.large.get(scope.get("path", ""), (self.max_bytes, self.timeout_s))
+        if declared is not None and declared > max_bytes:
+            await self._reject(send, *self._too_large(declared, max_bytes))
             return
         if scope.get("method") not in BODY_METHODS or declared == 0:
             await self.app(scope, receive, send)
@@ -119,17 +125,18 @@ class UploadLimitMiddleware:
         self.uploads += 1
         self.spooled += reserved
         try:
-            await self._run(scope, receive, send, declared)
+            await self._run(scope, receive, send, declared, max_bytes, timeout_s)
         finally:
             self.uploads -= 1
             self.spooled -= reserved
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, declared: int | None) -> None:
+    async def _run(self, scope: Scope, receive: Receive, send: Send, declared: int | None, max_bytes: int,
+                   timeout_s: float | None) -> None:
         total = 0
         refusal: tuple[int, str, dict[str, str]] | None = None
         started = False
         loop = asyncio.get_running_loop()
-        deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
+        deadline = None if timeout_s is None else loop.time() + timeout_s
         body_done = False
 
         async def guarded_receive() -> Message:
@@ -141,15 +148,15 @@ class UploadLimitMiddleware:
                 message = await asyncio.wait_for(receive(), max(wait, 0.001))
             except TimeoutError:
                 refusal = (408, f"the upload stalled: {total:,} bytes arrived, the rest did not come in time "
-                           f"(this server waits {self.timeout_s or BODY_IDLE_TIMEOUT_S:g} s for a body); send it again",
+                           f"(this server waits {timeout_s or BODY_IDLE_TIMEOUT_S:g} s for a body); send it again",
                            {})
                 raise _Refused from None
             if message["type"] == "http.request":
                 size = len(message.get("body", b""))
                 total += size
                 body_done = not message.get("more_body", False)
-                if total > self.max_bytes:
-                    refusal = self._too_large(total)
+                if total > max_bytes:
+                    refusal = self._too_large(total, max_bytes)
                     raise _Refused
                 if declared is None:  # chunked: spooled bytes are known only as they arrive
                     self.spooled += size
@@ -176,8 +183,9 @@ class UploadLimitMiddleware:
         if refusal is not None and not started:
             await self._reject(send, *refusal)
 
-    def _too_large(self, size: int) -> tuple[int, str, dict[str, str]]:
-        return 413, f"upload too large: more than {self.max_bytes:,} bytes (got at least {size:,})", {}
+    @staticmethod
+    def _too_large(size: int, max_bytes: int) -> tuple[int, str, dict[str, str]]:
+        return 413, f"upload too large: more than {max_bytes:,} bytes (got at least {size:,})", {}
 
     def _busy_error(self) -> tuple[int, str, dict[str, str]]:
         return (503, f"the server is receiving too many uploads ({self.uploads} in flight, {self.spooled:,} bytes); "

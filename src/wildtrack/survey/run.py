@@ -33,6 +33,7 @@ from PIL import Image
 from wildtrack.atomic import atomic_write_bytes
 from wildtrack.config import MatchingConfig
 from wildtrack.data import storage
+from wildtrack.embed import Embedder
 from wildtrack.features import FeatureCache, LocalFeatures, Source
 from wildtrack.features.store import STORE_DIR, FeatureShard, FeatureStore, StoreFeatureCache
 from wildtrack.jobs.catalogue import embed_photos, extract_shards, photo_ids, store_files
@@ -178,7 +179,7 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
 
 
-def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path, out: str | Path,
+def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path | Embedder, out: str | Path,
                settings: SurveySettings | None = None, *, backend: str = "auto", engine: Engine | None = None,
                resume: bool = False, progress: Advance | None = None,
                say: Callable[[str], None] | None = None) -> SurveyResult:
@@ -187,6 +188,7 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path,
     ``out`` must be new or empty unless ``resume`` (then the checkpoints in ``out/.work`` are reused: the card and
     the catalogue must be the ones the killed run used). ``progress`` gets one stage per step
     (:mod:`wildtrack.progress`); ``say`` one line per thing a person should know (stages reused, notes).
+    ``artifacts`` may be the model already loaded (the service's), so a survey loads no second copy.
     """
     settings = settings or SurveySettings()
     engine = engine or make_engine("local")
@@ -199,6 +201,7 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path,
     result = SurveyResult(out_dir, {})
 
     embedder, search = open_catalogue(index_dir, artifacts, backend=backend)
+    artifacts = Path(getattr(embedder, "artifacts", artifacts))  # the model's folder (cluster jobs load it there)
     catalogue = _catalogue_info(index_dir, search)
 
     # ---- scanning: every file, its bytes, readability, time, thumbnail

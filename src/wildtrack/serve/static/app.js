@@ -26,12 +26,8 @@
 
   async function api(path, options = {}) {
     let response = await send(path, options);
-    if (response.status === 401 && options.method === "POST") {
-      const token = window.prompt("This WildTrack server needs its API token to change the catalogue:");
-      if (token) {
-        sessionStorage.setItem(TOKEN_KEY, token.trim());
-        response = await send(path, options);
-      }
+    if (response.status === 401 && options.method === "POST" && askToken()) {
+      response = await send(path, options);
     }
     const type = response.headers.get("content-type") || "";
     const body = type.includes("application/json") ? await response.json() : null;
@@ -39,9 +35,15 @@
     return body;
   }
 
+  function askToken() {
+    const token = window.prompt("This WildTrack server needs its API token to change the catalogue:");
+    if (token) sessionStorage.setItem(TOKEN_KEY, token.trim());
+    return Boolean(token);
+  }
+
   async function send(path, options) {
     const token = sessionStorage.getItem(TOKEN_KEY);
-    const headers = token ? { "X-API-Token": token } : {};
+    const headers = { ...(options.headers || {}), ...(token ? { "X-API-Token": token } : {}) };
     try {
       return await fetch(path, { ...options, headers });
     } catch (err) {
@@ -397,4 +399,8 @@
 
   refreshHealth();
   refreshIdentities().catch((err) => showError(err.message));
+
+  // The survey view (survey.js) shares the API helper (one token prompt for the tab) and the header's counts.
+  window.WildTrack = { api, send, askToken, tokenHeader: () => sessionStorage.getItem(TOKEN_KEY), describeError, node,
+                       fmt, refreshHealth };
 })();
