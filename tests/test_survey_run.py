@@ -166,13 +166,14 @@ def test_sub_folders_decide_the_grouping_and_time_windows_cut_at_the_gap():
     assert grouping.folder_groups(["b/2.jpg", "a/1.jpg", "a/0.jpg"], {}) == [["a/0.jpg", "a/1.jpg"], ["b/2.jpg"]]
 
 
-def test_a_window_splits_where_the_photos_say_two_turtles_and_keeps_a_lone_photo_otherwise():
-    same = np.array([[1, .9, .1, .1, .1], [.9, 1, .1, .1, .1], [.1, .1, 1, .8, .1], [.1, .1, .8, 1, .1],
-                     [.1, .1, .1, .1, 1]])
-    # photos 0-1 and 2-3 link; 4 has no evidence and nothing against it: it stays with the first largest group
-    assert grouping.split_by_appearance(same, [None] * 5, 0.5) == [[0, 1, 4], [2, 3]]
-    # the catalogue names 4 as another turtle than 0: it stays alone; a link between two named turtles is refused
-    assert grouping.split_by_appearance(same, ["a", None, None, None, "b"], 0.5) == [[0, 1], [2, 3], [4]]
+def test_a_window_stays_one_encounter_unless_the_catalogue_names_two_turtles_in_it():
+    same = np.array([[1, .9, .1, .1, .1], [.9, 1, .1, .1, .1], [.1, .1, 1, .8, .1], [.1, .1, .8, 1, .3],
+                     [.1, .1, .1, .3, 1]])
+    # photos 0-1 and 2-3 link; nothing says the groups (or photo 4) are other turtles: one sighting
+    assert grouping.split_by_appearance(same, [None] * 5, 0.5) == [[0, 1, 2, 3, 4]]
+    # the catalogue names 0 and 4 as two turtles: they stay apart, and 2-3 joins the one it looks most like (4)
+    assert grouping.split_by_appearance(same, ["a", None, None, None, "b"], 0.5) == [[0, 1], [2, 3, 4]]
+    # a link between two named turtles is refused, however strong
     linked = np.full((2, 2), 0.99)
     assert grouping.split_by_appearance(linked, ["a", "b"], 0.5) == [[0], [1]]
 

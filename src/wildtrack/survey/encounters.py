@@ -16,18 +16,19 @@ The rule, in the order it is applied to the card's usable photos (``ok``):
    - *different turtles*: two photos the catalogue names as two different known turtles.
 
    Links are taken strongest first and join two groups unless a pair across them is *different* (so one wrong
-   link cannot chain two named turtles together). A photo left alone afterwards (no link at all: another side of
-   the turtle, a blurred frame) joins the window's largest group, the time window being the default sighting,
-   unless something says it is a different turtle (the catalogue names it as another turtle than one in that
-   group). The link threshold is the catalogue's confident photo threshold where it has one, else its photo
-   threshold but at least :data:`MIN_LINK_PROBABILITY`: wrongly joining two turtles is worse than leaving one
-   turtle in two encounters, which identification and the new-turtle clustering then name alike.
+   link cannot chain two named turtles together). The groups left are then joined too, the most alike pair of
+   groups first (their best cross-pair probability, however low), as long as nothing says they are different
+   turtles: the time window is the default sighting, and photos of one turtle often share no evidence at all
+   (other sides of it, a blurred frame), while two turtles met together are told apart by the catalogue naming
+   them. The link threshold is the catalogue's confident photo threshold where it has one, else its photo
+   threshold but at least :data:`MIN_LINK_PROBABILITY`. Two turtles the catalogue does not hold, met in the same
+   window, stay in one encounter: it is a new individual, so a person reviews it in any case.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import PurePosixPath
 
@@ -129,17 +130,37 @@ def split_by_appearance(same: np.ndarray, named: Sequence[str | None], threshold
                 p = max(p, threshold)
             if p >= threshold:
                 edges.append((-p, i, j))
-    linked: set[int] = set()
     for _, i, j in sorted(edges):
         a, b = group[i], group[j]
         if a != b and not different(a, b):
             join(a, b)
-            linked.update((i, j))
-    lone = [i for i in range(n) if i not in linked and len(members[group[i]]) == 1]
-    if lone and members:
-        largest = min(members, key=lambda g: (-len(members[g]), g))
-        for i in lone:
-            if group[i] != largest and not different(group[i], largest):
-                join(group[i], largest)
-                largest = group[i]
+    _join_alike_groups(same, named, members, join)
     return [sorted(m) for _, m in sorted(members.items(), key=lambda kv: min(kv[1]))]
+
+
+def _join_alike_groups(same: np.ndarray, named: Sequence[str | None], members: dict[int, list[int]],
+                       join: Callable[[int, int], None]) -> None:
+    """Join the linked groups, the most alike pair first (best cross-pair probability; none compared counts as
+    0), until only groups that two different named turtles keep apart are left. Each group holds at most one
+    named turtle (a join never mixes two), so "different" is a comparison of names."""
+    keys = sorted(members)
+    if len(keys) < 2:
+        return
+    alike = np.nan_to_num(same, nan=0.0)
+    best_to = np.stack([alike[members[k]].max(axis=0) for k in keys])  # (groups, photos)
+    evidence = np.stack([best_to[:, members[k]].max(axis=1) for k in keys], axis=1)  # (groups, groups)
+    names = [next((named[i] for i in members[k] if named[i] is not None), None) for k in keys]
+    code = {name: n for n, name in enumerate(sorted({x for x in names if x is not None}))}
+    turtle = np.array([-1 if x is None else code[x] for x in names])  # -1: no named turtle
+    alive = np.ones(len(keys), dtype=bool)
+    upper = np.triu(np.ones((len(keys), len(keys)), dtype=bool), 1)
+    while True:
+        apart = (turtle[:, None] >= 0) & (turtle[None, :] >= 0) & (turtle[:, None] != turtle[None, :])
+        allowed = upper & alive[:, None] & alive[None, :] & ~apart
+        if not allowed.any():
+            return
+        a, b = np.unravel_index(np.argmax(np.where(allowed, evidence, -np.inf)), evidence.shape)
+        join(keys[a], keys[b])  # the group with the smaller key keeps its members: keys are sorted, so ``a``
+        evidence[a] = evidence[:, a] = np.maximum(evidence[a], evidence[b])
+        turtle[a] = turtle[a] if turtle[a] >= 0 else turtle[b]
+        alive[b] = False
