@@ -159,23 +159,31 @@ def test_gap_is_parsed_in_seconds_minutes_and_hours():
 
 def test_sub_folders_decide_the_grouping_and_time_windows_cut_at_the_gap():
     assert grouping.choose_grouping(["a/1.jpg", "b/2.jpg"]) == "folders"
-    assert grouping.choose_grouping(["day/1.jpg", "day/2.jpg"]) == "folders"
     assert grouping.choose_grouping(["1.jpg", "2.jpg", "x/3.jpg"]) == "time"
     taken = {"1.jpg": "2026-07-01T09:00:00", "2.jpg": "2026-07-01T09:09:00", "3.jpg": "2026-07-01T09:20:00"}
     assert grouping.time_windows(list(taken), taken, 600) == [["1.jpg", "2.jpg"], ["3.jpg"]]
     assert grouping.folder_groups(["b/2.jpg", "a/1.jpg", "a/0.jpg"], {}) == [["a/0.jpg", "a/1.jpg"], ["b/2.jpg"]]
 
 
-def test_a_window_stays_one_encounter_unless_the_catalogue_names_two_turtles_in_it():
-    same = np.array([[1, .9, .1, .1, .1], [.9, 1, .1, .1, .1], [.1, .1, 1, .8, .1], [.1, .1, .8, 1, .3],
-                     [.1, .1, .1, .3, 1]])
-    # photos 0-1 and 2-3 link; nothing says the groups (or photo 4) are other turtles: one sighting
-    assert grouping.split_by_appearance(same, [None] * 5, 0.5) == [[0, 1, 2, 3, 4]]
-    # the catalogue names 0 and 4 as two turtles: they stay apart, and 2-3 joins the one it looks most like (4)
-    assert grouping.split_by_appearance(same, ["a", None, None, None, "b"], 0.5) == [[0, 1], [2, 3, 4]]
-    # a link between two named turtles is refused, however strong
+def test_a_window_splits_where_the_photos_say_two_turtles_and_keeps_a_lone_photo_otherwise():
+    same = np.array([[1, .9, .1, .1, .1], [.9, 1, .1, .1, .1], [.1, .1, 1, .8, .1], [.1, .1, .8, 1, .1],
+                     [.1, .1, .1, .1, 1]])
+    # photos 0-1 and 2-3 link; 4 has no evidence and nothing against it: it stays with the first largest group,
+    # joined by time alone (so that encounter cannot be a confident verdict)
+    assert grouping.split_window(same, [None] * 5, 0.5) == ([[0, 1, 4], [2, 3]], {4})
+    # the catalogue names 4 as another turtle than 0: it stays alone; a link between two named turtles is refused
+    assert grouping.split_by_appearance(same, ["a", None, None, None, "b"], 0.5) == [[0, 1], [2, 3], [4]]
     linked = np.full((2, 2), 0.99)
-    assert grouping.split_by_appearance(linked, ["a", "b"], 0.5) == [[0], [1]]
+    assert grouping.split_window(linked, ["a", "b"], 0.5) == ([[0], [1]], set())
+    # two photos with no evidence at all: one sighting by time, both joined by time alone
+    assert grouping.split_window(np.full((2, 2), np.nan), [None, None], 0.5) == ([[0, 1]], {0, 1})
+
+
+def test_a_card_straight_from_a_camera_or_in_one_folder_is_grouped_by_time():
+    assert grouping.choose_grouping(["DCIM/100CANON/1.jpg", "DCIM/100CANON/2.jpg"]) == "time"
+    assert grouping.choose_grouping(["DCIM/100CANON/1.jpg", "DCIM/101CANON/2.jpg"]) == "time"
+    assert grouping.choose_grouping(["card/1.jpg", "card/2.jpg"]) == "time"
+    assert grouping.choose_grouping(["card/sighting 1/1.jpg", "card/sighting 2/2.jpg"]) == "folders"
 
 
 def test_a_long_window_matches_each_photo_with_its_nearest_photos_only():
@@ -287,3 +295,21 @@ def test_the_run_ends_with_the_review_page(survey):
     assert survey.review == survey.survey_dir / "review.html"
     page = survey.review.read_text(encoding="utf-8")
     assert "E001" in page and "new-001" in page
+
+
+def test_a_turtle_the_catalogue_lacks_met_beside_a_known_one_is_never_enrolled_without_a_person(
+        reranked_index, tiny_artifacts, tmp_path):
+    from wildtrack.data.synth.card import generate_card
+    from wildtrack.survey.run import SurveySettings, run_survey
+
+    # t003 (catalogued) and t012 (not) photographed within one minute, their photos interleaved
+    truth = generate_card(tmp_path / "card", known=[3, 12], photos_per_encounter=3, image_size=96, seed=1,
+                          extras=False)
+    result = run_survey(tmp_path / "card", reranked_index, tiny_artifacts, tmp_path / "out",
+                        SurveySettings(pictures=0))
+    stranger = {p.file for p in truth if p.identity == "t012"}
+    for e in result.data["encounters"]:
+        if stranger & set(e["photos"]):
+            assert e["verdict"] == "review", e  # pre-filled accept would enrol t012 as someone else
+            if not stranger >= set(e["photos"]):  # mixed with t003's photos: only by time, and it says so
+                assert stranger & set(e["joined_by_time"]), e

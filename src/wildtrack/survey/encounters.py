@@ -3,8 +3,9 @@
 The rule, in the order it is applied to the card's usable photos (``ok``):
 
 1. **Folders.** A team that sorted its card into one sub-folder per sighting has already said which photos go
-   together: with ``grouping="auto"`` the photos are grouped by folder when they lie in two or more sub-folders,
-   or all in one sub-folder; each folder is one encounter (photos directly under PHOTOS form one of their own).
+   together: with ``grouping="auto"`` the photos are grouped by folder when they lie in two or more sub-folders
+   (photos directly under PHOTOS form one of their own), none of them a camera's own (``DCIM``, ``100CANON``…:
+   a card straight from a camera is grouped by time, as is a card in one wrapping folder).
 2. **Time.** Otherwise the photos are sorted by capture time and cut wherever two consecutive photos are more
    than ``gap`` apart (``--gap 10m``): a *time window*, a sighting by default.
 3. **Appearance, within a time window.** Two turtles met in the same minute must not share an encounter, so a
@@ -16,31 +17,35 @@ The rule, in the order it is applied to the card's usable photos (``ok``):
    - *different turtles*: two photos the catalogue names as two different known turtles.
 
    Links are taken strongest first and join two groups unless a pair across them is *different* (so one wrong
-   link cannot chain two named turtles together). The groups left are then joined too, the most alike pair of
-   groups first (their best cross-pair probability, however low), as long as nothing says they are different
-   turtles: the time window is the default sighting, and photos of one turtle often share no evidence at all
-   (other sides of it, a blurred frame), while two turtles met together are told apart by the catalogue naming
-   them. The link threshold is the catalogue's confident photo threshold where it has one, else its photo
-   threshold but at least :data:`MIN_LINK_PROBABILITY`. Two turtles the catalogue does not hold, met in the same
-   window, stay in one encounter: it is a new individual, so a person reviews it in any case.
+   link cannot chain two named turtles together). A photo left alone afterwards (no link at all: another side of
+   the turtle, a blurred frame) joins the window's largest group, the time window being the default sighting,
+   unless something says it is a different turtle (the catalogue names it as another turtle than one in that
+   group). The link threshold is the catalogue's confident photo threshold where it has one, else its photo
+   threshold but at least :data:`MIN_LINK_PROBABILITY`: wrongly joining two turtles is worse than leaving one
+   turtle in two encounters, which identification and the new-turtle clustering then name alike, and a person
+   renames alike. A photo joined by time alone may still be another turtle (one the catalogue does not hold), so
+   an encounter holding one is never a confident verdict (:func:`split_window` says which they are): nothing is
+   enrolled on its strength without a person.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import PurePosixPath
 
 import numpy as np
 
 __all__ = ["FOLDERS", "GROUPINGS", "MIN_LINK_PROBABILITY", "TIME", "choose_grouping", "folder_groups",
-           "link_threshold", "parse_gap", "split_by_appearance", "time_windows"]
+           "link_threshold", "parse_gap", "split_by_appearance", "split_window", "time_windows"]
 
 FOLDERS, TIME, AUTO = "folders", "time", "auto"
 GROUPINGS = (AUTO, FOLDERS, TIME)
 MIN_LINK_PROBABILITY = 0.5
 _UNITS = {"s": 1, "m": 60, "h": 3600}
+# what cameras write (DCF: DCIM/100CANON, 101_PANA...): folders of a card, not of sightings
+_CAMERA_FOLDER = re.compile(r"DCIM|\d{3}[A-Za-z0-9_]{5}", re.IGNORECASE)
 
 
 def parse_gap(text: str | int | float) -> int:
@@ -60,14 +65,14 @@ def _folder(photo: str) -> str:
 
 
 def choose_grouping(photos: Sequence[str], grouping: str = AUTO) -> str:
-    """``folders`` or ``time`` for ``grouping`` (``auto`` looks at where the photos lie)."""
+    """``folders`` or ``time`` for ``grouping`` (``auto`` looks at where the photos lie: see the module's rule)."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping {grouping!r}: choose one of {', '.join(GROUPINGS)}")
     if grouping != AUTO:
         return grouping
     folders = {_folder(p) for p in photos}
-    sub = folders - {"."}
-    return FOLDERS if len(sub) >= 2 or (len(sub) == 1 and len(folders) == 1) else TIME
+    camera = any(_CAMERA_FOLDER.fullmatch(part) for f in folders for part in PurePosixPath(f).parts)
+    return FOLDERS if len(folders - {"."}) >= 2 and not camera else TIME
 
 
 def folder_groups(photos: Sequence[str], taken: dict[str, str | None]) -> list[list[str]]:
@@ -100,7 +105,14 @@ def link_threshold(photo_threshold: float | None, confident_photo_threshold: flo
 
 
 def split_by_appearance(same: np.ndarray, named: Sequence[str | None], threshold: float) -> list[list[int]]:
-    """The groups (positions, each in order, groups by their first photo) of one time window's photos.
+    """The groups of one time window's photos (:func:`split_window`, without which photos joined by time)."""
+    return split_window(same, named, threshold)[0]
+
+
+def split_window(same: np.ndarray, named: Sequence[str | None], threshold: float
+                 ) -> tuple[list[list[int]], set[int]]:
+    """The groups (positions, each in order, groups by their first photo) of one time window's photos, and the
+    positions of the photos joined to their group by time alone (no link).
 
     ``same[i, j]``: the probability that photos i and j show the same turtle (NaN: not compared); ``named[i]``:
     the known turtle the catalogue names photo i, or None. See the module's rule.
@@ -130,37 +142,21 @@ def split_by_appearance(same: np.ndarray, named: Sequence[str | None], threshold
                 p = max(p, threshold)
             if p >= threshold:
                 edges.append((-p, i, j))
+    linked: set[int] = set()
     for _, i, j in sorted(edges):
         a, b = group[i], group[j]
         if a != b and not different(a, b):
             join(a, b)
-    _join_alike_groups(same, named, members, join)
-    return [sorted(m) for _, m in sorted(members.items(), key=lambda kv: min(kv[1]))]
-
-
-def _join_alike_groups(same: np.ndarray, named: Sequence[str | None], members: dict[int, list[int]],
-                       join: Callable[[int, int], None]) -> None:
-    """Join the linked groups, the most alike pair first (best cross-pair probability; none compared counts as
-    0), until only groups that two different named turtles keep apart are left. Each group holds at most one
-    named turtle (a join never mixes two), so "different" is a comparison of names."""
-    keys = sorted(members)
-    if len(keys) < 2:
-        return
-    alike = np.nan_to_num(same, nan=0.0)
-    best_to = np.stack([alike[members[k]].max(axis=0) for k in keys])  # (groups, photos)
-    evidence = np.stack([best_to[:, members[k]].max(axis=1) for k in keys], axis=1)  # (groups, groups)
-    names = [next((named[i] for i in members[k] if named[i] is not None), None) for k in keys]
-    code = {name: n for n, name in enumerate(sorted({x for x in names if x is not None}))}
-    turtle = np.array([-1 if x is None else code[x] for x in names])  # -1: no named turtle
-    alive = np.ones(len(keys), dtype=bool)
-    upper = np.triu(np.ones((len(keys), len(keys)), dtype=bool), 1)
-    while True:
-        apart = (turtle[:, None] >= 0) & (turtle[None, :] >= 0) & (turtle[:, None] != turtle[None, :])
-        allowed = upper & alive[:, None] & alive[None, :] & ~apart
-        if not allowed.any():
-            return
-        a, b = np.unravel_index(np.argmax(np.where(allowed, evidence, -np.inf)), evidence.shape)
-        join(keys[a], keys[b])  # the group with the smaller key keeps its members: keys are sorted, so ``a``
-        evidence[a] = evidence[:, a] = np.maximum(evidence[a], evidence[b])
-        turtle[a] = turtle[a] if turtle[a] >= 0 else turtle[b]
-        alive[b] = False
+            linked.update((i, j))
+    lone = [i for i in range(n) if i not in linked and len(members[group[i]]) == 1]
+    by_time: set[int] = set()
+    if lone and members:
+        largest = min(members, key=lambda g: (-len(members[g]), g))
+        for i in lone:
+            if group[i] != largest and not different(group[i], largest):
+                by_time.add(i)
+                if len(members[largest]) == 1:  # the largest was itself a lone photo: joined by time too
+                    by_time.update(members[largest])
+                join(group[i], largest)
+                largest = group[i]
+    return [sorted(m) for _, m in sorted(members.items(), key=lambda kv: min(kv[1]))], by_time

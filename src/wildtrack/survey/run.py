@@ -43,7 +43,7 @@ from wildtrack.progress import Advance, announce_total, next_stage
 from wildtrack.search import CatalogueSearch, Identification, open_catalogue
 from wildtrack.survey import encounters as grouping
 from wildtrack.survey.card import DUPLICATE, NO_TURTLE, OK, UNREADABLE, CardPhoto, card_files, scan_card
-from wildtrack.survey.decisions import initial_decisions, read_decisions, write_decisions
+from wildtrack.survey.decisions import REVIEW, initial_decisions, read_decisions, write_decisions
 from wildtrack.survey.files import PHOTOS_FILE, PICTURES_DIR, THUMBS_DIR, WORK_DIR, SurveyError, save_survey
 from wildtrack.survey.identify import (
     candidate_rows,
@@ -58,6 +58,7 @@ from wildtrack.survey.identify import (
 )
 from wildtrack.survey.newturtles import cluster_new_encounters
 from wildtrack.survey.pairs import PhotoPairs
+from wildtrack.survey.review import write_review
 from wildtrack.visualize.report import looks_synthetic
 
 __all__ = ["MIN_TURTLE_KEYPOINTS", "PHOTO_COLUMNS", "SurveyResult", "SurveySettings", "run_survey"]
@@ -322,6 +323,7 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path 
     grouped_by = grouping.choose_grouping(usable, settings.grouping)
     threshold = grouping.link_threshold(search.policy.photo_threshold, confident_threshold(search.policy, False))
     groups: list[tuple[str, list[str]]] = []
+    by_time: set[str] = set()  # photos joined to their encounter by capture time alone
     if grouped_by == grouping.FOLDERS:
         for n, members in enumerate(grouping.folder_groups(usable, taken)):
             groups.append((f"F{n + 1:03d}", members))
@@ -331,7 +333,9 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path 
         for n, window in enumerate(grouping.time_windows(usable, taken, settings.gap_s)):
             rows = [position[p] for p in window]
             same = pairs.within(rows, WINDOW_NEAREST) if len(rows) > 1 else np.ones((1, 1))
-            for part in grouping.split_by_appearance(same, [named(idents[p]) for p in window], threshold):
+            parts, joined = grouping.split_window(same, [named(idents[p]) for p in window], threshold)
+            by_time.update(window[i] for i in joined)
+            for part in parts:
                 groups.append((f"T{n + 1:03d}", [window[i] for i in part]))
             if stage:
                 stage(len(window))
@@ -344,6 +348,9 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path 
         key = f"E{n + 1:03d}"
         enc = pooled(search.policy, [idents[p] for p in members])
         new, verdict = encounter_verdict(enc)
+        unlinked = [p for p in members if p in by_time]
+        if unlinked:  # a photo with no evidence may be another turtle: never enrolled without a person
+            verdict = REVIEW
         times = sorted(taken[p] or "" for p in members)
         encounters.append({
             "encounter": key, "photos": members, "start": times[0] or None, "end": times[-1] or None,
@@ -351,7 +358,8 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path 
             "proposed_identity": None if new else enc.decision.identity, "score": _r(enc.decision.score),
             "score_kind": search.policy.score, "threshold": _r(search.policy.encounter_threshold),
             "confident_threshold": _r(confident_threshold(search.policy)),
-            "candidates": candidate_rows(search, enc, members, settings.topk), "new_group": None})
+            "candidates": candidate_rows(search, enc, members, settings.topk), "new_group": None,
+            "joined_by_time": unlinked})
         encounter_of.update(dict.fromkeys(members, key))
 
     # ---- new turtles: the "new individual" encounters clustered
@@ -405,12 +413,7 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path 
         speak(line)
 
     stage = next_stage(progress, "review")
-    try:
-        from wildtrack.survey.review import write_review
-    except ImportError:
-        write_review = None
-    if write_review is not None:
-        result.review = write_review(out_dir)
+    result.review = write_review(out_dir)
     if stage:
         announce_total(stage, 1)
         stage(1)
