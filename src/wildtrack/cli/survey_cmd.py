@@ -60,6 +60,9 @@ def run(
             result = run_survey(photos, index, artifacts, out, settings, backend=backend,
                                 engine=engine_for(engine, ray_address), resume=resume, progress=advance, say=say)
     c = result.counts
+    settings_used = result.data["settings"]
+    console.print("grouped by sub-folder" if settings_used["grouped_by"] == "folders" else
+                  f"grouped by capture time (a new encounter after {gap} without a photo) and appearance")
     if result.resumed:
         console.print(f"reused from the killed run: {', '.join(result.resumed)}")
     console.print(f"{c['photos']} photos: {c['ok']} used, {c['no_turtle']} without a turtle, {c['unreadable']} "
