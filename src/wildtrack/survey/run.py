@@ -1,8 +1,9 @@
 """``wildtrack survey run``: a card of photos → encounters named against the catalogue, new turtles clustered, and
 the files a person reviews (``survey.json``, ``photos.csv``, ``decisions.csv``, match pictures, thumbnails).
 
-Work is shared between the stages: each photo is decoded once by the scan (readability, time, thumbnail), embedded
-once and its local features extracted once, through the job engines (:mod:`wildtrack.jobs.catalogue`, so
+Work is shared between the stages: the scan reads each photo once, reduced (readability, time, thumbnail); each
+usable photo is then embedded once and its local features extracted once (each decoding the file at the size it
+needs, JPEG draft mode keeping that cheap), through the job engines (:mod:`wildtrack.jobs.catalogue`, so
 ``--engine ray`` runs them on a cluster) into ``SURVEY/.work/``; grouping, identification and the new-turtle
 clustering all read those. Each stage leaves a checkpoint in ``.work/`` (and the engines keep finished shards),
 so ``resume=True`` continues a killed run where it stopped. The same photos and catalogue give the same
