@@ -40,7 +40,7 @@ def apply(
 
     with user_errors():
         try:
-            with progress_bar("embedding the accepted photos", None) as advance:
+            with progress_bar("embedding the accepted photos", None, lazy=True) as advance:
                 report = apply_survey(survey, index, artifacts, backend=backend, progress=advance)
         except SurveyError as exc:
             raise fail(str(exc), code=REFUSED_EXIT) from None
@@ -78,8 +78,9 @@ def history(
             path = write_history(out, individuals, occasions, matrix, fmt)
         except SurveyError as exc:
             raise fail(str(exc), code=REFUSED_EXIT) from None
-    console.print(escape(f"wrote the capture history of {len(individuals)} turtle(s) over {len(occasions)} "
-                         f"occasion(s) ({occasion}, {fmt} format) to {path}"))
+    turtles, columns = len(individuals), len(occasions)
+    console.print(escape(f"wrote the capture history of {turtles} turtle{'' if turtles == 1 else 's'} over "
+                         f"{columns} occasion{'' if columns == 1 else 's'} ({occasion}, {fmt} format) to {path}"))
 
 
 def register(group: typer.Typer) -> None:
