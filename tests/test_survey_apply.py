@@ -248,7 +248,8 @@ def test_a_catalogue_changed_by_someone_else_since_the_run_is_refused(fresh, tin
     vector = np.ones((1, index.dim), np.float32) / np.sqrt(index.dim)
     index.add(fresh["index"], vector, [{"path": "elsewhere/x.jpg", "identity": names[0]}])
     fresh["rows"] = catalogued(fresh["index"])
-    refused(fresh, tiny_artifacts, "the catalogue changed since the survey ran")
+    refused(fresh, tiny_artifacts, "the catalogue changed since the survey ran(.|\n)*enter the decisions again in "
+                                   "the new run's decisions.csv")
 
 
 @pytest.mark.parametrize(("name", "message"), [("x/y", "E004: final identity 'x/y': identity may not contain slashes"),
