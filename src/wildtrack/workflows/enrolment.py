@@ -163,7 +163,10 @@ def discard(photos: list[PlannedPhoto]) -> None:
 
 
 def recover_enrolments(index_dir: Path, data_root: Path, index: GalleryIndex) -> Recovery:
-    """Finish or undo enrolments interrupted by a crash (see the module docstring); logs what it did."""
+    """Finish or undo enrolments interrupted by a crash (see the module docstring); logs what it did.
+
+    ``data_root`` is not used to decide: rows are matched by their path below ``enrolled/`` (:func:`enrolled_key`),
+    which holds for a copied or moved index too; the parameter stays for the callers' sake."""
     enrolled = index_dir / ENROLLED_DIR
     if not enrolled.is_dir():
         return Recovery(0, 0)
