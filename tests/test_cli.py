@@ -14,7 +14,7 @@ from wildtrack.cli import app
 runner = CliRunner()
 COMMANDS = [[], ["data"], ["data", "inspect"], ["data", "synth"], ["train"], ["evaluate"], ["demo"], ["index"],
             ["index", "build"], ["index", "add"], ["search"], ["serve"], ["survey"], ["survey", "run"],
-            ["survey", "apply"], ["survey", "history"]]
+            ["survey", "review"], ["survey", "apply"], ["survey", "history"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -185,3 +185,16 @@ def test_search_identifies_several_photos_one_by_one_or_as_one_encounter(synth_d
     assert [p["decision"] for p in encounter["photos"]] == [a["decision"] for a in each]
     table = runner.invoke(app, [*base, "--encounter"])
     assert table.exit_code == 0 and "encounter of 3 photos" in table.output and "closest in photos" in table.output
+
+
+def test_survey_run_of_one_photo_counts_in_the_singular(reranked_index, tiny_artifacts, tmp_path):
+    """The summary reads as English: "1 photo", "1 encounter"; --gap's help says what a bare number means."""
+    from wildtrack.data.synth.card import generate_card
+
+    generate_card(tmp_path / "card", known=[1], seed=1, photos_per_encounter=1, image_size=96, extras=False)
+    result = runner.invoke(app, ["survey", "run", str(tmp_path / "card"), "--index", str(reranked_index),
+                                 "--artifacts", str(tiny_artifacts), "--out", str(tmp_path / "survey")])
+    assert result.exit_code == 0, result.output
+    assert "1 photo: 1 used," in result.output and "1 encounter: " in result.output
+    help_text = " ".join(runner.invoke(app, ["survey", "run", "--help"]).output.replace("│", " ").split())
+    assert "a bare number means seconds" in help_text

@@ -93,3 +93,47 @@ def test_only_own_orphans_are_removed_and_each_is_logged(index, caplog):
     assert foreign.read_bytes() == b"keep me"
     assert result.removed == 2
     assert HASH_NAME in caplog.text and OTHER_HASH in caplog.text
+
+
+def test_a_copied_index_keeps_its_enrolled_photos(tmp_path, caplog):
+    """``cp -r index index2``: the copy's rows still name the original's ``enrolled/`` (relative to the data root),
+    but the copy's files are the same photos (named by identity and content): recovery on the copy removes none,
+    and moves in the copy's committed staged photos."""
+    import io
+    import shutil
+
+    from PIL import Image
+
+    from wildtrack.index import GalleryIndex
+    from wildtrack.search import CatalogueSearch
+    from wildtrack.workflows.enrolment import EnrolPhoto, enrol_batches, recover_enrolments
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    rows = [{"path": f"t001/{n}.jpg", "identity": "t001"} for n in range(2)]
+    GalleryIndex.build(rng.standard_normal((2, 8)), rows, "test-model", data_root=data).save(tmp_path / "index")
+    searcher = CatalogueSearch(GalleryIndex.load(tmp_path / "index"), tmp_path / "index")
+
+    def photo(seed: int) -> EnrolPhoto:
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "JPEG")
+        v = np.random.default_rng(seed).standard_normal(8).astype(np.float32)
+        return EnrolPhoto(buf.getvalue(), "JPEG", v / np.linalg.norm(v), "2026-07-01")
+
+    enrol_batches(searcher, {"t001": [photo(1)], "new-001": [photo(2), photo(3)]})
+    copy = tmp_path / "copies" / "index2"
+    shutil.copytree(tmp_path / "index", copy)
+    files = sorted(p for p in (copy / "enrolled").rglob("*.jpg") if ".staging" not in p.parts)
+    assert len(files) == 3
+    # a commit interrupted before its photos moved in, in the copy: one photo still staged
+    staged = copy / "enrolled" / ".staging" / "99999" / files[0].relative_to(copy / "enrolled")
+    staged.parent.mkdir(parents=True)
+    files[0].rename(staged)
+    copied = GalleryIndex.load(copy)
+    assert all(row.path.startswith("../") for row in copied.rows[2:])  # the original's folder, as the brief says
+    with caplog.at_level(logging.INFO, logger="wildtrack.workflows.enrolment"):
+        result = recover_enrolments(copy, data, copied)
+    assert (result.moved_in, result.removed) == (1, 0)
+    assert all(f.is_file() for f in files) and not staged.exists()
+    assert "recovery: removed" not in caplog.text

@@ -169,6 +169,8 @@ def test_a_card_runs_in_the_background_is_decided_and_applied_into_the_served_ca
     assert r.status_code == 200 and r.json()["decision"]["final_identity"] == "Survey Turtle"
     sheet = (server.base / "index" / "surveys" / body["id"] / "survey" / "decisions.csv").read_text()
     assert f"{new['encounter']}," in sheet and ",rename,Survey Turtle" in sheet  # the same file the CLI applies
+    page = (server.base / "index" / "surveys" / body["id"] / "survey" / "review.html").read_text()
+    assert "<b>rename</b>: its photos will be enrolled as <b>Survey Turtle</b>" in page  # the folder's page too
 
     decided = httpx.get(server.url + body["result_url"]).json()
     assert decided["undecided"] == r.json()["undecided"]

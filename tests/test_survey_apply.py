@@ -248,7 +248,8 @@ def test_a_catalogue_changed_by_someone_else_since_the_run_is_refused(fresh, tin
     vector = np.ones((1, index.dim), np.float32) / np.sqrt(index.dim)
     index.add(fresh["index"], vector, [{"path": "elsewhere/x.jpg", "identity": names[0]}])
     fresh["rows"] = catalogued(fresh["index"])
-    refused(fresh, tiny_artifacts, "the catalogue changed since the survey ran")
+    refused(fresh, tiny_artifacts, "the catalogue changed since the survey ran(.|\n)*enter the decisions again in "
+                                   "the new run's decisions.csv")
 
 
 @pytest.mark.parametrize(("name", "message"), [("x/y", "E004: final identity 'x/y': identity may not contain slashes"),
@@ -265,6 +266,63 @@ def test_another_catalogue_or_model_is_refused(fresh, tiny_artifacts, key, messa
     survey["catalogue"][key] = "0" * 32
     save_survey(fresh["survey_dir"], survey)
     refused(fresh, tiny_artifacts, message)
+
+
+ORPHAN = "0123456789abcdef0123456789abcdef.jpg"
+
+
+@pytest.mark.parametrize("wrong", ["another catalogue", "changed since"])
+def test_a_refused_apply_leaves_the_catalogue_untouched_even_its_interrupted_enrolments(fresh, tiny_artifacts,
+                                                                                       names, wrong):
+    """Applying to the wrong --index is refused before the catalogue's recovery runs: that index's orphans stay."""
+    from wildtrack.index import GalleryIndex
+
+    orphan = fresh["index"] / "enrolled" / "t9" / ORPHAN
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"left by a crash of that catalogue's own enrolment")
+    if wrong == "another catalogue":
+        survey = json.loads((fresh["survey_dir"] / "survey.json").read_text())
+        survey["catalogue"]["catalogue_id"] = "0" * 32
+        save_survey(fresh["survey_dir"], survey)
+    else:
+        index = GalleryIndex.load(fresh["index"])
+        index.add(fresh["index"], np.ones((1, index.dim), np.float32) / np.sqrt(index.dim),
+                  [{"path": "elsewhere/x.jpg", "identity": names[0]}])
+        fresh["rows"] = catalogued(fresh["index"])
+    refused(fresh, tiny_artifacts, "another catalogue" if wrong == "another catalogue" else "changed since")
+    assert orphan.is_file()
+
+
+def test_apply_to_a_copied_catalogue_keeps_its_enrolled_photos(field_day, tiny_artifacts):
+    """`cp -r index index2`: the copy's rows name the original's enrolled/ folder; apply against the copy (its
+    recovery) takes none of the copy's enrolled photos for an orphan."""
+    copy = copy_catalogue(field_day["index"], field_day["root"] / "copies" / "index2")
+    enrolled = sorted((copy / "enrolled").rglob("*.jpg"))
+    assert enrolled and all(r.path.startswith("../") for r in catalogued(copy)[len(field_day["before"]):])
+    report = apply(field_day["survey_dir"], copy, tiny_artifacts)
+    assert report.recovered == (0, 0)
+    assert all(p.is_file() for p in enrolled)
+
+
+def test_the_recovery_line_says_what_recovery_did():
+    from wildtrack.survey.apply import ApplyReport
+
+    def first_line(recovered):
+        return ApplyReport("s", {}, [], [], [], {}, [], [], 1, 1, recovered=recovered).lines()[0]
+
+    assert first_line((0, 2)) == "catalogue recovery first: removed 2 orphan files (photos no catalogue row names)"
+    assert first_line((1, 0)) == "catalogue recovery first: moved 1 photo of an interrupted enrolment into place"
+    assert first_line((0, 0)) == "nothing new to apply"
+
+
+def test_apply_renders_the_review_page_again(fresh, tiny_artifacts):
+    from wildtrack.survey.files import REVIEW_FILE
+
+    page = fresh["survey_dir"] / REVIEW_FILE
+    assert not page.exists()  # this survey folder was written without one
+    apply(fresh["survey_dir"], fresh["index"], tiny_artifacts)
+    text = page.read_text()
+    assert "<b>rename</b>: its photos will be enrolled as <b>Mira</b>" in text
 
 
 KILLED_APPLY = """
@@ -331,6 +389,7 @@ def test_the_apply_command_prints_what_it_did_and_exits_1_when_refused(field_day
     assert [r["encounter"] for r in read_csv(index / SIGHTINGS_FILE)] == ["E001", "E002", "E004", "E005"]
     again = apply_command()
     assert again.exit_code == 0 and "nothing new to apply: 4 encounters applied before" in again.output
+    assert "embedding" not in again.output  # no photo to embed: no progress bar
     set_decision(survey_dir, survey, "E003", "accept")  # decided later, but its photo was edited meanwhile
     photo = field_day["card"] / survey["encounters"][2]["photos"][0]
     kept = photo.read_bytes()
@@ -375,7 +434,7 @@ def test_the_capture_history_has_one_row_per_turtle_and_one_column_per_day(two_d
     seen = {r["id"]: (r["2026-07-01"], r["2026-07-02"]) for r in rows}
     mira = ("1", "1") if any(r["identity"] == "Mira" and r["date"] == "2026-07-01" for r in sightings) else ("0", "1")
     assert seen == {names[1]: ("1", "1"), names[2]: ("1", "0"), "new-001": ("1", "0"), "Mira": mira}
-    assert "wrote the capture history of 4 turtle(s) over 2 occasion(s)" in result.output
+    assert "wrote the capture history of 4 turtles over 2 occasions" in result.output
 
 
 def test_the_rmark_history_is_one_string_of_0_and_1_per_turtle_and_surveys_can_be_the_occasions(two_days, names,

@@ -73,6 +73,17 @@ def test_a_sheet_that_no_longer_matches_the_run_is_refused_with_its_line(survey_
         read_decisions(survey_dir, SURVEY)
 
 
+@pytest.mark.parametrize(("old", "new"), [
+    ("E002,b/3.jpg,t007,0.410000,review,,", "E002,b/3.jpg,t007,0.410000,review,acept,"),  # a typo
+    ("E002,b/3.jpg,t007", "E002,b/9.jpg,t007"),  # edited photos
+])
+def test_a_row_that_cannot_be_used_is_one_problem_not_also_a_missing_row(survey_dir, old, new):
+    (survey_dir / DECISIONS_FILE).write_text(sheet(survey_dir).replace(old, new), encoding="utf-8")
+    with pytest.raises(SurveyError) as refused:
+        read_decisions(survey_dir, SURVEY)
+    assert "line 3: E002" in str(refused.value) and "have no row" not in str(refused.value)
+
+
 def test_the_page_sets_one_decision_with_the_same_rules(survey_dir):
     set_decision(survey_dir, SURVEY, "E003", "rename", "Mira")
     assert "E003,c/4.jpg,new-001,0.100000,review,rename,Mira" in sheet(survey_dir)

@@ -8,6 +8,7 @@ duplicate and a photo with no turtle; a file name and a person's renamed identit
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import shutil
@@ -274,3 +275,34 @@ def test_an_index_without_the_confident_point_says_every_verdict_is_to_review(su
     page = render_review(survey, data, initial_decisions(data))
     assert "No confident operating point" in page and "Rebuild the index" in page
     assert data["policy"]["sentence"] in page
+
+
+def test_the_review_command_renders_the_page_again_after_the_sheet_was_edited(survey, tmp_path):
+    """A person edits decisions.csv in a spreadsheet, then `wildtrack survey review SURVEY`: the page shows the
+    edit; a sheet apply would refuse still gets its page (with the banner) and exit code 1 with the problems."""
+    from typer.testing import CliRunner
+
+    from wildtrack.cli import app
+
+    copy = tmp_path / "SURVEY"
+    shutil.copytree(survey, copy)
+    sheet = copy / DECISIONS_FILE
+    with sheet.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    next(r for r in rows if r["encounter"] == "E003")["decision"] = "reject"
+    with sheet.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    runner = CliRunner()
+    result = runner.invoke(app, ["survey", "review", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert str(copy / REVIEW_FILE) in result.output.replace("\n", "")
+    assert "1 encounter undecided: E004" in result.output
+    assert "<b>reject</b>: nothing will be enrolled" in (copy / REVIEW_FILE).read_text()
+
+    sheet.write_text(sheet.read_text().replace(",t002,", ",t099,"))  # someone edited the proposal
+    (copy / REVIEW_FILE).unlink()
+    refused = runner.invoke(app, ["survey", "review", str(copy)])
+    assert refused.exit_code == 1 and "E002's proposed identity was changed" in refused.output
+    assert "sheet-error" in (copy / REVIEW_FILE).read_text()

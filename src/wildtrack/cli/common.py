@@ -64,10 +64,11 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+def progress_bar(description: str, total: int | None, lazy: bool = False) -> Iterator[Callable[..., None]]:
     """A rich progress bar; yields ``advance(n)``, whose ``set_total(n)`` lets a job announce its size once it
     knows it (after reading the dataset) and whose ``stage(description)`` adds the bar of the job's next stage
-    (see :mod:`wildtrack.progress`)."""
+    (see :mod:`wildtrack.progress`). ``lazy``: the bar appears on the job's first report (a job that may have
+    nothing to do, or that may refuse first, draws none)."""
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as bar:
@@ -89,7 +90,7 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., 
             advance.stage = lambda d: task_advance(d, None, lazy=True)  # type: ignore[attr-defined]
             return advance
 
-        yield task_advance(description, total, lazy=False)
+        yield task_advance(description, total, lazy=lazy)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -1,8 +1,8 @@
-"""``wildtrack survey apply`` and ``wildtrack survey history``: the end of a field day's loop.
+"""``wildtrack survey review``, ``apply`` and ``history``: the end of a field day's loop.
 
-``apply`` enrols what a person accepted in ``decisions.csv`` and writes the sightings; ``history`` turns the
-catalogue's sightings into a capture history for capture-recapture packages. Registered on the ``survey`` group
-by :func:`register`.
+``review`` renders ``review.html`` again after a person edited ``decisions.csv``; ``apply`` enrols what a person
+accepted in ``decisions.csv`` and writes the sightings; ``history`` turns the catalogue's sightings into a capture
+history for capture-recapture packages. Registered on the ``survey`` group by :func:`register`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,33 @@ from wildtrack.cli.choices import ARTIFACTS_HELP, BACKEND_HELP, INDEX_HELP, Back
 from wildtrack.cli.common import Command, console, fail, progress_bar, user_errors
 
 REFUSED_EXIT = 1  # the survey folder, the photos or the catalogue do not allow the apply; the message says why
+
+
+def review(
+    survey: Path = typer.Argument(..., help="Survey folder written by `wildtrack survey run` (--out)."),
+) -> None:
+    """Render SURVEY/review.html again from survey.json and decisions.csv, after decisions.csv was edited.
+
+    Prints the page's path and how many encounters are still undecided. Exit code 1, with the sheet's problems,
+    when decisions.csv would be refused by apply: the page is still written, showing the run's own proposals under
+    a banner that says what is wrong.
+    """
+    with user_errors():
+        checks.existing_folder(survey, "SURVEY")
+    from wildtrack.survey.decisions import read_decisions
+    from wildtrack.survey.files import SurveyError, load_survey
+    from wildtrack.survey.review import write_review
+
+    with user_errors():
+        try:
+            page = write_review(survey)
+            console.print(escape(f"wrote {page}"))
+            rows = read_decisions(survey, load_survey(survey))
+        except SurveyError as exc:
+            raise fail(str(exc), code=REFUSED_EXIT) from None
+    undecided = [r.encounter for r in rows if not r.decided]
+    console.print(escape(f"{len(undecided)} encounter{'' if len(undecided) == 1 else 's'} undecided"
+                         + (f": {', '.join(undecided)}" if undecided else "")))
 
 
 def apply(
@@ -40,7 +67,7 @@ def apply(
 
     with user_errors():
         try:
-            with progress_bar("embedding the accepted photos", None) as advance:
+            with progress_bar("embedding the accepted photos", None, lazy=True) as advance:
                 report = apply_survey(survey, index, artifacts, backend=backend, progress=advance)
         except SurveyError as exc:
             raise fail(str(exc), code=REFUSED_EXIT) from None
@@ -78,11 +105,13 @@ def history(
             path = write_history(out, individuals, occasions, matrix, fmt)
         except SurveyError as exc:
             raise fail(str(exc), code=REFUSED_EXIT) from None
-    console.print(escape(f"wrote the capture history of {len(individuals)} turtle(s) over {len(occasions)} "
-                         f"occasion(s) ({occasion}, {fmt} format) to {path}"))
+    turtles, columns = len(individuals), len(occasions)
+    console.print(escape(f"wrote the capture history of {turtles} turtle{'' if turtles == 1 else 's'} over "
+                         f"{columns} occasion{'' if columns == 1 else 's'} ({occasion}, {fmt} format) to {path}"))
 
 
 def register(group: typer.Typer) -> None:
-    """Add ``apply`` and ``history`` to the ``survey`` command group."""
+    """Add ``review``, ``apply`` and ``history`` to the ``survey`` command group."""
+    group.command("review", cls=Command)(review)
     group.command("apply", cls=Command)(apply)
     group.command("history", cls=Command)(history)

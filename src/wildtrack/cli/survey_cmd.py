@@ -16,7 +16,7 @@ app = typer.Typer(cls=Group, help="A field day end to end: group a card into enc
                   no_args_is_help=True)
 
 GAP_HELP = ("Photos further apart in time than this start a new encounter, when the card is not sorted into "
-            "sub-folders: 30s, 10m, 1h.")
+            "sub-folders: 30s, 10m, 1h; a bare number means seconds.")
 GROUPING_HELP = ("auto: one encounter per sub-folder when the photos lie in sub-folders, else by capture time "
                  "(EXIF DateTimeOriginal, else file time) cut at --gap and split by appearance; folders | time: "
                  "force one.")
@@ -65,13 +65,18 @@ def run(
                   f"grouped by capture time (a new encounter after {gap} without a photo) and appearance")
     if result.resumed:
         console.print(f"reused from the killed run: {', '.join(result.resumed)}")
-    console.print(f"{c['photos']} photos: {c['ok']} used, {c['no_turtle']} without a turtle, {c['unreadable']} "
-                  f"unreadable, {c['duplicate']} duplicate{'s' if c['duplicate'] != 1 else ''}")
-    console.print(f"{c['encounters']} encounters: {c['confident']} confident, {c['review']} to review; "
-                  f"{c['new_turtles']} new turtle{'s' if c['new_turtles'] != 1 else ''}")
+    console.print(f"{c['photos']} photo{_s(c['photos'])}: {c['ok']} used, {c['no_turtle']} without a turtle, "
+                  f"{c['unreadable']} unreadable, {c['duplicate']} duplicate{_s(c['duplicate'])}")
+    console.print(f"{c['encounters']} encounter{_s(c['encounters'])}: {c['confident']} confident, {c['review']} to "
+                  f"review; {c['new_turtles']} new turtle{_s(c['new_turtles'])}")
     where = result.survey_dir
     console.print(f"wrote {escape(str(where))}: survey.json, photos.csv, decisions.csv"
                   + (", review.html" if result.review else ""))
     console.print("next: decide each encounter in decisions.csv (accept / reject / rename + final_identity), "
                       "then:", markup=False)
     console.print(f"  wildtrack survey apply {where} --index {index} --artifacts {artifacts}", markup=False)
+
+
+def _s(n: int) -> str:
+    """The plural ending of a count's noun: "1 encounter", "2 encounters", "0 encounters"."""
+    return "" if n == 1 else "s"

@@ -3,7 +3,8 @@
 They are the HTTP face of ``wildtrack survey run`` / ``survey apply`` on the server's own catalogue: a run writes
 the same survey folder as the CLI (under the server's surveys folder, :mod:`wildtrack.serve.survey_jobs`), a
 decision here is a line of the same ``decisions.csv`` (:func:`wildtrack.survey.decisions.set_decision`, the same
-rules as a spreadsheet edit), and apply is the same crash-safe commit, after which the served catalogue reloads.
+rules as a spreadsheet edit, after which the folder's ``review.html`` is rendered again), and apply is the same
+crash-safe commit (which renders the page again too), after which the served catalogue reloads.
 Starting a survey, deciding and applying are writes (the API token, :mod:`wildtrack.serve.security`); reading
 is not. Everything that touches the disk runs in the thread pool; the run itself in its own thread.
 """
@@ -43,6 +44,7 @@ from wildtrack.serve.uploads import UploadError
 from wildtrack.survey.apply import apply_survey
 from wildtrack.survey.decisions import RENAME, UNDECIDED, read_decisions, set_decision
 from wildtrack.survey.files import APPLIED_FILE, PICTURES_DIR, THUMBS_DIR, SurveyError, load_survey
+from wildtrack.survey.review import write_review
 from wildtrack.workflows import enrolment
 
 __all__ = ["router"]
@@ -174,6 +176,7 @@ def _decide(request: Request, job: SurveyJob, body: DecisionRequest) -> Decision
         survey = load_survey(job.survey_dir)
         row = set_decision(job.survey_dir, survey, body.encounter, body.decision, final)
         rows = read_decisions(job.survey_dir, survey)
+        write_review(job.survey_dir)  # the folder's review.html shows the sheet as it now stands
     return DecisionResponse(decision=SurveyDecision(**row.to_dict()), undecided=sum(not r.decided for r in rows))
 
 

@@ -6,7 +6,8 @@ a catalogue that another process changed since, or another model, are refused be
 one exception is the survey's own earlier apply: the generation it committed (recorded in ``applied.json``) is
 accepted, so encounters decided later are applied by the next run of ``apply``.
 
-Crash safety, in the order things are written:
+Crash safety, in the order things are written (after every check above, so a refused apply writes nothing, not
+even to a catalogue given by mistake):
 
 1. interrupted enrolments of the catalogue are finished or undone (the enrolment core's recovery);
 2. ``.apply-commit.json`` records what the commit is about to add (the generation it starts from and the new
@@ -20,6 +21,8 @@ catalogue holds exactly one more generation whose new rows are those recorded in
 as this survey's own commit, enrols nothing again (photos are named by their content, so they are "already
 there") and writes steps 4 and 5. Killed after 4, a re-run only rewrites the sightings, which are keyed by
 (survey, encounter) and so never doubled.
+
+Last, ``review.html`` is rendered again, so the page shows the decisions as they stand after the apply.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from wildtrack.progress import Advance, announce_total
 from wildtrack.search import CatalogueSearch
 from wildtrack.survey.decisions import ACCEPT, CONFIDENT, REJECT, DecisionRow, read_decisions
 from wildtrack.survey.files import APPLIED_FILE, SurveyError, load_survey
+from wildtrack.survey.review import write_review
 from wildtrack.survey.sightings import AUTOMATIC, REVIEWED, Sighting, add_catalogue_sightings, write_sightings
 from wildtrack.workflows import enrolment
 from wildtrack.workflows.enrolment import EnrolmentError, EnrolPhoto
@@ -85,9 +89,11 @@ class ApplyReport:
     def lines(self) -> list[str]:
         """What the command prints: one line per kind of thing that happened."""
         out: list[str] = []
-        if self.recovered != (0, 0):
-            out.append(f"finished an interrupted enrolment first: {self.recovered[0]} photo(s) moved into place, "
-                       f"{self.recovered[1]} orphan file(s) removed")
+        moved, removed = self.recovered
+        if moved or removed:
+            done = ([f"moved {moved} photo{_s(moved)} of an interrupted enrolment into place"] if moved else []) + (
+                [f"removed {removed} orphan file{_s(removed)} (photos no catalogue row names)"] if removed else [])
+            out.append(f"catalogue recovery first: {' and '.join(done)}")
         turtles = [i for i, ids in self.enrolled.items() if ids]
         if self.photos_enrolled:
             new = f" ({len(self.new_identities)} new: {', '.join(self.new_identities)})" if self.new_identities else ""
@@ -153,22 +159,23 @@ def apply_survey(survey_dir: str | Path, index_dir: str | Path, artifacts: str |
 
     photos = _checked_photos(survey, todo)  # before anything heavy: edited photos are refused at once
     index = GalleryIndex.load(index_dir)
-    recovery = enrolment.recover_enrolments(index_dir, CatalogueSearch(index, index_dir, rerank=False).data_root,
-                                            index)
     commit = _read_json(survey_dir / COMMIT_FILE, survey_id, "commit")
     interrupted = _check_catalogue(survey, applied, commit, index, enrolling=bool(todo))
+    embedder = _model(artifacts, backend, index) if todo else None
+    # every check passed: only now may the catalogue be written to, starting with its interrupted enrolments
+    recovery = enrolment.recover_enrolments(index_dir, CatalogueSearch(index, index_dir, rerank=False).data_root,
+                                            index)
     before = commit["generation_before"] if interrupted and commit else index.generation
     report_args: dict[str, Any] = {"survey_id": survey_id, "undecided": [r.encounter for r in rows if not r.decided],
                                    "rejected": [r.encounter for r in rows if r.decision == REJECT],
                                    "changed_after_apply": changed, "recovered": (recovery.moved_in, recovery.removed)}
-    if not todo:
-        announce_total(progress, 0)
+    if embedder is None:
         sightings = _write_sightings(survey_dir, index_dir, survey, done, lock_timeout)
+        _rerender_review(survey_dir)
         return ApplyReport(enrolled={}, new_identities=[], applied=[], already_applied=list(done),
                            already_in_catalogue={}, generation_before=index.generation,
                            generation_after=index.generation, sightings=sightings, **report_args)
 
-    embedder = _model(artifacts, backend, index)
     searcher = CatalogueSearch(index, index_dir)
     vectors = _embed(embedder, {name: data for name, (_, data) in photos.items()}, progress)
     batches, slots = _batches(survey, todo, photos, vectors)
@@ -191,6 +198,7 @@ def apply_survey(survey_dir: str | Path, index_dir: str | Path, artifacts: str |
                              "image_ids": list(result.photo_ids[first:first + len(names)]) if result else []}
     _save_applied(survey_dir, survey_id, after, done)
     sightings = _write_sightings(survey_dir, index_dir, survey, done, lock_timeout)
+    _rerender_review(survey_dir)
     enrolled = {res.identity: list(res.image_ids) for res in results.values() if res.image_ids}
     present = {res.identity: list(res.already_enrolled) for res in results.values() if res.already_enrolled}
     return ApplyReport(enrolled=enrolled, new_identities=[res.identity for res in results.values() if res.new_identity],
@@ -267,8 +275,8 @@ def _check_catalogue(survey: dict[str, Any], applied: dict[str, Any] | None, com
     raise SurveyError(f"the catalogue changed since the survey ran (generation {index.generation}; the survey "
                       f"identified against generation {run.get('generation')}{mine}): someone enrolled or added "
                       "photos in between, so the verdicts may no longer hold. Run the survey again against the "
-                      "catalogue as it is now (your decisions.csv can be copied over for encounters that did not "
-                      "change)")
+                      "catalogue as it is now (into a new --out) and enter the decisions again in the new run's "
+                      "decisions.csv: this sheet belongs to the old run and is refused there")
 
 
 def _is_own_commit(commit: dict[str, Any], index: GalleryIndex) -> bool:
@@ -294,8 +302,10 @@ def _model(artifacts: str | Path | Embedder, backend: str, index: GalleryIndex) 
 
 
 def _embed(embedder: Embedder, photos: dict[str, bytes], progress: Advance | None) -> dict[str, np.ndarray]:
-    """Unit vectors of the photos, prepared as a search prepares them, in batches."""
-    announce_total(progress, len(photos))
+    """Unit vectors of the photos, prepared as a search prepares them, in batches; the progress display hears of
+    the work only when there is some (the command's bar appears with its total, or not at all)."""
+    if photos:
+        announce_total(progress, len(photos))
     names = list(photos)
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(names), EMBED_BATCH):
@@ -365,6 +375,15 @@ def _write_sightings(survey_dir: Path, index_dir: Path, survey: dict[str, Any], 
     path = write_sightings(survey_dir, rows)
     add_catalogue_sightings(index_dir, str(survey["survey_id"]), rows, lock_timeout)
     return path
+
+
+def _rerender_review(survey_dir: Path) -> None:
+    """``review.html`` again, showing the sheet as it stands; a page that cannot be written does not undo an apply
+    that succeeded (``wildtrack survey review`` renders it later)."""
+    try:
+        write_review(survey_dir)
+    except (OSError, SurveyError) as exc:
+        log.warning("review.html was not rendered again (%s): run `wildtrack survey review %s`", exc, survey_dir)
 
 
 def _write_json(path: Path, body: dict[str, Any]) -> None:

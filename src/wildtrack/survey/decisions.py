@@ -106,19 +106,21 @@ def read_decisions(survey_dir: str | Path, survey: dict[str, Any]) -> list[Decis
     reader.fieldnames = header
     expected = {e["encounter"]: e for e in survey["encounters"]}
     found: dict[str, DecisionRow] = {}
+    present: set[str] = set()  # encounters with a row, usable or not: a bad row is one problem, not two
     problems: list[str] = []
     for line, raw in enumerate(reader, start=2):
         values = {k: (v or "").strip() for k, v in raw.items() if k is not None and isinstance(v, str | type(None))}
         if not any(values.values()):
             continue  # a blank line a spreadsheet left
         row, problem = _parse(values, expected, line)
+        present.add(values.get("encounter", ""))
         if problem:
             problems.append(problem)
         elif row is not None:
             if row.encounter in found:
                 problems.append(f"line {line}: encounter {row.encounter} appears twice")
             found[row.encounter] = row
-    absent = [key for key in expected if key not in found]
+    absent = [key for key in expected if key not in present]
     if absent:
         problems.append(f"encounter(s) {', '.join(absent)} have no row")
     if problems:

@@ -11,9 +11,12 @@ on a phone. Pictures are relative links into the folder (``thumbs/``, ``pictures
 to the card's folder. Everything that comes from the card or a person (file names, identities, the sheet's
 contents) is escaped: a file name is user data and must never become markup.
 
-The page is re-rendered from ``survey.json`` and ``decisions.csv`` whenever it is asked for, so it shows the
-sheet as it stands; a sheet that no longer matches the run (edited by hand into something ``apply`` will refuse)
-does not stop the page: it falls back to the run's own proposals and says, on top, what is wrong with the sheet.
+The page is a file, rendered from ``survey.json`` and ``decisions.csv`` by :func:`write_review`: by ``survey run``,
+again at the end of ``survey apply``, by the service after each decision set on its page, and by
+``wildtrack survey review SURVEY`` after a person edited the sheet by hand (until then it shows the sheet as it
+was when last rendered). A sheet that no longer matches the run (edited by hand into something ``apply`` will
+refuse) does not stop the page: it falls back to the run's own proposals and says, on top, what is wrong with the
+sheet.
 """
 
 from __future__ import annotations

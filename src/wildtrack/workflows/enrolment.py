@@ -18,7 +18,10 @@ The write order makes a crash at any point recoverable:
 Killed before 2, the staged files are orphans; killed between 2 and 3, the index names files still staged.
 At start-up, :func:`recover_enrolments` (holding the index's writer lock) moves in every staged file the index
 names and deletes the rest, skipping folders of processes still running. It also deletes unreferenced files
-left in ``enrolled/`` by older versions, which wrote photos in place before committing. It never follows a
+left in ``enrolled/`` by older versions, which wrote photos in place before committing. A file counts as named
+when a row names the same path *below* an ``enrolled/`` folder (identity folder and content name), wherever that
+folder lies: the rows of a copied or moved index still name the original's ``enrolled/`` relative to the data
+root, and the copy's files are the same photos, not orphans. It never follows a
 symbolic link and deletes only files it could have written (content-hash names, in real folders under the
 index), each named in the log: a link planted in ``enrolled/`` cannot turn it against other files.
 
@@ -160,7 +163,10 @@ def discard(photos: list[PlannedPhoto]) -> None:
 
 
 def recover_enrolments(index_dir: Path, data_root: Path, index: GalleryIndex) -> Recovery:
-    """Finish or undo enrolments interrupted by a crash (see the module docstring); logs what it did."""
+    """Finish or undo enrolments interrupted by a crash (see the module docstring); logs what it did.
+
+    ``data_root`` is not used to decide: rows are matched by their path below ``enrolled/`` (:func:`enrolled_key`),
+    which holds for a copied or moved index too; the parameter stays for the callers' sake."""
     enrolled = index_dir / ENROLLED_DIR
     if not enrolled.is_dir():
         return Recovery(0, 0)
@@ -168,8 +174,8 @@ def recover_enrolments(index_dir: Path, data_root: Path, index: GalleryIndex) ->
         with writer_lock(index_dir, RECOVERY_LOCK_TIMEOUT):
             if committed_generation(index_dir)[1] != index.generation:  # committed since it was loaded
                 index = GalleryIndex.load(index_dir, verify=False)
-            referenced = {r.path for r in index.rows}
-            result = _recover(enrolled, data_root, referenced)
+            referenced = {key for key in (enrolled_key(r.path) for r in index.rows) if key is not None}
+            result = _recover(enrolled, referenced)
     except IndexLockedError:
         log.warning("another process is writing %s: left interrupted enrolments for the next start", index_dir)
         return Recovery(0, 0)
@@ -179,8 +185,21 @@ def recover_enrolments(index_dir: Path, data_root: Path, index: GalleryIndex) ->
     return result
 
 
-def _recover(enrolled: Path, data_root: Path, referenced: set[str]) -> Recovery:
+def enrolled_key(path: str) -> str | None:
+    """What a row's path names below its last ``enrolled/`` component (``t001/<32 hex>.jpg``); None when the path
+    is not under an ``enrolled/`` folder (a photo of the data set)."""
+    parts = Path(path).as_posix().split("/")
+    below = max((i for i, part in enumerate(parts) if part == ENROLLED_DIR), default=None)
+    if below is None or below == len(parts) - 1:
+        return None
+    return "/".join(parts[below + 1:])
+
+
+def _recover(enrolled: Path, referenced: set[str]) -> Recovery:
     """Walk ``enrolled/`` without following a symlink anywhere; move in or delete only our own content-named files.
+
+    ``referenced``: the rows' paths below ``enrolled/`` (:func:`enrolled_key`), so the index may have been copied
+    or moved away from the folder its rows were written in.
 
     ``enrolled/`` itself may be a link to a bigger disk: committed photos are still moved into place there, but
     nothing is deleted through a link (it may lead to files this server never wrote).
@@ -191,8 +210,8 @@ def _recover(enrolled: Path, data_root: Path, referenced: set[str]) -> Recovery:
     if not may_delete:
         log.warning("enrolment recovery: %s is a symbolic link, so no file is deleted through it", enrolled)
 
-    def rel(path: Path) -> str:
-        return Path(os.path.relpath(path, data_root)).as_posix()
+    def key(path: Path) -> str:
+        return path.relative_to(enrolled).as_posix()
 
     def remove(path: Path, why: str) -> None:
         nonlocal removed
@@ -214,7 +233,7 @@ def _recover(enrolled: Path, data_root: Path, referenced: set[str]) -> Recovery:
                 continue
             for staged in _own_files(pid_dir):
                 final = enrolled / staged.relative_to(pid_dir)
-                if rel(final) in referenced and not os.path.lexists(final) and not _linked_below(enrolled, final):
+                if key(final) in referenced and not os.path.lexists(final) and not _linked_below(enrolled, final):
                     final.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(staged, final)
                     moved += 1
@@ -223,7 +242,7 @@ def _recover(enrolled: Path, data_root: Path, referenced: set[str]) -> Recovery:
                     remove(staged, "staged by an enrolment that never committed")
             _remove_empty_dirs(pid_dir)
     for path in _own_files(enrolled, skip=STAGING_DIR):
-        if rel(path) not in referenced:
+        if key(path) not in referenced:
             remove(path, "a photo no catalogue row names")
     return Recovery(moved, removed)
 
