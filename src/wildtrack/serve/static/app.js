@@ -370,26 +370,31 @@
 
   // ---------------------------------------------------------------------------------------- wiring
 
-  el.input.addEventListener("change", () => {
-    choose(el.input.files);
-    el.input.value = "";  // so choosing the same photo again still fires "change"
-  });
+  // A drop zone and its file input: files chosen, dropped, or picked with Enter/Space go to onFiles.
+  function dropZone(zone, input, onFiles) {
+    input.addEventListener("change", () => {
+      onFiles(input.files);
+      input.value = "";  // so choosing the same file again still fires "change"
+    });
+    zone.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
+    });
+    for (const type of ["dragenter", "dragover"]) {
+      zone.addEventListener(type, (e) => { e.preventDefault(); zone.classList.add("dragging"); });
+    }
+    for (const type of ["dragleave", "drop"]) {
+      zone.addEventListener(type, () => zone.classList.remove("dragging"));
+    }
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      onFiles(e.dataTransfer && e.dataTransfer.files);
+    });
+  }
+
+  dropZone(el.dropzone, el.input, choose);
   el.preview.addEventListener("error", () => {  // the browser cannot show it either (e.g. not an image)
     el.preview.hidden = true;
     el.dropzone.classList.remove("has-image");
-  });
-  el.dropzone.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); el.input.click(); }
-  });
-  for (const type of ["dragenter", "dragover"]) {
-    el.dropzone.addEventListener(type, (e) => { e.preventDefault(); el.dropzone.classList.add("dragging"); });
-  }
-  for (const type of ["dragleave", "drop"]) {
-    el.dropzone.addEventListener(type, () => el.dropzone.classList.remove("dragging"));
-  }
-  el.dropzone.addEventListener("drop", (e) => {
-    e.preventDefault();
-    choose(e.dataTransfer && e.dataTransfer.files);
   });
   // A photo dropped next to the zone should not make the browser navigate away from the page.
   window.addEventListener("dragover", (e) => e.preventDefault());
@@ -402,5 +407,5 @@
 
   // The survey view (survey.js) shares the API helper (one token prompt for the tab) and the header's counts.
   window.WildTrack = { api, send, askToken, tokenHeader: () => sessionStorage.getItem(TOKEN_KEY), describeError, node,
-                       fmt, refreshHealth };
+                       fmt, refreshHealth, dropZone };
 })();

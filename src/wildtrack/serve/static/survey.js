@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const { api, send, askToken, tokenHeader, describeError, node, fmt, refreshHealth } = window.WildTrack;
+  const { api, send, askToken, tokenHeader, describeError, node, fmt, refreshHealth, dropZone } = window.WildTrack;
   const $ = (id) => document.getElementById(id);
   const el = {
     identifyView: $("identify-view"), surveyView: $("survey-view"), tabIdentify: $("view-identify"),
@@ -423,23 +423,7 @@
 
   // ----------------------------------------------------------------------------------------- wiring
 
-  el.input.addEventListener("change", () => {
-    upload(el.input.files);
-    el.input.value = "";
-  });
-  el.dropzone.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); el.input.click(); }
-  });
-  for (const type of ["dragenter", "dragover"]) {
-    el.dropzone.addEventListener(type, (e) => { e.preventDefault(); el.dropzone.classList.add("dragging"); });
-  }
-  for (const type of ["dragleave", "drop"]) {
-    el.dropzone.addEventListener(type, () => el.dropzone.classList.remove("dragging"));
-  }
-  el.dropzone.addEventListener("drop", (e) => {
-    e.preventDefault();
-    upload(e.dataTransfer && e.dataTransfer.files);
-  });
+  dropZone(el.dropzone, el.input, upload);
   el.apply.addEventListener("click", applySurvey);
   window.addEventListener("hashchange", route);
   route();
