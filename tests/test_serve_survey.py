@@ -136,6 +136,9 @@ def test_a_card_runs_in_the_background_is_decided_and_applied_into_the_served_ca
     assert {p["status"] for p in survey["photos"]} == {"ok", "duplicate", "unreadable", "no_turtle"}
     assert [d["encounter"] for d in decisions] == [e["encounter"] for e in survey["encounters"]]
     assert result["undecided"] == sum(d["decision"] == "" for d in decisions)
+    # the page's order is review.html's: to review first, the hardest calls first
+    from wildtrack.survey.review import card_order
+    assert result["review_order"] == [e["encounter"] for e in card_order(survey["encounters"])]
 
     # thumbnails and match pictures are served from the survey folder, and nothing else of it
     thumb = next(p["thumb"] for p in survey["photos"] if p["thumb"])

@@ -360,6 +360,8 @@ class SurveyResult(_Schema):
     survey: SurveyRun
     decisions: list[SurveyDecision]
     undecided: int = Field(description="encounters nobody decided yet: apply leaves them out")
+    review_order: list[str] = Field(default_factory=list, description="the encounters in the order review.html "
+                                    "shows them: to review first, the hardest calls first, then the confident ones")
     files_url: str = Field(description="prefix of the thumbs/ and pictures/ paths the survey names")
     applied: dict[str, Any] | None = Field(None, description="applied.json: what the last apply enrolled")
 

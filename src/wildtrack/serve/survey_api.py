@@ -44,7 +44,7 @@ from wildtrack.serve.uploads import UploadError
 from wildtrack.survey.apply import apply_survey
 from wildtrack.survey.decisions import RENAME, UNDECIDED, read_decisions, set_decision
 from wildtrack.survey.files import APPLIED_FILE, PICTURES_DIR, THUMBS_DIR, SurveyError, load_survey
-from wildtrack.survey.review import write_review
+from wildtrack.survey.review import card_order, write_review
 from wildtrack.workflows import enrolment
 
 __all__ = ["router"]
@@ -132,6 +132,7 @@ async def survey_result(survey_id: str, request: Request) -> SurveyResult:
     return SurveyResult(id=job.id, survey=SurveyRun.model_validate(_without_paths(survey, job, index_dir)),
                         decisions=[SurveyDecision(**r.to_dict()) for r in rows],
                         undecided=sum(not r.decided for r in rows),
+                        review_order=[e["encounter"] for e in card_order(survey["encounters"])],
                         files_url=_url(request, "survey_status", survey_id=job.id) + "/files/", applied=applied)
 
 

@@ -193,8 +193,9 @@
     el.policy.textContent = s.policy && s.policy.sentence ? capital(s.policy.sentence) + "." : "";
     const decisions = new Map(result.decisions.map((d) => [d.encounter, d]));
     const thumbs = new Map(s.photos.map((p) => [p.photo, p.thumb]));
-    // Uncertain first: every encounter to review (new turtles too), then the confident ones, folded.
-    const order = [...s.encounters].sort((a, b) => (a.verdict === "review" ? 0 : 1) - (b.verdict === "review" ? 0 : 1));
+    // Uncertain first (the hardest calls first, as review.html), then the confident ones, folded.
+    const rank = new Map((result.review_order || []).map((key, n) => [key, n]));  // review.html's order
+    const order = [...s.encounters].sort((a, b) => (rank.get(a.encounter) ?? 0) - (rank.get(b.encounter) ?? 0));
     el.encounters.replaceChildren(...order.map((e) => encounterCard(e, decisions.get(e.encounter), thumbs, result)));
     setUndecided(result.undecided);
     el.review.hidden = false;
