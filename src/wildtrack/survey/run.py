@@ -57,7 +57,7 @@ from wildtrack.survey.identify import (
     pooled,
     write_match_picture,
 )
-from wildtrack.survey.newturtles import cluster_new_encounters
+from wildtrack.survey.newturtles import NewTurtle, cluster_new_encounters
 from wildtrack.survey.pairs import PhotoPairs
 from wildtrack.survey.review import write_review
 from wildtrack.visualize.report import looks_synthetic
@@ -181,6 +181,60 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
 
 
+@dataclass
+class _Run:
+    """What the stages share, so each stage reads like one step of the pipeline rather than a list of arguments."""
+
+    photos_root: Path
+    out_dir: Path
+    settings: SurveySettings
+    engine: Engine
+    backend: str
+    resume: bool
+    progress: Advance | None
+    work: _Work
+    result: SurveyResult
+    embedder: Embedder
+    search: CatalogueSearch
+    artifacts: Path  # the model's folder (cluster jobs load it there)
+    catalogue: dict[str, Any]
+    card: list[CardPhoto] = field(default_factory=list)
+    survey_id: str = ""
+    vector_of: dict[str, np.ndarray] = field(default_factory=dict)
+    survey_cache: StoreFeatureCache | None = None
+    idents: dict[str, Identification] = field(default_factory=dict)
+
+    @property
+    def by_name(self) -> dict[str, CardPhoto]:
+        """The card's photos by name, the same objects, so a stage that marks one marks the card."""
+        return {p.photo: p for p in self.card}
+
+    def usable(self) -> list[str]:
+        """The photos still in play: the stages before identifying drop unreadable and empty ones."""
+        return [p.photo for p in self.card if p.status == OK]
+
+    def reused(self, stage_name: str, stage: Advance | None, total: int) -> None:
+        """A stage taken from a killed run's checkpoint: say so, and fill its progress bar at once."""
+        self.result.resumed.append(stage_name)
+        if stage:
+            announce_total(stage, total)
+            stage(total)
+
+
+@dataclass
+class _Grouping:
+    """The grouping stage's outcome, which the verdicts, the new-turtle clustering and the files all read."""
+
+    usable: list[str]
+    position: dict[str, int]
+    pairs: PhotoPairs
+    taken: dict[str, str | None]
+    grouped_by: str
+    threshold: float
+    groups: list[tuple[str, list[str]]]
+    by_time: set[str]  # photos joined to their encounter by capture time alone
+
+
 def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path | Embedder, out: str | Path,
                settings: SurveySettings | None = None, *, backend: str = "auto", engine: Engine | None = None,
                resume: bool = False, progress: Advance | None = None,
@@ -192,139 +246,163 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path 
     (:mod:`wildtrack.progress`); ``say`` one line per thing a person should know (stages reused, notes).
     ``artifacts`` may be the model already loaded (the service's), so a survey loads no second copy.
     """
-    settings = settings or SurveySettings()
-    engine = engine or make_engine("local")
+    run = _open_run(photos, index_dir, artifacts, out, settings or SurveySettings(), backend=backend,
+                    engine=engine, resume=resume, progress=progress)
     speak = say or (lambda _line: None)
-    photos_root, out_dir, index_dir = Path(photos).resolve(), Path(out).resolve(), Path(index_dir).resolve()
+    _scan(run)
+    _embed(run)
+    _local_features(run)
+    _identify(run)
+    grouped = _group(run)
+    encounters = _verdicts(run, grouped)
+    turtles = _new_turtles(run, grouped, encounters)
+    _match_pictures(run, encounters)
+    _files(run, grouped, encounters, len(turtles))
+    for line in run.result.notes:
+        speak(line)
+    _review(run)
+    return run.result
+
+
+def _open_run(photos: str | Path, index_dir: str | Path, artifacts: str | Path | Embedder, out: str | Path,
+              settings: SurveySettings, *, backend: str, engine: Engine | None, resume: bool,
+              progress: Advance | None) -> _Run:
+    """Check the folders and open the catalogue first, so a mistyped path fails before any work is done."""
+    engine = engine or make_engine("local")
+    photos_root, out_dir, index_path = Path(photos).resolve(), Path(out).resolve(), Path(index_dir).resolve()
     if not photos_root.is_dir():
         raise SurveyError(f"PHOTOS {photos}: no such folder")
     _prepare_out(photos_root, out_dir, resume)
     work = _Work(out_dir)
     result = SurveyResult(out_dir, {})
+    embedder, search = open_catalogue(index_path, artifacts, backend=backend)
+    artifacts_dir = Path(getattr(embedder, "artifacts", artifacts))  # the model's folder (cluster jobs load it there)
+    return _Run(photos_root, out_dir, settings, engine, backend, resume, progress, work, result, embedder, search,
+                artifacts_dir, _catalogue_info(index_path, search))
 
-    embedder, search = open_catalogue(index_dir, artifacts, backend=backend)
-    artifacts = Path(getattr(embedder, "artifacts", artifacts))  # the model's folder (cluster jobs load it there)
-    catalogue = _catalogue_info(index_dir, search)
 
-    # ---- scanning: every file, its bytes, readability, time, thumbnail
-    listing = _listing(photos_root)
-    scanned = work.load("scan.json") if resume else None
+def _scan(run: _Run) -> None:
+    """Read every file once (readability, time, thumbnail), and refuse a folder that holds another run."""
+    listing = _listing(run.photos_root)
+    scanned = run.work.load("scan.json") if run.resume else None
     if scanned is not None and scanned.get("listing") == listing:
-        card = [CardPhoto.from_dict(p) for p in scanned["photos"]]
-        result.resumed.append("scanning")
-        if progress:
-            announce_total(progress, len(card))
-            progress(len(card))
+        run.card = [CardPhoto.from_dict(p) for p in scanned["photos"]]
+        run.reused("scanning", run.progress, len(run.card))
     else:
-        card = scan_card(photos_root, out_dir / THUMBS_DIR, progress)
-        work.save("scan.json", {"listing": listing, "photos": [p.to_dict() for p in card]})
-    if not card:
-        raise SurveyError(f"PHOTOS {photos_root} holds no image files (looked for .jpg, .jpeg, .png, .webp, .bmp)")
-    by_name = {p.photo: p for p in card}
-    survey_id = _survey_id(card, catalogue, settings)
-    run_record = work.load("run.json")
-    if run_record is not None and run_record.get("survey_id") != survey_id:
-        raise SurveyError(f"{out_dir} holds a run of other photos, another catalogue generation or other settings; "
-                          "start a new survey with another --out")
-    work.save("run.json", {"survey_id": survey_id})
+        run.card = scan_card(run.photos_root, run.out_dir / THUMBS_DIR, run.progress)
+        run.work.save("scan.json", {"listing": listing, "photos": [p.to_dict() for p in run.card]})
+    if not run.card:
+        raise SurveyError(f"PHOTOS {run.photos_root} holds no image files (looked for .jpg, .jpeg, .png, .webp, "
+                          ".bmp)")
+    run.survey_id = _survey_id(run.card, run.catalogue, run.settings)
+    run_record = run.work.load("run.json")
+    if run_record is not None and run_record.get("survey_id") != run.survey_id:
+        raise SurveyError(f"{run.out_dir} holds a run of other photos, another catalogue generation or other "
+                          "settings; start a new survey with another --out")
+    run.work.save("run.json", {"survey_id": run.survey_id})
 
-    # ---- embedding: once per readable photo, through the engine
-    readable = [p.photo for p in card if p.status == OK]
-    stage = next_stage(progress, "embedding")
-    embedded = work.load("embeddings.json") if resume else None
-    if embedded is not None and embedded.get("photos") == readable and (work.dir / "embeddings.npy").is_file():
-        vectors_ok = np.load(work.dir / "embeddings.npy")
+
+def _embed(run: _Run) -> None:
+    """Embed each readable photo once, through the engine; grouping, identifying and clustering all reuse it."""
+    readable = run.usable()
+    stage = next_stage(run.progress, "embedding")
+    embedded = run.work.load("embeddings.json") if run.resume else None
+    if embedded is not None and embedded.get("photos") == readable and (run.work.dir / "embeddings.npy").is_file():
+        vectors_ok = np.load(run.work.dir / "embeddings.npy")
         ok_names, failed = embedded["ok"], embedded["failed"]
-        result.resumed.append("embedding")
-        if stage:
-            announce_total(stage, len(readable))
-            stage(len(readable))
+        run.reused("embedding", stage, len(readable))
     else:
-        res = embed_photos(engine, embedder, artifacts, backend, [photos_root / p for p in readable], work.dir, stage)
+        res = embed_photos(run.engine, run.embedder, run.artifacts, run.backend,
+                           [run.photos_root / p for p in readable], run.work.dir, stage)
         ok_names = [readable[i] for i in res.ok]
         failed = {readable[i]: why for i, why in res.failed}
         vectors_ok = np.asarray(res.embeddings, dtype=np.float32)
-        atomic_write_bytes(work.dir / "embeddings.npy", _npy(vectors_ok))
-        work.save("embeddings.json", {"photos": readable, "ok": ok_names, "failed": failed})
+        atomic_write_bytes(run.work.dir / "embeddings.npy", _npy(vectors_ok))
+        run.work.save("embeddings.json", {"photos": readable, "ok": ok_names, "failed": failed})
+    by_name = run.by_name
     for name, why in failed.items():
         by_name[name].status, by_name[name].reason = UNREADABLE, f"cannot be embedded ({why})"
-    vector_of = {name: vectors_ok[n] for n, name in enumerate(ok_names)}
+    run.vector_of = {name: vectors_ok[n] for n, name in enumerate(ok_names)}
 
-    # ---- local features: once per photo, into the survey's feature store, through the engine
-    pipeline = search.pipeline
-    survey_cache: StoreFeatureCache | None = None
-    usable = [p.photo for p in card if p.status == OK]
-    if pipeline is not None:
-        stage = next_stage(progress, "local features")
-        ids = photo_ids([photos_root / p for p in usable], photos_root)
-        done = work.load("features.json") if resume else None
-        if done is not None and done.get("photos") == usable:
-            files = done["files"]
-            result.resumed.append("local features")
-            if stage:
-                announce_total(stage, len(usable))
-                stage(len(usable))
-        else:
-            new = extract_shards(engine, pipeline.extractor, list(zip(ids, [photos_root / p for p in usable],
-                                                                         strict=True)), work.dir, stage)
-            files = store_files(work.dir, pipeline.extractor, new)
-            work.save("features.json", {"photos": usable, "files": files})
-        store = FeatureStore(work.dir, files)
-        failed_features: dict[str, str] = {}
-        for name in files:
-            if name.startswith(f"{STORE_DIR}/") and name.endswith(".wtfs"):
-                failed_features.update(FeatureShard(work.dir / name).failed)
-        for name, image_id in zip(usable, ids, strict=True):
-            photo = by_name[name]
-            if image_id in failed_features or image_id not in store:
-                photo.status = UNREADABLE
-                photo.reason = f"its local features cannot be extracted ({failed_features.get(image_id, 'missing')})"
-                continue
-            keypoints = len(store.raw(image_id)[0])
-            if keypoints < settings.min_keypoints:
-                photo.status = NO_TURTLE
-                photo.reason = (f"{keypoints} local keypoints (fewer than {settings.min_keypoints}): nothing to "
-                                "match, e.g. open water or sand")
-        survey_cache = StoreFeatureCache(store, photos_root, pipeline.extractor, projection=pipeline.projection)
-        pipeline = replace(pipeline, features=_SurveyFeatures(survey_cache, pipeline.cache))
-        search.pipeline = pipeline
 
-    # ---- identifying: each usable photo once against the catalogue
-    usable = [p.photo for p in card if p.status == OK]
-    stage = next_stage(progress, "identifying")
+def _local_features(run: _Run) -> None:
+    """Extract each photo's local features once into the survey's store, and call the photos with none no_turtle."""
+    pipeline = run.search.pipeline
+    if pipeline is None:  # a global-only catalogue: nothing to extract, no photo is no_turtle
+        return
+    usable = run.usable()
+    stage = next_stage(run.progress, "local features")
+    ids = photo_ids([run.photos_root / p for p in usable], run.photos_root)
+    done = run.work.load("features.json") if run.resume else None
+    if done is not None and done.get("photos") == usable:
+        files = done["files"]
+        run.reused("local features", stage, len(usable))
+    else:
+        new = extract_shards(run.engine, pipeline.extractor, list(zip(ids, [run.photos_root / p for p in usable],
+                                                                      strict=True)), run.work.dir, stage)
+        files = store_files(run.work.dir, pipeline.extractor, new)
+        run.work.save("features.json", {"photos": usable, "files": files})
+    store = FeatureStore(run.work.dir, files)
+    failed_features: dict[str, str] = {}
+    for name in files:
+        if name.startswith(f"{STORE_DIR}/") and name.endswith(".wtfs"):
+            failed_features.update(FeatureShard(run.work.dir / name).failed)
+    by_name, min_keypoints = run.by_name, run.settings.min_keypoints
+    for name, image_id in zip(usable, ids, strict=True):
+        photo = by_name[name]
+        if image_id in failed_features or image_id not in store:
+            photo.status = UNREADABLE
+            photo.reason = f"its local features cannot be extracted ({failed_features.get(image_id, 'missing')})"
+            continue
+        keypoints = len(store.raw(image_id)[0])
+        if keypoints < min_keypoints:
+            photo.status = NO_TURTLE
+            photo.reason = (f"{keypoints} local keypoints (fewer than {min_keypoints}): nothing to "
+                            "match, e.g. open water or sand")
+    run.survey_cache = StoreFeatureCache(store, run.photos_root, pipeline.extractor, projection=pipeline.projection)
+    run.search.pipeline = replace(pipeline, features=_SurveyFeatures(run.survey_cache, pipeline.cache))
+
+
+def _identify(run: _Run) -> None:
+    """Identify each usable photo once against the catalogue; the encounters pool these, never re-search."""
+    usable = run.usable()
+    search, stage = run.search, next_stage(run.progress, "identifying")
     announce_total(stage, len(usable))
-    known = work.load("identified.json") if resume else None
+    known = run.work.load("identified.json") if run.resume else None
     known = known if isinstance(known, dict) else {}
-    idents: dict[str, Identification] = {}
     fresh = 0
     for name in usable:
         if name in known:
             hits = hits_from_dicts(known[name])
-            idents[name] = Identification(search.policy.decide(hits), hits, search.policy)
+            run.idents[name] = Identification(search.policy.decide(hits), hits, search.policy)
         else:
-            image = photos_root / name if pipeline is not None else None
-            idents[name] = search.identify(vector_of[name], image, max(settings.topk, 5))
-            known[name] = hits_to_dicts(idents[name].hits)
+            image = run.photos_root / name if search.pipeline is not None else None
+            run.idents[name] = search.identify(run.vector_of[name], image, max(run.settings.topk, 5))
+            known[name] = hits_to_dicts(run.idents[name].hits)
             fresh += 1
         if stage:
             stage(1)
     if fresh:
-        work.save("identified.json", known)
+        run.work.save("identified.json", known)
     elif usable:
-        result.resumed.append("identifying")
+        run.result.resumed.append("identifying")
 
-    # ---- grouping: folders, or time windows split by appearance
-    stage = next_stage(progress, "grouping")
+
+def _group(run: _Run) -> _Grouping:
+    """Group the photos into encounters: by folder, or by time window split where the photos look unalike."""
+    usable, search, settings = run.usable(), run.search, run.settings
+    stage = next_stage(run.progress, "grouping")
     announce_total(stage, len(usable))
     position = {name: n for n, name in enumerate(usable)}
-    pairs = PhotoPairs(np.stack([vector_of[n] for n in usable]) if usable else np.zeros((0, embedder.dim)),
-                       [survey_cache.get(photos_root / n) for n in usable] if survey_cache is not None else None,
-                       pipeline)
-    taken = {p.photo: p.taken for p in card}
+    survey_cache = run.survey_cache
+    pairs = PhotoPairs(np.stack([run.vector_of[n] for n in usable]) if usable else np.zeros((0, run.embedder.dim)),
+                       [survey_cache.get(run.photos_root / n) for n in usable] if survey_cache is not None else None,
+                       search.pipeline)
+    taken = {p.photo: p.taken for p in run.card}
     grouped_by = grouping.choose_grouping(usable, settings.grouping)
     threshold = grouping.link_threshold(search.policy.photo_threshold, confident_threshold(search.policy, False))
     groups: list[tuple[str, list[str]]] = []
-    by_time: set[str] = set()  # photos joined to their encounter by capture time alone
+    by_time: set[str] = set()
     if grouped_by == grouping.FOLDERS:
         for n, members in enumerate(grouping.folder_groups(usable, taken)):
             groups.append((f"F{n + 1:03d}", members))
@@ -334,22 +412,25 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path 
         for n, window in enumerate(grouping.time_windows(usable, taken, settings.gap_s)):
             rows = [position[p] for p in window]
             same = pairs.within(rows, WINDOW_NEAREST) if len(rows) > 1 else np.ones((1, 1))
-            parts, joined = grouping.split_window(same, [named(idents[p]) for p in window], threshold)
+            parts, joined = grouping.split_window(same, [named(run.idents[p]) for p in window], threshold)
             by_time.update(window[i] for i in joined)
             for part in parts:
                 groups.append((f"T{n + 1:03d}", [window[i] for i in part]))
             if stage:
                 stage(len(window))
     groups.sort(key=lambda g: (min(taken[p] or "" for p in g[1]), g[1][0]))
+    return _Grouping(usable, position, pairs, taken, grouped_by, threshold, groups, by_time)
 
-    # ---- encounters' verdicts
+
+def _verdicts(run: _Run, grouped: _Grouping) -> list[dict[str, Any]]:
+    """Pool each encounter's photos into one verdict; a photo joined by time alone sends it to review."""
+    search, taken = run.search, grouped.taken
     encounters: list[dict[str, Any]] = []
-    encounter_of: dict[str, str] = {}
-    for n, (window, members) in enumerate(groups):
+    for n, (window, members) in enumerate(grouped.groups):
         key = f"E{n + 1:03d}"
-        enc = pooled(search.policy, [idents[p] for p in members])
+        enc = pooled(search.policy, [run.idents[p] for p in members])
         new, verdict = encounter_verdict(enc)
-        unlinked = [p for p in members if p in by_time]
+        unlinked = [p for p in members if p in grouped.by_time]
         if unlinked:  # a photo with no evidence may be another turtle: never enrolled without a person
             verdict = REVIEW
         times = sorted(taken[p] or "" for p in members)
@@ -359,15 +440,18 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path 
             "proposed_identity": None if new else enc.decision.identity, "score": _r(enc.decision.score),
             "score_kind": search.policy.score, "threshold": _r(search.policy.encounter_threshold),
             "confident_threshold": _r(confident_threshold(search.policy)),
-            "candidates": candidate_rows(search, enc, members, settings.topk), "new_group": None,
+            "candidates": candidate_rows(search, enc, members, run.settings.topk), "new_group": None,
             "joined_by_time": unlinked})
-        encounter_of.update(dict.fromkeys(members, key))
+    return encounters
 
-    # ---- new turtles: the "new individual" encounters clustered
-    stage = next_stage(progress, "clustering new turtles")
-    new_encs = [(e["encounter"], [position[p] for p in e["photos"]]) for e in encounters if e["new"]]
+
+def _new_turtles(run: _Run, grouped: _Grouping, encounters: list[dict[str, Any]]) -> list[NewTurtle]:
+    """Cluster the "new individual" encounters, so one unknown turtle seen twice is proposed as one new turtle."""
+    search, usable = run.search, grouped.usable
+    stage = next_stage(run.progress, "clustering new turtles")
+    new_encs = [(e["encounter"], [grouped.position[p] for p in e["photos"]]) for e in encounters if e["new"]]
     announce_total(stage, len(new_encs))
-    turtles = cluster_new_encounters(new_encs, pairs.best_pair, search.policy.encounter_threshold,
+    turtles = cluster_new_encounters(new_encs, grouped.pairs.best_pair, search.policy.encounter_threshold,
                                      set(search.index.identities()))
     if stage:
         stage(len(new_encs))
@@ -381,44 +465,53 @@ def run_survey(photos: str | Path, index_dir: str | Path, artifacts: str | Path 
         for key in turtle.encounters:
             enc_of[key]["proposed_identity"] = turtle.id
             enc_of[key]["new_group"] = group
+    return turtles
 
-    # ---- match pictures: the best pair of each top candidate, and of each new-turtle link
-    stage = next_stage(progress, "match pictures")
-    _pictures(encounters, settings, search, photos_root, out_dir, stage)
 
-    # ---- the files
+def _match_pictures(run: _Run, encounters: list[dict[str, Any]]) -> None:
+    """Draw the best pair of each top candidate and of each new-turtle link, so a reviewer sees the evidence."""
+    stage = next_stage(run.progress, "match pictures")
+    _pictures(encounters, run.settings, run.search, run.photos_root, run.out_dir, stage)
+
+
+def _files(run: _Run, grouped: _Grouping, encounters: list[dict[str, Any]], new_turtles: int) -> None:
+    """Write survey.json, photos.csv and decisions.csv (keeping one a person already edited, when still valid)."""
+    search, settings, card, out_dir = run.search, run.settings, run.card, run.out_dir
+    encounter_of = {p: e["encounter"] for e in encounters for p in e["photos"]}
+    enc_of = {e["encounter"]: e for e in encounters}
     photos_rows = []
     for p in card:
         enc_key = encounter_of.get(p.photo)
         proposed = enc_of[enc_key]["proposed_identity"] if enc_key else None
-        score = photo_score(idents[p.photo], proposed) if enc_key and proposed and not enc_of[enc_key]["new"] \
+        score = photo_score(run.idents[p.photo], proposed) if enc_key and proposed and not enc_of[enc_key]["new"] \
             else None
         photos_rows.append({**p.to_dict(), "encounter": enc_key, "proposed_identity": proposed,
                             "score": _r(score)})
     counts = {"photos": len(card), **{s: sum(p.status == s for p in card) for s in (OK, UNREADABLE, DUPLICATE,
                                                                                     NO_TURTLE)},
               "encounters": len(encounters), "confident": sum(e["verdict"] == "confident" for e in encounters),
-              "review": sum(e["verdict"] != "confident" for e in encounters), "new_turtles": len(turtles)}
+              "review": sum(e["verdict"] != "confident" for e in encounters), "new_turtles": new_turtles}
     notes = [] if confident_threshold(search.policy) is not None else [NO_CONFIDENT_NOTE]
-    data = {"survey_id": survey_id, "photos_root": str(photos_root), "catalogue": catalogue,
-            "settings": {**settings.to_dict(), "grouped_by": grouped_by, "link_threshold": _r(threshold),
-                         "artifacts": str(Path(artifacts).resolve())},  # for the apply command the review prints
+    data = {"survey_id": run.survey_id, "photos_root": str(run.photos_root), "catalogue": run.catalogue,
+            "settings": {**settings.to_dict(), "grouped_by": grouped.grouped_by,
+                         "link_threshold": _r(grouped.threshold),
+                         "artifacts": str(Path(run.artifacts).resolve())},  # for the apply command the review prints
             "policy": search.policy.to_dict(), "photos": photos_rows, "encounters": encounters, "counts": counts,
             "notes": notes}
     save_survey(out_dir, data)
     _write_photos_csv(out_dir, photos_rows)
     if not _decisions_still_valid(out_dir, data):
         write_decisions(out_dir, initial_decisions(data))
-    result.data, result.notes = data, notes
-    for line in notes:
-        speak(line)
+    run.result.data, run.result.notes = data, notes
 
-    stage = next_stage(progress, "review")
-    result.review = write_review(out_dir)
+
+def _review(run: _Run) -> None:
+    """Write review.html last, from the files just written, so the page shows exactly what the files say."""
+    stage = next_stage(run.progress, "review")
+    run.result.review = write_review(run.out_dir)
     if stage:
         announce_total(stage, 1)
         stage(1)
-    return result
 
 
 def _npy(array: np.ndarray) -> bytes:
