@@ -131,12 +131,13 @@ def survey(card, reranked_index, tiny_artifacts, tmp_path_factory) -> Run:
     proc = subprocess.Popen([sys.executable, "-m", "wildtrack", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, **cache})
     embeddings = out / ".work" / "embeddings.npy"
+    finished = out / ".work" / "embeddings.json"  # written after the vectors: the stage's checkpoint is complete
     deadline = time.monotonic() + 120
-    while not embeddings.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not finished.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
-    assert embeddings.exists() and not (out / "survey.json").exists(), "the run should be killed mid-way"
+    assert finished.exists() and not (out / "survey.json").exists(), "the run should be killed mid-way"
     stamp = embeddings.stat().st_mtime_ns
     done = _cli(*args, "--resume", env=cache)
     assert done.returncode == 0, done.stderr
