@@ -107,8 +107,10 @@ def exif_with_time(when: dt.datetime) -> bytes:
     """An EXIF APP1 payload holding only ``DateTimeOriginal`` (what a camera writes)."""
     from PIL import Image
 
+    from wildtrack.images import DATETIME_ORIGINAL, EXIF_IFD
+
     exif = Image.Exif()
-    exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")
+    exif.get_ifd(EXIF_IFD)[DATETIME_ORIGINAL] = when.strftime("%Y:%m:%d %H:%M:%S")
     return exif.tobytes()
 
 

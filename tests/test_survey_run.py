@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wildtrack.images import DATETIME_ORIGINAL, EXIF_IFD
 from wildtrack.survey import encounters as grouping
 from wildtrack.survey.card import scan_card
 
@@ -56,7 +57,7 @@ EXPECTED = [("t000", ["IMG_0001.jpg", "IMG_0002.jpg", "IMG_0003.jpg"]),
 
 def _exif(when: str) -> Image.Exif:
     exif = Image.Exif()
-    exif.get_ifd(0x8769)[36867] = when.replace("-", ":").replace("T", " ")
+    exif.get_ifd(EXIF_IFD)[DATETIME_ORIGINAL] = when.replace("-", ":").replace("T", " ")
     return exif
 
 

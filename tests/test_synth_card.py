@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from wildtrack.data.synth.card import DATETIME_ORIGINAL, EXIF_IFD, generate_card, write_truth
+from wildtrack.data.synth.card import generate_card, write_truth
+from wildtrack.images import DATETIME_ORIGINAL, EXIF_IFD
 
 
 def test_a_card_is_a_flat_folder_of_camera_files_with_capture_times(tmp_path):

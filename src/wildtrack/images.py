@@ -189,15 +189,28 @@ def _reduced(img: Image.Image, side: int) -> Image.Image:
     return img
 
 
+EXIF_IFD = 0x8769  # where EXIF keeps the camera's own tags
+DATETIME_ORIGINAL = 0x9003  # when the shutter fired, "YYYY:MM:DD HH:MM:SS"
+DATETIME = 0x0132  # when the file was last written
+
+
+def exif_capture_time(img: Image.Image, fallback: bool = False) -> str | None:
+    """The photo's EXIF ``DateTimeOriginal`` as written (``fallback``: else ``DateTime``); None when absent."""
+    exif = img.getexif()
+    value = exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL) or (exif.get(DATETIME) if fallback else None)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return value if isinstance(value, str) else None
+
+
 def image_date(path: str | Path) -> str | None:
     """EXIF ``DateTimeOriginal`` (or ``DateTime``) as ``YYYY-MM-DD``, or None when absent."""
     try:
         with Image.open(path) as img:
-            exif = img.getexif()
-            value = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
+            value = exif_capture_time(img, fallback=True)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
         return None
-    if not value or not isinstance(value, str) or len(value) < 10:
+    if not value or len(value) < 10:
         return None
     return value[:10].replace(":", "-")
 

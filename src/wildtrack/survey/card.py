@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from wildtrack.atomic import atomic_write_bytes
-from wildtrack.images import ImageError, is_image_name, open_image
+from wildtrack.images import ImageError, exif_capture_time, is_image_name, open_image
 from wildtrack.progress import Advance, announce_total
 
 __all__ = ["DUPLICATE", "NO_TURTLE", "OK", "STATUSES", "THUMB_SIDE", "UNREADABLE", "CardPhoto", "capture_time",
@@ -31,8 +31,6 @@ __all__ = ["DUPLICATE", "NO_TURTLE", "OK", "STATUSES", "THUMB_SIDE", "UNREADABLE
 
 OK, UNREADABLE, DUPLICATE, NO_TURTLE = "ok", "unreadable", "duplicate", "no_turtle"
 STATUSES = (OK, UNREADABLE, DUPLICATE, NO_TURTLE)
-EXIF_IFD = 0x8769
-DATETIME_ORIGINAL = 36867
 THUMB_SIDE = 320
 
 
@@ -73,10 +71,8 @@ def capture_time(img: Image.Image | None, path: Path) -> tuple[str, str]:
     """(ISO time, ``exif`` | ``file``): EXIF DateTimeOriginal when the photo has a valid one, else its mtime."""
     if img is not None:
         try:
-            value = img.getexif().get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)
-            if isinstance(value, bytes):
-                value = value.decode("ascii", "replace")
-            if isinstance(value, str):
+            value = exif_capture_time(img)
+            if value is not None:
                 return datetime.strptime(value.strip().strip("\0")[:19], "%Y:%m:%d %H:%M:%S").isoformat(), "exif"
         except (ValueError, TypeError, KeyError, OSError, SyntaxError):
             pass  # a broken EXIF block: the file time is the next best thing

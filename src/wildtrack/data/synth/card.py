@@ -26,11 +26,11 @@ from wildtrack.data.synth.plan import _ImageSpec
 from wildtrack.data.synth.render import _render_image
 from wildtrack.data.synth.scene import _encounter_look
 from wildtrack.data.synth.turtle import _render_template
+from wildtrack.images import DATETIME_ORIGINAL, EXIF_IFD
 
 __all__ = ["CardPhoto", "generate_card", "write_truth"]
 
 CARD_ENCOUNTER = 1000  # encounter and image numbers far beyond a catalogue's: new scenery and poses
-EXIF_IFD, DATETIME_ORIGINAL = 0x8769, 36867
 _S_CARD = 97  # the card's own random stream (open water)
 
 
