@@ -47,7 +47,7 @@ from wildtrack.jobs import Engine
 from wildtrack.progress import Advance, announce_total
 from wildtrack.search import CatalogueSearch
 from wildtrack.survey.decisions import ACCEPT, CONFIDENT, REJECT, DecisionRow, read_decisions
-from wildtrack.survey.files import APPLIED_FILE, SurveyError, load_survey
+from wildtrack.survey.files import APPLIED_FILE, WORK_DIR, SurveyError, load_survey
 from wildtrack.survey.review import write_review
 from wildtrack.survey.sightings import AUTOMATIC, REVIEWED, Sighting, add_catalogue_sightings, write_sightings
 from wildtrack.workflows import enrolment
@@ -177,7 +177,9 @@ def apply_survey(survey_dir: str | Path, index_dir: str | Path, artifacts: str |
                            generation_after=index.generation, sightings=sightings, **report_args)
 
     searcher = CatalogueSearch(index, index_dir)
-    vectors = _embed(embedder, {name: data for name, (_, data) in photos.items()}, progress)
+    vectors = _run_vectors(survey_dir, survey_id)  # what the verdicts were made on, when the run kept them
+    vectors.update(_embed(embedder, {name: data for name, (_, data) in photos.items() if name not in vectors},
+                          progress))
     batches, slots = _batches(survey, todo, photos, vectors)
     try:
         results = enrolment.enrol_batches(searcher, batches, lock_timeout=lock_timeout, engine=engine,
@@ -299,6 +301,23 @@ def _model(artifacts: str | Path | Embedder, backend: str, index: GalleryIndex) 
         raise SurveyError(f"the model in {artifacts} is not the one the catalogue was built with: give the "
                           "--artifacts of the survey's run")
     return embedder
+
+
+def _run_vectors(survey_dir: Path, survey_id: str) -> dict[str, np.ndarray]:
+    """The unit vectors ``survey run`` computed for its photos (``SURVEY/.work``), when they are this run's: the
+    photos were checked unchanged and the model the same, so embedding them again would only repeat that work."""
+    work = survey_dir / WORK_DIR
+    try:
+        run = json.loads((work / "run.json").read_text(encoding="utf-8"))
+        listed = json.loads((work / "embeddings.json").read_text(encoding="utf-8"))
+        vectors = np.load(work / "embeddings.npy")
+    except (OSError, ValueError):
+        return {}  # e.g. a survey folder copied without its .work
+    names = listed.get("ok") if isinstance(listed, dict) else None
+    if not isinstance(run, dict) or run.get("survey_id") != survey_id or not isinstance(names, list) \
+            or len(names) != len(vectors):
+        return {}
+    return dict(zip(names, vectors, strict=True))
 
 
 def _embed(embedder: Embedder, photos: dict[str, bytes], progress: Advance | None) -> dict[str, np.ndarray]:
